@@ -1,0 +1,3 @@
+from yoco_cli.cli.app import main
+
+main()

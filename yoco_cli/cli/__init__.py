@@ -1,0 +1,1 @@
+"""The command-line shell: a thin layer of Typer commands over the library."""

@@ -1,0 +1,92 @@
+"""`yoco`: the Typer application, global options and the one place errors become exit codes.
+
+Importing this module must stay cheap (shell completion runs `yoco` on every TAB):
+no torch, numpy or matplotlib at import time; commands import what they need.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .. import __version__
+from ..errors import EXIT_BUG, EXIT_INTERRUPTED, YocoError
+from . import output
+from .common import state
+
+# One module per command or group; each exposes `register(app)`.
+COMMAND_MODULES = [
+    "cmd_cache",     # cache dir|ls|info|verify|gc|rm
+]
+
+
+class YocoGroup(typer.core.TyperGroup):
+    """Runs every command inside one error boundary (also under CliRunner in tests)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except YocoError as e:
+            if output.get().debug:
+                raise
+            output.get().error(e.one_line())
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            output.get().error("interrupted; the cache is consistent, run the command again to resume")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except (typer.Exit, typer.Abort, typer._click.exceptions.ClickException):
+            raise
+        except Exception as e:  # a bug: say so in one line unless --debug
+            if output.get().debug:
+                raise
+            output.get().error(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)")
+            raise typer.Exit(EXIT_BUG) from None
+
+
+app = typer.Typer(
+    name="yoco",
+    cls=YocoGroup,
+    help="You Only Condense Once: resize a condensed dataset to any smaller IPC without condensing again.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"yoco {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    home: Annotated[Optional[Path], typer.Option("--home", help="Cache folder (overrides YOCO_HOME).",
+                                                 show_default=False)] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No messages or progress bars.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Global options apply to every command."""
+    state.home = home
+    state.store = None
+    output.configure(json_mode=json_, quiet=quiet, debug=debug or bool(os.environ.get("YOCO_DEBUG")))
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"{__package__}.{_name}").register(app)
+
+
+def main() -> None:
+    try:
+        app(prog_name="yoco")
+    except KeyboardInterrupt:  # raised before a command started (e.g. while parsing)
+        sys.stderr.write("interrupted\n")
+        sys.exit(EXIT_INTERRUPTED)

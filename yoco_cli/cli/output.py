@@ -1,0 +1,115 @@
+"""The one output sink: data to stdout, messages and progress to stderr.
+
+Modes: human (Rich tables), `--json` (one JSON document on stdout) and `--quiet`
+(no messages, no progress; data still printed). Progress bars appear only when
+stderr is a terminal, so pipes and CI logs stay clean. NO_COLOR is honoured by Rich.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+
+@dataclass
+class Output:
+    json_mode: bool = False
+    quiet: bool = False
+    debug: bool = False
+    out: Console = field(default_factory=lambda: Console(soft_wrap=True))
+    err: Console = field(default_factory=lambda: Console(stderr=True, soft_wrap=True))
+
+    # -- messages (stderr) -------------------------------------------------
+    def info(self, text: str) -> None:
+        if not self.quiet:
+            self.err.print(text, highlight=False)
+
+    def warn(self, text: str) -> None:
+        self.err.print(f"[yellow]warning:[/] {text}", highlight=False)
+
+    def error(self, text: str) -> None:
+        self.err.print(f"[bold red]error:[/] {text}", highlight=False, markup=True)
+
+    # -- data (stdout) -----------------------------------------------------
+    def data(self, payload: Any, table: Table | None = None) -> None:
+        """Print a result: the JSON document in --json mode, else the table (or a plain rendering)."""
+        if self.json_mode:
+            sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+            sys.stdout.flush()
+        elif table is not None:
+            self.out.print(table)
+        elif payload is not None:
+            self.out.print(payload, highlight=False)
+
+    def text(self, text: str) -> None:
+        """Plain data line on stdout (paths, names) regardless of mode."""
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+    # -- progress (stderr) ---------------------------------------------------
+    @property
+    def show_progress(self) -> bool:
+        return not self.quiet and not self.json_mode and self.err.is_terminal
+
+    @contextmanager
+    def progress(self, transient: bool = False) -> Iterator[Progress]:
+        """A Rich Progress on stderr; disabled (but still usable) when not wanted."""
+        prog = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=self.err,
+            transient=transient,
+            disable=not self.show_progress,
+        )
+        with prog:
+            yield prog
+
+
+def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Table:
+    """A plain Rich table; numbers right-aligned."""
+    t = Table(title=title, title_justify="left", header_style="bold")
+    sample = rows[0] if rows else []
+    for i, name in enumerate(columns):
+        numeric = i < len(sample) and isinstance(sample[i], (int, float))
+        t.add_column(name, justify="right" if numeric else "left")
+    for row in rows:
+        t.add_row(*[_cell(v) for v in row])
+    return t
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+_current = Output()
+
+
+def get() -> Output:
+    return _current
+
+
+def configure(json_mode: bool = False, quiet: bool = False, debug: bool = False) -> Output:
+    global _current
+    _current = Output(json_mode=json_mode, quiet=quiet, debug=debug)
+    return _current

@@ -1,0 +1,1 @@
+"""Real datasets, condensed-set formats and multi-formation decoding."""

@@ -1,0 +1,54 @@
+"""One exception family for every failure a user can cause or meet.
+
+The CLI turns any `YocoError` into a single line on stderr and the exit code below;
+anything else is a bug (exit 1, traceback only with --debug). Library code raises
+these and never calls sys.exit itself.
+"""
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_BUG = 1
+EXIT_USAGE = 2
+EXIT_INTEGRITY = 3
+EXIT_FETCH = 4
+EXIT_LOCK = 5
+EXIT_INTERRUPTED = 130
+
+
+class YocoError(Exception):
+    """A failure with a message for people, an optional hint and an exit code."""
+
+    exit_code = EXIT_BUG
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        text = self.message.rstrip(".")
+        return f"{text}. {self.hint}" if self.hint else text
+
+
+class UsageError(YocoError):
+    """Bad arguments or input the user can fix (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class IntegrityError(YocoError):
+    """A hash mismatch, a missing object or a file in the wrong format (exit 3)."""
+
+    exit_code = EXIT_INTEGRITY
+
+
+class FetchError(YocoError):
+    """Network, offline mode or a remote refusing us (exit 4)."""
+
+    exit_code = EXIT_FETCH
+
+
+class LockTimeout(YocoError):
+    """Another process held a stage's lock for too long (exit 5)."""
+
+    exit_code = EXIT_LOCK

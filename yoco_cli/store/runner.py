@@ -1,0 +1,80 @@
+"""Run a stage through the store: look up its key, else compute under a lock and commit.
+
+    result = run_cached(store, "dynamics", 1, params, {"set": digest}, compute)
+
+`compute(tmpdir)` writes its output files into `tmpdir` and returns a `StageResult`.
+Only after every output is in `objects/` is the manifest written, so an interruption at
+any point leaves the previous state of the cache intact; the next run recomputes (or,
+for stages that checkpoint into `store.partial_dir`, resumes).
+"""
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .. import __version__
+from .manifest import Manifest, run_key
+from .store import Store
+
+
+@dataclass
+class StageResult:
+    outputs: dict[str, Path]
+    meta: dict = field(default_factory=dict)
+
+
+def provenance(seconds: float) -> dict:
+    prov = {
+        "yoco": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "argv": sys.argv[1:],
+        "seconds": round(seconds, 3),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        prov["torch"] = torch.__version__
+    return prov
+
+
+def run_cached(
+    store: Store,
+    stage: str,
+    version: int,
+    params: dict,
+    inputs: dict[str, str],
+    compute: Callable[[Path, str], StageResult],
+    *,
+    ref: str | None = None,
+    on_wait: Callable[[], None] | None = None,
+) -> tuple[Manifest, bool]:
+    """Return (manifest, cached). `compute(tmpdir, key)` runs only on a cache miss."""
+    store.ensure()
+    key = run_key(stage, version, params, inputs)
+    hit = store.load_run(stage, key)
+    if hit is None:
+        with store.lock(stage, key, on_wait=on_wait):
+            hit = store.load_run(stage, key)  # another process may have finished it meanwhile
+            if hit is None:
+                t0 = time.perf_counter()
+                with store.staging() as tmp:
+                    result = compute(tmp, key)
+                    outputs = {}
+                    for name, path in result.outputs.items():
+                        digest, size = store.put_file(Path(path))
+                        outputs[name] = {"digest": digest, "size": size}
+                manifest = Manifest(stage, version, key, params, inputs, outputs, result.meta,
+                                    provenance(time.perf_counter() - t0))
+                store.commit_run(manifest)
+                store.clear_partial(stage, key)
+                if ref:
+                    store.set_ref(ref, stage, key)
+                return manifest, False
+    if ref:
+        store.set_ref(ref, stage, key)
+    return hit, True
