@@ -1,0 +1,1 @@
+"""Stages: params + run function each, executed through the store (see store/runner.py)."""

@@ -1,0 +1,58 @@
+"""Storing and finding condensed sets.
+
+Every stage that produces a condensed set (import, condense, prune) names that output
+"set" and records `set.describe()` under meta["set"], so sets can be listed and
+filtered (by dataset, IPC) without opening their tensors.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from ..data.condensed import CondensedSet
+from ..errors import UsageError
+from ..store import Manifest, StageResult, Store, run_cached
+
+
+def set_result(tmp: Path, cset: CondensedSet, summary: str, extra: dict | None = None) -> StageResult:
+    """Write a set into a stage's staging folder and describe it for the manifest."""
+    path = cset.save(tmp / "set.safetensors")
+    meta = {"set": cset.describe(), "summary": summary, "made_by": cset.meta, **(extra or {})}
+    return StageResult(outputs={"set": path}, meta=meta)
+
+
+def store_set(store: Store, stage: str, version: int, params: dict, inputs: dict[str, str],
+              make: Callable[[Path, str], StageResult], ref: str | None = None) -> tuple[Manifest, bool]:
+    return run_cached(store, stage, version, params, inputs, make, ref=ref)
+
+
+def is_set(m: Manifest) -> bool:
+    return "set" in m.outputs and "set" in m.meta
+
+
+def all_sets(store: Store) -> list[Manifest]:
+    return [m for m in store.all_runs() if is_set(m)]
+
+
+def load_set(store: Store, m: Manifest) -> CondensedSet:
+    return CondensedSet.load(store.object_path(m.digest("set")))
+
+
+def resolve_set(store: Store, spec: str) -> tuple[Manifest, CondensedSet]:
+    """A ref name, a key prefix, or a path to a set file (imported on the way, format auto)."""
+    path = Path(spec)
+    if path.exists() and not store.ref_path(spec).exists():
+        from .importing import import_file
+
+        m, _ = import_file(store, path, fmt="auto", dataset=None)
+        return m, load_set(store, m)
+    m = store.resolve(spec, what="condensed set")
+    if not is_set(m):
+        raise UsageError(f"{spec} is a {m.stage} artifact, not a condensed set", "see `yoco cache ls`")
+    return m, load_set(store, m)
+
+
+def set_label(store: Store, m: Manifest) -> str:
+    """The friendliest name of a stored set: its first ref, else its short key."""
+    names = store.refs_to(m.stage, m.key)
+    return names[0] if names else m.short
