@@ -47,3 +47,33 @@ def interactive() -> bool:
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random choice.")]
+
+
+# -- shell completion helpers (run on every TAB: keep them cheap, no torch) ----------
+def complete_refs(incomplete: str) -> list[str]:
+    """Stored artifact names, read straight from the refs folder."""
+    from ..store import Store
+
+    try:
+        names = Store(state.home).refs()
+    except OSError:
+        return []
+    return [n for n in names if n.startswith(incomplete)]
+
+
+def complete_set_refs(incomplete: str) -> list[str]:
+    from ..store import Store
+
+    try:
+        names = Store(state.home).refs()
+    except OSError:
+        return []
+    set_stages = {"import", "condense", "prune", "fetch"}
+    return [n for n, (stage, _) in names.items() if stage in set_stages and n.startswith(incomplete)]
+
+
+METRICS = ["lbpe", "el2n", "forgetting", "aum", "entropy", "loss", "ssp", "ccs", "random"]
+
+
+def complete_metrics(incomplete: str) -> list[str]:
+    return [m for m in METRICS if m.startswith(incomplete)]

@@ -1,0 +1,1 @@
+complete --command yoco --no-files --arguments "(env _YOCO_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) yoco)" --condition "env _YOCO_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) yoco"
