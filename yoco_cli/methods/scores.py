@@ -1,0 +1,262 @@
+"""Every score of spec section 3, one function per metric, registered by name.
+
+Dynamics-based scores read only the sufficient statistics of `yoco_cli.data.dynamics.Dynamics`
+(err [E,N], correct [E,N], margin_sum [N], correct_num [E], loss_epoch [E]); model-based ones
+(entropy, loss, and the features for ssp) need the final model of a dynamics run. Every
+function returns (values [N] float32, info dict): info records what was actually used
+(chosen epochs, window, options) so the score artifact says how each number was made.
+
+Direction: `high_is_hard` in the registry. AUM is the one metric where high means easy.
+Where the reference deviates from the original paper, the default is the reference (what
+the paper measured) and the original is one keyword away:
+  forgetting  never-learned samples score 0 (reference); never_learned="max" gives them
+              max+1, i.e. "forgotten infinitely often", Toneva et al.'s rule, kept finite.
+  aum         margins of *probabilities* summed over all epochs (reference). Pleiss et al.
+              use logit margins; those equal log-probability margins (softmax shifts all
+              logits of a sample by the same constant), but the dynamics artifact keeps only
+              the probability-margin sum, so the logit version cannot be computed from it.
+              mean=True divides by the epoch count (Pleiss's average; same ranking).
+  ccs         scores are EL2N; the stratified selection lives in methods/select.py.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..errors import UsageError
+from . import presets
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    source: str          # "dynamics" | "model" | "selection" (ssp: chosen by k-means at prune time)
+    high_is_hard: bool
+    fn: Callable[..., tuple[Any, dict]] | None
+    doc: str
+
+
+REGISTRY: dict[str, Metric] = {}
+
+
+def register(name: str, source: str, high_is_hard: bool, doc: str):
+    def deco(fn):
+        REGISTRY[name] = Metric(name, source, high_is_hard, fn, doc)
+        return fn
+    return deco
+
+
+def get(name: str) -> Metric:
+    if name not in REGISTRY:
+        raise UsageError(f"unknown metric {name!r}", f"use one of {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+# -- epoch choice -------------------------------------------------------------------------------
+def top_k_epochs(values, k: int, stop_epoch: int, largest: bool = True) -> list[int]:
+    """The K best epochs in [0, stop_epoch), by one total order: best value first, ties by ascending epoch.
+
+    largest=True ranks by descending value (correct_num), False by ascending (loss_epoch).
+    `torch.topk` leaves ties to chance (P11); a stable sort of the negated key does not.
+    """
+    import numpy as np
+
+    v = np.asarray(values[:stop_epoch].cpu().numpy() if hasattr(values, "cpu") else values[:stop_epoch],
+                   dtype=np.float64)
+    key = -v if largest else v
+    return sorted(np.argsort(key, kind="stable")[:k].tolist())
+
+
+def _rows_sum(err, rows: list[int]):
+    import torch
+
+    if not rows:
+        return torch.zeros(err.shape[1], dtype=torch.float32)
+    return err[rows].float().sum(0)
+
+
+# -- dynamics-based -----------------------------------------------------------------------------
+@register("lbpe", "dynamics", True, "sum of ||p - e_y|| over the K epochs of highest training accuracy before stop_epoch")
+def lbpe(dyn, k: int, stop_epoch: int, use_loss: bool = False):
+    presets.check_lbpe(stop_epoch, k, dyn.epochs)
+    if use_loss:
+        epochs = top_k_epochs(dyn.loss_epoch, k, stop_epoch, largest=False)
+    else:
+        epochs = top_k_epochs(dyn.correct_num, k, stop_epoch, largest=True)
+    return _rows_sum(dyn.err, epochs), {"k": k, "stop_epoch": stop_epoch, "use_loss": use_loss, "epochs": epochs}
+
+
+@register("el2n", "dynamics", True, "sum of ||p - e_y|| over an epoch window, [0, 10) by default")
+def el2n(dyn, start: int = 0, end: int = 10):
+    if not 0 <= start < end:
+        raise UsageError(f"bad EL2N window [{start}, {end})", "give START:END with 0 <= START < END")
+    if start >= dyn.epochs:
+        raise UsageError(f"EL2N window [{start}, {end}) starts after the {dyn.epochs} recorded epochs")
+    stop = min(end, dyn.epochs)  # short dynamics (tests, digits): the window is what exists
+    return _rows_sum(dyn.err, list(range(start, stop))), {"window": [start, stop]}
+
+
+@register("forgetting", "dynamics", True, "number of correct -> wrong transitions over all epochs")
+def forgetting(dyn, never_learned: str = "zero"):
+    c = dyn.correct
+    # last_i starts at 0, so epoch 0 can never be a forgetting event
+    f = (c[:-1] & ~c[1:]).sum(0).float() if c.shape[0] > 1 else c.new_zeros(c.shape[1]).float()
+    info = {"never_learned": never_learned}
+    if never_learned == "max":
+        never = ~c.any(0)
+        f = f.clone()
+        f[never] = float(f.max()) + 1 if f.numel() else 0.0
+        info["never_learned_count"] = int(never.sum())
+    elif never_learned != "zero":
+        raise UsageError(f"unknown never-learned rule {never_learned!r}", "use zero (reference) or max (Toneva)")
+    return f, info
+
+
+@register("aum", "dynamics", False, "sum over epochs of p_y - max_{k!=y} p_k (probabilities); high = easy")
+def aum(dyn, mean: bool = False):
+    v = dyn.margin_sum.float()
+    if mean:
+        v = v / max(dyn.epochs, 1)
+    return v, {"space": "probability", "mean": mean}
+
+
+@register("ccs", "dynamics", True, "EL2N scores, selected by coverage-centric stratified sampling")
+def ccs(dyn, start: int = 0, end: int = 10):
+    v, info = el2n(dyn, start, end)
+    return v, {**info, "score": "el2n"}
+
+
+@register("random", "dynamics", True, "a seeded random permutation (same for every run)")
+def random_scores(dyn, seed: int = 0):
+    import torch
+
+    g = torch.Generator().manual_seed(int(seed))
+    return torch.randperm(dyn.num_samples, generator=g).float(), {"seed": int(seed)}
+
+
+# -- model-based (final model, eval mode, decoded images, no augmentation) ----------------------
+@register("entropy", "model", True, "entropy of the final model's softmax on the un-augmented image")
+def entropy(model_out: dict):
+    return model_out["entropy"], {}
+
+
+@register("loss", "model", True, "cross-entropy of the final model on the un-augmented image")
+def loss(model_out: dict):
+    return model_out["loss"], {}
+
+
+REGISTRY["ssp"] = Metric("ssp", "selection", True, None,
+                         "k-means prototypes on the final model's embedding (chosen at prune time)")
+
+
+def model_outputs(model, x, y, device, batch_size: int = 256, want_features: bool = False) -> dict:
+    """One eval-mode pass: entropy and loss per sample (and `embed` features when asked).
+
+    `x` must already be in the model's input space (the caller normalises per value space).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    was_training = model.training
+    model.eval()
+    ent, nll, feats = [], [], []
+    with torch.no_grad():
+        for i in range(0, x.shape[0], batch_size):
+            xb = x[i:i + batch_size].to(device)
+            yb = y[i:i + batch_size].to(device)
+            if want_features and hasattr(model, "embed"):
+                f = model.embed(xb)
+                feats.append(f.flatten(1).float().cpu())
+            logits = model(xb).float()
+            q = logits.softmax(1)
+            ent.append((-(q * (q + 1e-10).log()).sum(1)).cpu())
+            nll.append(F.cross_entropy(logits, yb, reduction="none").cpu())
+    model.train(was_training)
+    out = {"entropy": torch.cat(ent) if ent else torch.zeros(0), "loss": torch.cat(nll) if nll else torch.zeros(0)}
+    if want_features:
+        out["features"] = torch.cat(feats) if feats else torch.zeros(0, 0)
+    return out
+
+
+def embed_features(model, x, device, batch_size: int = 256):
+    """The model's `embed` output, flattened, eval mode (ssp's k-means space, spec 3.7)."""
+    import torch
+
+    if not hasattr(model, "embed"):
+        raise UsageError(f"the model {type(model).__name__} has no embed(); ssp needs one")
+    was_training = model.training
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, x.shape[0], batch_size):
+            out.append(model.embed(x[i:i + batch_size].to(device)).flatten(1).float().cpu())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+# -- all scores of several runs ----------------------------------------------------------------
+@dataclass
+class ScoreOptions:
+    k: int | None = None
+    stop_epoch: int | None = None
+    use_loss: bool = False
+    el2n_window: tuple[int, int] = (0, 10)
+    never_learned: str = "zero"
+    aum_mean: bool = False
+    seed: int = 0
+
+    def as_params(self) -> dict:
+        return {"k": self.k, "stop_epoch": self.stop_epoch, "use_loss": self.use_loss,
+                "el2n_window": list(self.el2n_window), "never_learned": self.never_learned,
+                "aum_mean": self.aum_mean, "seed": self.seed}
+
+
+def dynamics_scores(dyn, opts: ScoreOptions, setting: tuple[str | None, str]) -> tuple[dict, dict]:
+    """Every dynamics-based score of one run -> ({metric: values}, {metric: info})."""
+    preset = presets.lbpe_preset(setting[0], setting[1], dyn.epochs)
+    k = opts.k if opts.k is not None else preset.k
+    stop = opts.stop_epoch if opts.stop_epoch is not None else preset.stop_epoch
+    a, b = opts.el2n_window
+    calls = {
+        "lbpe": lambda: lbpe(dyn, k, stop, opts.use_loss),
+        "el2n": lambda: el2n(dyn, a, b),
+        "forgetting": lambda: forgetting(dyn, opts.never_learned),
+        "aum": lambda: aum(dyn, opts.aum_mean),
+        "random": lambda: random_scores(dyn, opts.seed),
+    }
+    values, infos = {}, {}
+    for name, call in calls.items():
+        values[name], infos[name] = call()
+    infos["lbpe"]["preset"] = preset.as_dict() | {"used": opts.k is None and opts.stop_epoch is None}
+    return values, infos
+
+
+def average(per_seed: list):
+    import torch
+
+    return torch.stack([v.float() for v in per_seed]).mean(0)
+
+
+# -- summary ------------------------------------------------------------------------------------
+def ranks(values):
+    """Average ranks (ties share the mean of their positions), as Spearman's rho needs."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=np.float64)
+    order = np.argsort(v, kind="stable")
+    sv = v[order]
+    r = np.empty(len(v), dtype=np.float64)
+    starts = np.flatnonzero(np.r_[True, sv[1:] != sv[:-1]])
+    ends = np.r_[starts[1:], len(v)]
+    for s, e in zip(starts, ends):
+        r[order[s:e]] = (s + e - 1) / 2.0
+    return r
+
+
+def spearman(a, b) -> float | None:
+    import numpy as np
+
+    ra, rb = ranks(a), ranks(b)
+    if len(ra) < 2 or ra.std() == 0 or rb.std() == 0:
+        return None
+    return float(np.corrcoef(ra, rb)[0, 1])
