@@ -309,6 +309,7 @@ class Store:
         dead = [p for p in self.all_objects() if p.name not in keep]
         dangling = [n for n, (s, k) in self.refs().items() if not self.manifest_path(s, k).is_file()]
         stale = [p for p in self.tmp.iterdir() if _abandoned(p)] if self.tmp.is_dir() else []
+        freed = sum(p.stat().st_size for p in dead)  # before deleting: the files are gone after
         if not dry_run:
             for p in dead:
                 _unlink(p)
@@ -320,7 +321,7 @@ class Store:
             "objects": [p.name for p in dead],
             "refs": dangling,
             "tmp": [p.name for p in stale],
-            "bytes": [str(sum(p.stat().st_size for p in dead))],
+            "bytes": [str(freed)],
         }
 
     def rm(self, manifests: list[Manifest], dry_run: bool = False) -> dict[str, list[str]]:
