@@ -1,0 +1,67 @@
+"""Stage "import": put a published condensed-set file into the store.
+
+The key is made of the file digests and the *resolved* reading parameters (format after
+detection, dataset after inference, factor, IPC, DSA experiment, value space), so `--format
+auto` and the explicit format give the same artifact, and importing the same file twice
+stores one object. The set is written in our safetensors format; the source path is only
+recorded in the manifest's meta (never in the object), so copies of a file share an object.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+from ..data.condensed import CondensedSet
+from ..data.formats import load
+from ..store import Manifest, Store
+from ..store.store import sha256_file
+from .sets import set_result, store_set
+
+STAGE = "import"
+VERSION = 1
+# Test hook: seconds to sleep after the set is staged and before it is committed, so tests
+# can kill an import at its most delicate moment or make two imports overlap.
+PAUSE_ENV = "YOCO_TEST_IMPORT_PAUSE"
+
+
+def import_file(store: Store, path: Path | str, fmt: str = "auto", dataset: str | None = None,
+                factor: int | None = None, ipc: int | None = None, name: str | None = None,
+                experiment: int = 0, value_space: str | None = None,
+                on_note: Callable[[str], None] | None = None) -> tuple[Manifest, bool]:
+    """Read PATH (see data/formats.py) and store it; returns (manifest, cached)."""
+    loaded = load(path, fmt, dataset=dataset, factor=factor, ipc=ipc, experiment=experiment,
+                  value_space=value_space)
+    cset = loaded.cset
+    for note in loaded.notes:
+        if on_note:
+            on_note(note)
+    ref = name or default_ref(cset, loaded.fmt)
+    store.check_ref_name(ref)  # before any work is committed
+    digests = [sha256_file(f) for f in loaded.files]
+    inputs = {"file": digests[0], **({"labels": digests[1]} if len(digests) > 1 else {})}
+    params = {"format": loaded.fmt, "dataset": cset.dataset, "factor": cset.factor, "ipc": cset.ipc,
+              "experiment": cset.meta.get("experiment") if loaded.fmt == "dsa" else None,
+              "value_space": cset.value_space}
+
+    def make(tmp: Path, key: str):
+        result = set_result(tmp, cset, summary(cset, loaded.fmt), extra={"source": [str(f) for f in loaded.files]})
+        _pause_for_tests()
+        return result
+
+    return store_set(store, STAGE, VERSION, params, inputs, make, ref=ref)
+
+
+def default_ref(cset: CondensedSet, fmt: str) -> str:
+    return f"import/{cset.dataset}/{fmt}-ipc{cset.ipc}"
+
+
+def summary(cset: CondensedSet, fmt: str) -> str:
+    return f"{fmt} {cset.dataset} ipc{cset.ipc} x{cset.factor} ({cset.value_space})"
+
+
+def _pause_for_tests() -> None:
+    seconds = float(os.environ.get(PAUSE_ENV, "0") or 0)
+    if seconds > 0:
+        time.sleep(seconds)
