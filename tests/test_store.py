@@ -133,7 +133,7 @@ def _yoco(home, *args, pause=None):
 
 def test_two_processes_importing_at_once(store, tmp_path):
     p = _set_file(tmp_path)
-    procs = [_yoco(store.root, "import", p, "--dataset", "cifar10", pause=1.5) for _ in range(2)]
+    procs = [_yoco(store.root, "import", p, "--dataset", "cifar10", pause=1.0) for _ in range(2)]
     results = [(q.wait(timeout=60), q.stderr.read()) for q in procs]
     assert [rc for rc, _ in results] == [0, 0], results
     said = sorted("already in the cache" in err for _, err in results)

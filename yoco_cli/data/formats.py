@@ -86,9 +86,12 @@ def load(path: Path | str, fmt: str = "auto", dataset: str | None = None, factor
     labels = _to_tensor(labels, "labels")
     width = int(labels.shape[1]) if labels.dim() == 2 and fmt == "kip" else None
     labels = _as_labels(labels, fmt, info)
-    validate(images, labels, 1 << 30)  # rank, counts, NaN/Inf first: they are the file's fault
+    try:
+        validate(images, labels, 1 << 30)  # rank, counts, NaN/Inf first: they are the file's fault
+    except IntegrityError as e:
+        raise IntegrityError(f"{files[0]}: {e.message}", e.hint) from None
     if not labels.numel():
-        raise IntegrityError("the set holds no images")
+        raise IntegrityError(f"{files[0]} holds no images")
     dataset, num_classes = resolve_dataset(dataset, images, labels, width, files, notes)
     side = int(images.shape[-1])
     factor = default_factor(fmt, side) if factor is None else int(factor)
@@ -381,9 +384,9 @@ def export(cset: CondensedSet, path: Path | str, fmt: str = "idc") -> list[str]:
     """
     import torch
 
-    fmt = check_format(fmt)
-    if fmt == "auto":
-        raise UsageError("export needs an explicit --format", f"use one of {', '.join(FORMATS)}")
+    if (fmt or "").strip().lower() not in FORMATS:
+        raise UsageError(f"cannot export format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+    fmt = fmt.strip().lower()
     if cset.value_space not in EXPORT_SPACES[fmt]:
         fits = [f for f, spaces in EXPORT_SPACES.items() if cset.value_space in spaces and f != "yoco"]
         raise UsageError(f"cannot export a {cset.value_space} set as {fmt}: {fmt} readers take its values as "
