@@ -39,13 +39,13 @@ def import_cmd(
         "--dataset", "-d", help="cifar10, cifar100, imagenet10, svhn, mnist, fashion or digits; "
                                 "inferred from the images when unambiguous.", show_default=False)] = None,
     factor: Annotated[Optional[int], typer.Option(
-        "--factor", help="Multi-formation factor [default: 2 for idc/dream (3 at >=128 px), else 1].",
+        "--factor", help="Multi-formation factor (default: 2 for idc/dream, 3 at 128 px and up; else 1).",
         show_default=False)] = None,
     ipc: Annotated[Optional[int], typer.Option(
         "--ipc", help="Expected images per class; an error if the file holds another count.",
         show_default=False)] = None,
     name: Annotated[Optional[str], typer.Option(
-        "--name", help="Name for the set [default: import/DATASET/FORMAT-ipcN].", show_default=False)] = None,
+        "--name", help="Name for the set (default: import/DATASET/FORMAT-ipcN).", show_default=False)] = None,
     experiment: Annotated[int, typer.Option(
         "--experiment", help="Which run of a DSA multi-experiment file (YOCO uses 0, IDC -1).")] = 0,
     value_space: Annotated[Optional[str], typer.Option(
