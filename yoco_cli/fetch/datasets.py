@@ -1,0 +1,522 @@
+"""Readers for the real datasets' published on-disk formats, and their cache in the store.
+
+    cifar10, cifar100   the python tarballs (pickled dicts of uint8 arrays), canonical 50k/10k split
+    svhn                train_32x32.mat / test_32x32.mat (label 10 means digit 0)
+    mnist, fashion      gzipped idx files, canonical 60k/10k split
+    imagenet10          the 10 classes of spec 1.5 from a local ImageNet folder, Resize 224 + CenterCrop 224
+    folder:PATH         any ImageFolder tree of image files (PATH/train + PATH/test, or one tree split)
+
+Each is decoded once into the store (stage `dataset`: uint8 images, int64 labels, one
+safetensors file) and named (`cifar10`, ...), so later loads read one file. Pickles are
+read by an unpickler that can build numpy arrays and nothing else: no code runs.
+Importing this module registers the loaders with `data.real`.
+"""
+from __future__ import annotations
+
+import codecs
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..data import real
+from ..errors import IntegrityError, UsageError
+
+STAGE = "dataset"
+VERSION = 1
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
+# Spec 1.5: the first 10 WNIDs of the reference's class list, labels 0..9 in this order.
+IMAGENET10_WNIDS = ("n02869837", "n01749939", "n02488291", "n02107142", "n13037406",
+                    "n02091831", "n04517823", "n04589890", "n03062245", "n01773797")
+FOLDER_TEST_FRACTION = 0.2
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot"]
+# Normalisation stats: CIFAR/ImageNet per spec 1.2; SVHN/MNIST/Fashion as in IDC's data.py.
+STATS = dict(real.STATS)
+STATS.update({
+    "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion": ((0.2861,), (0.3530,)),
+})
+
+
+@dataclass
+class Decoded:
+    """What a reader returns: numpy uint8 images (N, C, H, W), int64 labels, class names."""
+    train_x: Any
+    train_y: Any
+    test_x: Any
+    test_y: Any
+    classes: list[str]
+    meta: dict
+
+
+# -- restricted unpickling (CIFAR) -------------------------------------------------------
+class _ArraysOnly(pickle.Unpickler):
+    """Builds numpy arrays, lists, dicts, strings; refuses every other callable."""
+
+    def find_class(self, module: str, name: str):
+        import numpy as np
+
+        core = getattr(np, "_core", None) or np.core
+        # _codecs.encode: how protocol-2 pickles written by Python 3 carry raw bytes (pure, harmless)
+        allowed = {("multiarray", "_reconstruct"): core.multiarray._reconstruct,
+                   ("multiarray", "scalar"): core.multiarray.scalar,
+                   ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+                   ("_codecs", "encode"): codecs.encode}
+        key = ("multiarray", name) if module in ("numpy.core.multiarray", "numpy._core.multiarray") else (module, name)
+        if key in allowed:
+            return allowed[key]
+        raise IntegrityError(f"the CIFAR pickle wants to call {module}.{name}, which yoco refuses to run",
+                             "a real CIFAR file holds only arrays and lists; this file is not one")
+
+
+def _unpickle(data: bytes, what: str) -> dict:
+    try:
+        obj = _ArraysOnly(io.BytesIO(data), encoding="latin1").load()
+    except IntegrityError:
+        raise
+    except Exception as e:  # any malformed pickle: one line, exit 3
+        raise IntegrityError(f"{what} is not a readable CIFAR pickle ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, dict):
+        raise IntegrityError(f"{what} holds a {type(obj).__name__}, not the CIFAR dict")
+    return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
+
+
+def _names(v) -> list[str]:
+    return [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in v]
+
+
+# -- readers ------------------------------------------------------------------------------
+def read_cifar(archive: Path, variant: int) -> Decoded:
+    """CIFAR-10/100 python tarball, read member by member (nothing is extracted to disk)."""
+    import numpy as np
+
+    want = ({f"data_batch_{i}" for i in range(1, 6)} | {"test_batch", "batches.meta"}) if variant == 10 \
+        else {"train", "test", "meta"}
+    found: dict[str, dict] = {}
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                base = member.name.rsplit("/", 1)[-1]
+                if member.isfile() and base in want:
+                    found[base] = _unpickle(tar.extractfile(member).read(), f"{archive.name}:{member.name}")
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise IntegrityError(f"{archive} is not a readable CIFAR-{variant} tarball ({e})") from None
+    label_key = "labels" if variant == 10 else "fine_labels"
+    train = [f"data_batch_{i}" for i in range(1, 6)] if variant == 10 else ["train"]
+    test = ["test_batch"] if variant == 10 else ["test"]
+    lost = [m for m in train + test if m not in found]
+    if lost:
+        raise IntegrityError(f"CIFAR-{variant} archive lacks {', '.join(lost)}", "fetch it again")
+
+    def part(members):
+        xs, ys = [], []
+        for m in members:
+            d = found[m]
+            x = np.asarray(d.get("data"))
+            y = np.asarray(d.get(label_key), dtype=np.int64)
+            if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072 or len(y) != len(x):
+                raise IntegrityError(f"CIFAR-{variant} member {m} has data {x.dtype}{list(x.shape)} "
+                                     f"and {len(y)} labels; expected uint8 [N, 3072] and N labels")
+            xs.append(x.reshape(-1, 3, 32, 32))
+            ys.append(y)
+        return np.concatenate(xs), np.concatenate(ys)
+
+    tx, ty = part(train)
+    vx, vy = part(test)
+    meta = found.get("batches.meta" if variant == 10 else "meta", {})
+    classes = _names(meta.get("label_names" if variant == 10 else "fine_label_names", []))
+    if len(classes) != variant:
+        classes = CIFAR10_CLASSES if variant == 10 else [str(i) for i in range(100)]
+    return Decoded(tx, ty, vx, vy, classes, {"format": f"cifar-{variant}-python"})
+
+
+def read_svhn(train: Path, test: Path) -> Decoded:
+    def one(path: Path):
+        import numpy as np
+
+        try:
+            import scipy.io
+        except ImportError:
+            raise UsageError("reading SVHN needs scipy", "pip install scipy") from None
+        try:
+            d = scipy.io.loadmat(str(path), variable_names=["X", "y"])
+        except Exception as e:  # scipy raises several types for a bad file
+            raise IntegrityError(f"{path.name} is not a readable SVHN .mat file ({e})") from None
+        x, y = d.get("X"), d.get("y")
+        if x is None or y is None or x.ndim != 4 or x.shape[:3] != (32, 32, 3) or y.size != x.shape[3]:
+            raise IntegrityError(f"{path.name} does not hold SVHN's X [32, 32, 3, N] and y [N, 1]")
+        labels = y.reshape(-1).astype(np.int64)
+        labels[labels == 10] = 0  # SVHN stores digit 0 as class 10
+        return np.ascontiguousarray(x.transpose(3, 2, 0, 1)).astype(np.uint8), labels
+
+    tx, ty = one(train)
+    vx, vy = one(test)
+    return Decoded(tx, ty, vx, vy, [str(i) for i in range(10)], {"format": "svhn-mat"})
+
+
+def read_idx(path: Path):
+    """An idx file (gzipped or not): magic 0x0000, type 0x08 (uint8), ndim, big-endian dims."""
+    import numpy as np
+
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise IntegrityError(f"{path.name} is a damaged gzip file ({e})") from None
+    if len(raw) < 4 or raw[0:2] != b"\x00\x00" or raw[2] != 0x08:
+        raise IntegrityError(f"{path.name} is not an idx file of unsigned bytes")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    n = int(np.prod(dims)) if dims else 0
+    if len(raw) - offset != n:
+        raise IntegrityError(f"{path.name} holds {len(raw) - offset} bytes of data, its header says {n}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+def read_mnist_like(files: dict[str, Path], classes: list[str], fmt: str) -> Decoded:
+    import numpy as np
+
+    def part(split: str):
+        x, y = read_idx(files[f"{split}-images"]), read_idx(files[f"{split}-labels"])
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise IntegrityError(f"{fmt} {split} images {list(x.shape)} and labels {list(y.shape)} do not pair up")
+        return x[:, None, :, :].copy(), y.astype(np.int64)
+
+    tx, ty = part("train")
+    vx, vy = part("test")
+    return Decoded(tx, ty, vx, vy, classes, {"format": fmt})
+
+
+# -- image folders ------------------------------------------------------------------------
+def _images_under(d: Path) -> list[Path]:
+    return sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def tree_digest(files: list[tuple[str, Path]]) -> str:
+    """Content digest of a tree: sha256 over (relative path, sha256 of bytes) lines."""
+    h = hashlib.sha256()
+    for rel, p in files:
+        fh = hashlib.sha256(p.read_bytes()).hexdigest()
+        h.update(f"{rel}\t{fh}\n".encode())
+    return h.hexdigest()
+
+
+def split_one_tree(by_class: dict[str, list[str]]) -> dict[str, set[str]]:
+    """Deterministic split of a single tree: within each class, files ordered by the sha256 of
+    their relative path; the first round(20%) (at least 1 when the class has 2+) go to test.
+    Stable when files are added elsewhere and independent of the folder's location."""
+    test: dict[str, set[str]] = {}
+    for c, rels in by_class.items():
+        order = sorted(rels, key=lambda r: hashlib.sha256(r.encode()).hexdigest())
+        k = int(round(FOLDER_TEST_FRACTION * len(order)))
+        k = max(k, 1) if len(order) >= 2 else 0
+        test[c] = set(order[:k])
+    return test
+
+
+def _load_image(path: Path, channels: int, size: tuple[int, int] | None, crop: int | None):
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if channels == 1 else "RGB")
+            if crop:
+                im = resize_center_crop(im, crop)
+            elif size and im.size != size:
+                im = resize_center_crop(im, min(size))
+    except (UnidentifiedImageError, OSError) as e:
+        raise IntegrityError(f"cannot read the image {path} ({e})") from None
+    a = np.asarray(im, dtype=np.uint8)
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+def resize_center_crop(im, size: int):
+    """torchvision's Resize(size) (shorter side -> size, bilinear, antialiased by PIL) then CenterCrop(size)."""
+    from PIL import Image
+
+    w, h = im.size
+    if (w <= h and w != size) or (h < w and h != size):
+        if w <= h:
+            nw, nh = size, int(size * h / w)
+        else:
+            nw, nh = int(size * w / h), size
+        im = im.resize((nw, nh), Image.BILINEAR)
+        w, h = nw, nh
+    left, top = int(round((w - size) / 2.0)), int(round((h - size) / 2.0))
+    return im.crop((left, top, left + size, top + size))
+
+
+def _probe(paths: list[Path]) -> tuple[int, tuple[int, int] | None]:
+    """(channels, common size or None) from the image headers (no pixel decoding)."""
+    from PIL import Image, UnidentifiedImageError
+
+    modes, sizes = set(), set()
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                modes.add(im.mode)
+                sizes.add(im.size)
+        except (UnidentifiedImageError, OSError) as e:
+            raise IntegrityError(f"cannot read the image {p} ({e})") from None
+    gray = modes <= {"1", "L", "I", "I;16", "F", "LA"}
+    return (1 if gray else 3), (sizes.pop() if len(sizes) == 1 else None)
+
+
+def _stack(paths: list[Path], labels: list[int], channels: int, size, crop, tick):
+    import numpy as np
+
+    xs = []
+    for p in paths:
+        xs.append(_load_image(p, channels, size, crop))
+        tick()
+    if not xs:  # e.g. a one-tree folder whose classes are too small to give test images
+        h, w = (crop, crop) if crop else (size[1], size[0])
+        return np.zeros((0, channels, h, w), np.uint8), np.zeros(0, np.int64)
+    return np.stack(xs), np.asarray(labels, dtype=np.int64)
+
+
+def scan_folder(root: Path) -> tuple[list[str], list[tuple[str, Path, int, str]]]:
+    """(classes, [(relpath, path, label, split)]) of an ImageFolder tree."""
+    if not root.is_dir():
+        raise UsageError(f"folder:{root} is not a folder", "give PATH/<class>/*.png or PATH/train/<class>/...")
+    two = (root / "train").is_dir()
+    train_root = root / "train" if two else root
+    classes = sorted(d.name for d in train_root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if two and (root / "test").is_dir() is False and (root / "val").is_dir() is False:
+        raise UsageError(f"folder:{root} has train/ but no test/ (or val/)", "add PATH/test/<class>/... images")
+    if not classes:
+        raise UsageError(f"folder:{root} has no class folders", "lay images out as PATH/<class>/<image>")
+    rows: list[tuple[str, Path, int, str]] = []
+    if two:
+        test_root = root / "test" if (root / "test").is_dir() else root / "val"
+        extra = sorted(d.name for d in test_root.iterdir() if d.is_dir() and d.name not in classes)
+        if extra:
+            raise UsageError(f"folder:{root}: {test_root.name}/ has classes not in train/: {', '.join(extra[:5])}",
+                             "use the same class folder names in both")
+        for split, base in (("train", train_root), ("test", test_root)):
+            for label, c in enumerate(classes):
+                for p in _images_under(base / c) if (base / c).is_dir() else []:
+                    rows.append((p.relative_to(root).as_posix(), p, label, split))
+    else:
+        by_class = {c: [p.relative_to(root).as_posix() for p in _images_under(root / c)] for c in classes}
+        test = split_one_tree(by_class)
+        for label, c in enumerate(classes):
+            for rel in by_class[c]:
+                rows.append((rel, root / rel, label, "test" if rel in test[c] else "train"))
+    if not any(r[3] == "train" for r in rows):
+        raise UsageError(f"folder:{root} has no images", f"image files end in {', '.join(IMAGE_EXTENSIONS[:4])}, ...")
+    return classes, rows
+
+
+def read_folder(root: Path, rows, classes, crop: int | None = None, tick=lambda: None) -> Decoded:
+    paths = [r[1] for r in rows]
+    channels, size = _probe(paths)
+    if crop is None and size is None:  # mixed sizes: square crops at the median shorter side
+        from PIL import Image
+
+        sides = sorted(min(Image.open(p).size) for p in paths)
+        size = (sides[len(sides) // 2],) * 2
+    tr = [r for r in rows if r[3] == "train"]
+    te = [r for r in rows if r[3] == "test"]
+    tx, ty = _stack([r[1] for r in tr], [r[2] for r in tr], channels, size, crop, tick)
+    vx, vy = _stack([r[1] for r in te], [r[2] for r in te], channels, size, crop, tick)
+    return Decoded(tx, ty, vx, vy, list(classes), {"format": "imagefolder"})
+
+
+# -- the `dataset` stage ------------------------------------------------------------------
+SPECS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Path]], Decoded]]] = {
+    "cifar10": (("archive",), lambda f: read_cifar(f["archive"], 10)),
+    "cifar100": (("archive",), lambda f: read_cifar(f["archive"], 100)),
+    "svhn": (("train", "test"), lambda f: read_svhn(f["train"], f["test"])),
+    "mnist": (("train-images", "train-labels", "test-images", "test-labels"),
+              lambda f: read_mnist_like(f, [str(i) for i in range(10)], "mnist-idx")),
+    "fashion": (("train-images", "train-labels", "test-images", "test-labels"),
+                lambda f: read_mnist_like(f, FASHION_CLASSES, "fashion-mnist-idx")),
+}
+
+
+def _stats(name: str, d: Decoded) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    if name in STATS:
+        return STATS[name]
+    import numpy as np  # a user's folder: the train split's own per-channel stats
+
+    x = d.train_x.astype(np.float64) / 255.0
+    return (tuple(round(float(v), 4) for v in x.mean(axis=(0, 2, 3))),
+            tuple(round(float(v), 4) for v in x.std(axis=(0, 2, 3))))
+
+
+def _save(tmp: Path, name: str, d: Decoded, extra: dict):
+    import torch
+
+    from .. import tensors
+    from ..store import StageResult
+
+    mean, std = _stats(name, d)
+    meta = {"name": name, "classes": d.classes, "mean": list(mean), "std": list(std), **d.meta, **extra}
+    path = tensors.save(tmp / "dataset.safetensors", {
+        "train_x": torch.from_numpy(d.train_x), "train_y": torch.from_numpy(d.train_y),
+        "test_x": torch.from_numpy(d.test_x), "test_y": torch.from_numpy(d.test_y)}, meta)
+    shape = list(d.train_x.shape[1:])
+    summary = (f"{name}: {len(d.train_y)} train + {len(d.test_y)} test images {shape}, "
+               f"{len(d.classes)} classes")
+    return StageResult({"data": path}, {**meta, "summary": summary, "train": len(d.train_y),
+                                        "test": len(d.test_y), "shape": shape})
+
+
+def _store(store):
+    from ..store import Store
+
+    return (store or Store()).ensure()
+
+
+def prepare(store, name: str, opts=None):
+    """Download (if allowed) and decode a registered dataset; (manifest, cached)."""
+    from ..stages import fetching
+    from ..store import run_cached
+    from . import registry
+
+    if name not in SPECS:
+        raise UsageError(f"yoco has no reader for the dataset {name!r}",
+                         f"readers exist for {', '.join(SPECS)}; for image files use folder:PATH")
+    roles, reader = SPECS[name]
+    entries = {e.attrs.get("role"): e for e in registry.load() if e.kind == "dataset" and e.group == name}
+    lost = [r for r in roles if r not in entries]
+    if lost:
+        raise UsageError(f"the registry has no {name} file for {', '.join(lost)}",
+                         "add `<name> sha256:...|- URL kind=dataset dataset=NAME role=ROLE` with YOCO_REGISTRY")
+    opts = opts or fetching.Options()
+    todo = fetching.missing(store, [entries[r] for r in roles])
+    if todo and fetching.offline_requested(opts.offline):
+        raise fetching.offline_error(todo)
+    downloads = {r: fetching.ensure_download(store, entries[r], opts)[0] for r in roles}
+    inputs = {r: m.digest("file") for r, m in downloads.items()}
+
+    def compute(tmp: Path, key: str):
+        files = {r: store.object_path(d) for r, d in inputs.items()}
+        return _save(tmp, name, reader(files), {"source": "registry"})
+
+    return run_cached(store, STAGE, VERSION, {"name": name}, inputs, compute, ref=name)
+
+
+def prepare_folder(store, root: Path, crop: int | None = None, name: str | None = None, wnids=None):
+    """An ImageFolder tree (or the ImageNet-10 subset of one) into the store, keyed by content."""
+    from ..store import run_cached
+
+    if wnids is None:
+        classes, rows = scan_folder(root)
+        params = {"reader": "imagefolder", "split": f"train/test, else per-class sha256 order {FOLDER_TEST_FRACTION}"}
+    else:
+        classes, rows = scan_imagenet(root, wnids)
+        params = {"reader": "imagenet-subset", "classes": list(wnids), "resize_crop": crop}
+    params["tree"] = tree_digest([(f"{r[3]}/{r[0]}", r[1]) for r in rows])
+    label = name or f"folder:{root}"
+
+    def compute(tmp: Path, key: str):
+        from ..cli import output
+
+        with output.get().progress(transient=True) as prog:
+            task = prog.add_task(f"reading {label}", total=len(rows), status="")
+            d = read_folder(root, rows, classes, crop=crop, tick=lambda: prog.advance(task))
+        d.meta["split"] = params.get("split", "train/ and val/ folders")
+        return _save(tmp, name or "folder", d, {"source": str(root)})
+
+    return run_cached(store, STAGE, VERSION, params, {}, compute, ref=name)
+
+
+def scan_imagenet(root: Path, wnids) -> tuple[list[str], list[tuple[str, Path, int, str]]]:
+    train = root / "train" if (root / "train").is_dir() else None
+    val = next((root / v for v in ("val", "test") if (root / v).is_dir()), None)
+    if train is None or val is None:
+        raise UsageError(f"{root} needs train/<wnid>/ and val/<wnid>/ folders",
+                         "point --source at the ImageNet root with class folders in both train/ and val/")
+    lost = [w for w in wnids if not (train / w).is_dir() or not (val / w).is_dir()]
+    if lost:
+        raise UsageError(f"{root} lacks class folders {', '.join(lost[:5])}" + (" ..." if len(lost) > 5 else ""),
+                         "ImageNet-10 needs these WNIDs in train/ and val/ (val images sorted into class folders)")
+    rows = []
+    for split, base in (("train", train), ("test", val)):
+        for label, w in enumerate(wnids):
+            rows.extend((p.relative_to(root).as_posix(), p, label, split) for p in _images_under(base / w))
+    return list(wnids), rows
+
+
+def prepare_local(store, name: str, source: Path | None):
+    """Datasets that cannot be downloaded (ImageNet-10): read them from `source`."""
+    if name != "imagenet10":
+        raise UsageError(f"no reader for the local dataset {name}")
+    source = source or (Path(os.environ["YOCO_IMAGENET_DIR"]) if os.environ.get("YOCO_IMAGENET_DIR") else None)
+    if source is None:
+        hit = _ref_run(store, name)
+        if hit is not None:
+            return hit, True
+        raise UsageError("ImageNet cannot be downloaded: give a local copy",
+                         "`yoco fetch imagenet10 --source PATH` (PATH/train/<wnid>/, PATH/val/<wnid>/) "
+                         "or set YOCO_IMAGENET_DIR")
+    return prepare_folder(store, Path(source).expanduser(), crop=224, name=name, wnids=IMAGENET10_WNIDS)
+
+
+def _ref_run(store, name: str):
+    ref = store.refs().get(name)
+    return store.load_run(*ref) if ref and ref[0] == STAGE else None
+
+
+# -- loading into the RealDataset interface ---------------------------------------------------
+def to_real(store, m, name: str) -> real.RealDataset:
+    from .. import tensors
+
+    ts, meta = tensors.load(store.object_path(m.digest("data")))
+    f = lambda t: t.float().div_(255.0)  # noqa: E731 (stored as uint8: exact and 4x smaller)
+    return real.RealDataset(name=name, train_x=f(ts["train_x"]), train_y=ts["train_y"].long(),
+                            test_x=f(ts["test_x"]), test_y=ts["test_y"].long(), classes=list(meta["classes"]),
+                            mean=tuple(meta["mean"]), std=tuple(meta["std"]),
+                            meta={k: v for k, v in meta.items() if k not in ("classes", "mean", "std")})
+
+
+def _loader(name: str):
+    def load(store=None) -> real.RealDataset:
+        from ..stages.fetching import Options
+
+        from ..stages import fetching
+        from . import registry
+
+        s = _store(store)
+        entries = [e for e in registry.load() if e.kind == "dataset" and e.group == name]
+        if fetching.missing(s, entries) and not fetching.offline_requested():
+            from ..cli import output
+
+            output.get().info(f"{name} is not in the store yet: downloading it (`yoco fetch {name}` does this ahead)")
+        fetching.download_all(s, entries, Options())
+        m, _ = prepare(s, name, Options())
+        return to_real(s, m, name)
+
+    return load
+
+
+def load_imagenet10(store=None) -> real.RealDataset:
+    s = _store(store)
+    m, _ = prepare_local(s, "imagenet10", None)
+    return to_real(s, m, "imagenet10")
+
+
+def load_folder(path: str, store=None) -> real.RealDataset:
+    s = _store(store)
+    root = Path(path).expanduser()
+    m, _ = prepare_folder(s, root)
+    return to_real(s, m, f"folder:{path}")
+
+
+for _name in SPECS:
+    real.register(_name, _loader(_name))
+real.register("imagenet10", load_imagenet10)
+real.register("folder", load_folder)
