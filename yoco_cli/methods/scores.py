@@ -160,14 +160,20 @@ def model_outputs(model, x, y, device, batch_size: int = 256, want_features: boo
     was_training = model.training
     model.eval()
     ent, nll, feats = [], [], []
+    # embed + classifier in one pass when the model is split that way (every engine model is)
+    split = want_features and hasattr(model, "embed") and hasattr(model, "classifier")
     with torch.no_grad():
         for i in range(0, x.shape[0], batch_size):
             xb = x[i:i + batch_size].to(device)
             yb = y[i:i + batch_size].to(device)
-            if want_features and hasattr(model, "embed"):
+            if split:
                 f = model.embed(xb)
                 feats.append(f.flatten(1).float().cpu())
-            logits = model(xb).float()
+                logits = model.classifier(f).float()
+            else:
+                if want_features and hasattr(model, "embed"):
+                    feats.append(model.embed(xb).flatten(1).float().cpu())
+                logits = model(xb).float()
             q = logits.softmax(1)
             ent.append((-(q * (q + 1e-10).log()).sum(1)).cpu())
             nll.append(F.cross_entropy(logits, yb, reduction="none").cpu())

@@ -1,0 +1,312 @@
+"""`yoco prune`: a condensed set -> smaller IPCs, by one of the paper's rules (YOCO = LBPE, easy, balanced)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import UsageError
+from . import output
+from .cmd_score import (AumMeanOpt, EpochsOpt, KOpt, NeverOpt, SeedsOpt, StopOpt, UseLossOpt, WindowOpt,
+                        compute_scores, dynamics_overrides, ensure_dynamics, score_options)
+from .common import (DeviceOpt, JsonOpt, complete_metrics, complete_refs, complete_set_refs, get_store,
+                     interactive, set_json)
+
+RULE_PANEL = "Rule"
+CCS_PANEL = "CCS"
+SSP_PANEL = "SSP (k-means prototypes)"
+OUT_PANEL = "Output"
+_INT = re.compile(r"^\d+(,\d+)*$")
+
+
+def expand_targets(args: list[str]) -> list[str]:
+    """`--to 1 2 5` as people type it -> `--to 1 --to 2 --to 5` (click options take one value each).
+
+    Only bare integers right after a --to value are taken as more targets, so name the set
+    before the options (or by a non-numeric ref) when its name is a number.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            return out + args[i:]
+        out.append(a)
+        if a == "--to" or a.startswith("--to="):
+            if a == "--to" and i + 1 < len(args):
+                i += 1
+                out.append(args[i])
+            while i + 1 < len(args) and _INT.match(args[i + 1]):
+                i += 1
+                out += ["--to", args[i]]
+        i += 1
+    return out
+
+
+class _PruneCommand(typer.core.TyperCommand):
+    def parse_args(self, ctx, args):
+        return super().parse_args(ctx, expand_targets(list(args)))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("prune", cls=_PruneCommand)(prune_cmd)
+
+
+def parse_targets(values: list[str]) -> list[int]:
+    out: list[int] = []
+    for v in values:
+        for part in str(v).split(","):
+            if not part.strip().isdigit():
+                raise UsageError(f"--to {v!r} is not a whole number", "e.g. --to 1 2 5")
+            out.append(int(part))
+    return sorted(set(out))
+
+
+# -- which set ---------------------------------------------------------------------------------------
+def choose_set(store, spec: Optional[str], ipc_from: Optional[int], dataset: Optional[str]):
+    from ..stages.sets import all_sets, load_set, resolve_set, set_label
+
+    if spec:
+        m, cset = resolve_set(store, spec)
+        if ipc_from is not None and cset.ipc != ipc_from:
+            raise UsageError(f"{spec} has IPC {cset.ipc}, not --from {ipc_from}", f"use --from {cset.ipc} or another set")
+        if dataset and cset.dataset != dataset:
+            raise UsageError(f"{spec} is a {cset.dataset} set, not {dataset}")
+        return m, cset
+    cands = [m for m in all_sets(store)
+             if (ipc_from is None or m.meta["set"].get("ipc") == ipc_from)
+             and (not dataset or m.meta["set"].get("dataset") == dataset)]
+    what = f"IPC {ipc_from}" if ipc_from is not None else "any IPC"
+    what += f" {dataset}" if dataset else ""
+    if not cands:
+        ds = dataset or "cifar10"
+        raise UsageError(f"no stored condensed set with {what}",
+                         f"get one with `yoco fetch idc {ds}` or `yoco condense {dataset or 'digits'} --ipc "
+                         f"{ipc_from or 10}`")
+    labels = [set_label(store, m) for m in cands]
+    if len(cands) == 1:
+        return cands[0], load_set(store, cands[0])
+    if not interactive():
+        raise UsageError(f"{len(cands)} stored sets have {what}: {', '.join(labels)}",
+                         "name one as the first argument, or narrow with --dataset")
+    o = output.get()
+    for i, (lab, m) in enumerate(zip(labels, cands), 1):
+        o.err.print(f"  {i}. {lab}  ({m.meta.get('summary', '')})", highlight=False)
+    pick = typer.prompt("which set", type=typer.IntRange(1, len(cands)), err=True)
+    return cands[pick - 1], load_set(store, cands[pick - 1])
+
+
+def choose_rule(metric: Optional[str], key: Optional[str], hard: Optional[bool], balanced: Optional[bool]):
+    from ..methods import select
+
+    if key:
+        if metric or hard is not None or balanced is not None:
+            raise UsageError("--key already sets the metric, direction and balance",
+                             "use either --key or --metric/--easy/--hard/--balanced/--imbalanced")
+        return select.parse_key(key)
+    rule = select.rule_for(metric or "lbpe", hard, balanced)
+    o = output.get()
+    if hard is not None and rule.metric in select.NO_DIRECTION:
+        o.warn(f"--{'hard' if hard else 'easy'} has no effect on {rule.metric}")
+    if balanced and rule.metric == "ccs":
+        o.warn("ccs selects over the whole set (as the reference does); --balanced is ignored")
+    return rule
+
+
+# -- the command ---------------------------------------------------------------------------------------
+def prune_cmd(
+    set_spec: Annotated[Optional[str], typer.Argument(
+        metavar="SET", help="A stored set (name or key prefix) or a set file; default: the stored set with "
+                              "IPC --from.", autocompletion=complete_set_refs, show_default=False)] = None,
+    ipc_from: Annotated[Optional[int], typer.Option(
+        "--from", help="IPC of the set to prune (picks the stored set when SET is not given).",
+        show_default=False)] = None,
+    to: Annotated[Optional[list[str]], typer.Option(
+        "--to", metavar="IPC", help="Target IPC(s): --to 1, --to 1 2 5 or --to 1,2,5.", show_default=False)] = None,
+    metric: Annotated[Optional[str], typer.Option(
+        "--metric", "-m", help="lbpe (YOCO), el2n, forgetting, aum, entropy, loss, ssp, ccs or random (default: lbpe).",
+        autocompletion=complete_metrics, rich_help_panel=RULE_PANEL, show_default=False)] = None,
+    key: Annotated[Optional[str], typer.Option(
+        "--key", help="The reference's pruning key instead: yoco, forgetting_easy_balance, accumulated_margin, "
+                      "ccs, random_balance, ssp_balance, ...", rich_help_panel=RULE_PANEL, show_default=False)] = None,
+    hard: Annotated[Optional[bool], typer.Option(
+        "--hard/--easy", help="Keep the hardest or the easiest samples (default: easy for lbpe, hard otherwise).",
+        rich_help_panel=RULE_PANEL, show_default=False)] = None,
+    balanced: Annotated[Optional[bool], typer.Option(
+        "--balanced/--imbalanced", help="Same count per class (YOCO's rule 2) or over the whole set "
+                                        "(default: balanced for lbpe, imbalanced otherwise).",
+        rich_help_panel=RULE_PANEL, show_default=False)] = None,
+    dataset: Annotated[Optional[str], typer.Option(
+        "--dataset", "-d", help="Only consider stored sets of this dataset.", show_default=False)] = None,
+    dynamics: Annotated[Optional[str], typer.Option(
+        "--dynamics", help="Use this stored dynamics artifact (default: the set's, computed if missing).",
+        autocompletion=complete_refs, show_default=False)] = None,
+    scores: Annotated[Optional[str], typer.Option(
+        "--scores", help="Use this stored score artifact (e.g. one read with `yoco score --from-file`).",
+        autocompletion=complete_refs, show_default=False)] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of random, CCS's random mode and k-means.")] = 0,
+    score_run: Annotated[Optional[int], typer.Option(
+        "--score-run", help="Use dynamics run I's own scores instead of the mean over runs.",
+        rich_help_panel=RULE_PANEL, show_default=False)] = None,
+    k: KOpt = None,
+    stop_epoch: StopOpt = None,
+    use_loss: UseLossOpt = False,
+    el2n_window: WindowOpt = "0:10",
+    never_learned: NeverOpt = "zero",
+    aum_mean: AumMeanOpt = False,
+    ccs_beta: Annotated[Optional[float], typer.Option(
+        "--ccs-beta", help="Fraction of the hardest samples CCS drops first (default: the reference's table).",
+        rich_help_panel=CCS_PANEL, show_default=False)] = None,
+    ccs_strata: Annotated[int, typer.Option("--ccs-strata", help="Number of strata.", rich_help_panel=CCS_PANEL)] = 50,
+    ccs_random: Annotated[bool, typer.Option(
+        "--ccs-random", help="Sample uniformly within strata (CCS paper) instead of the reference's first-in-order "
+                             "(the hardest).", rich_help_panel=CCS_PANEL)] = False,
+    ssp_duplicates: Annotated[str, typer.Option(
+        "--ssp-duplicates", help="fill: a centroid whose nearest sample is taken gets its nearest unused one "
+                                 "(exact counts); keep: the reference's list with repeats.",
+        rich_help_panel=SSP_PANEL)] = "fill",
+    ssp_run: Annotated[int, typer.Option(
+        "--ssp-run", help="Whose final model gives the features.", rich_help_panel=SSP_PANEL)] = 0,
+    dynamics_epochs: EpochsOpt = None,
+    dynamics_seeds: SeedsOpt = None,
+    export: Annotated[Optional[Path], typer.Option(
+        "--export", help="Also write the pruned set as IDC's data.pt ([data, targets], torch.save). With several "
+                         "--to, {to} in the name is replaced (else -ipcN is added).",
+        rich_help_panel=OUT_PANEL, show_default=False)] = None,
+    export_format: Annotated[str, typer.Option(
+        "--export-format", help="Layout for --export: idc, dream, mtt, dsa, kip or yoco.",
+        rich_help_panel=OUT_PANEL)] = "idc",
+    indices: Annotated[Optional[Path], typer.Option(
+        "--indices", help='Also write {"indices": [kept decoded indices], "stored": [their stored images]} as JSON.',
+        rich_help_panel=OUT_PANEL, show_default=False)] = None,
+    device: DeviceOpt = "auto",
+    json_: JsonOpt = False,
+) -> None:
+    """Prune a condensed set to smaller IPCs; each result is stored as <set>@<rule>-ipc<to>.
+
+    Missing dynamics and scores are computed on the way (with the preset) and cached.
+    Examples: `yoco prune --from 10 --to 1 --metric lbpe --balanced`,
+    `yoco prune idc/cifar10/ipc10 --to 1 2 5 --key forgetting_easy_balance`
+    """
+    from ..stages import prune as P
+
+    o = set_json(json_)
+    store = get_store()
+    if not to:
+        raise UsageError("give the target IPC(s) with --to", "e.g. --to 1 or --to 1 2 5")
+    targets = parse_targets(to)
+    if ssp_duplicates not in ("fill", "keep"):
+        raise UsageError(f"--ssp-duplicates {ssp_duplicates!r}", "use fill or keep")
+    if ccs_strata < 1:
+        raise UsageError("--ccs-strata must be at least 1")
+    rule = choose_rule(metric, key, hard, balanced)
+    sopts = score_options(k, stop_epoch, use_loss, el2n_window, never_learned, aum_mean, seed)
+    set_m, cset = choose_set(store, set_spec, ipc_from, dataset)
+    from ..methods import select
+
+    for t in targets:
+        select.keep_counts(cset.ipc, t, P.unit(cset), cset.decoded_count)
+    popts = P.PruneOptions(seed=seed, score_run=score_run, ccs_beta=ccs_beta, ccs_strata=ccs_strata,
+                           ccs_random=ccs_random, ssp_duplicates=ssp_duplicates, ssp_run=ssp_run, device=device)
+    table, dyn_m = _upstream(o, store, set_m, cset, rule, targets, sopts, scores, dynamics, device,
+                             dynamics_overrides(dynamics_epochs, dynamics_seeds))
+    results = []
+    for t in targets:
+        # a model for ssp at an IPC the given score file has no list for: train only when no --scores
+        # were named (else P.prune says to give --dynamics rather than start a long run unasked)
+        if P.needs(rule, table, t) == "model" and dyn_m is None and not scores:
+            dyn_m = _dynamics(o, store, set_m, cset, dynamics, device,
+                              dynamics_overrides(dynamics_epochs, dynamics_seeds))
+        with o.progress(transient=True) as prog:
+            prog.add_task(f"pruning to IPC {t}", total=None, status=rule.label)
+            m, cached = P.prune(store, set_m, cset, t, rule, popts, table, dyn_m)
+        results.append(_outputs(o, store, m, cached, t, targets, export, export_format, indices))
+    _report(o, results, cset)
+
+
+def _dynamics(o, store, set_m, cset, ref, device, overrides):
+    if ref:
+        return store.resolve(ref, stage="dynamics", what="dynamics artifact")
+    return ensure_dynamics(o, store, set_m, cset, device, overrides)
+
+
+def _upstream(o, store, set_m, cset, rule, targets, sopts, scores_ref, dyn_ref, device, overrides):
+    """The score table the rule reads (None for random), computing dynamics and scores when missing."""
+    from ..stages import prune as P
+    from ..stages.score import load_scores
+
+    if scores_ref:
+        sm = store.resolve(scores_ref, stage="score", what="score artifact")
+        dyn_m = _dynamics(o, store, set_m, cset, dyn_ref, device, overrides) if dyn_ref else None
+        return load_scores(store, sm), dyn_m
+    if all(P.needs(rule, None, t) == "set" for t in targets):
+        return None, None
+    dyn_m = _dynamics(o, store, set_m, cset, dyn_ref, device, overrides)
+    o.info(f"dynamics: {_name(store, dyn_m)} ({dyn_m.meta.get('summary', '')})")
+    if all(P.needs(rule, None, t) == "model" for t in targets):
+        return None, dyn_m
+    sm, cached, _ = compute_scores(o, store, set_m, cset, sopts, dyn_m, device)
+    o.info(f"scores: {sm.short}" + (" (cached)" if cached else " (computed)"))
+    return load_scores(store, sm), dyn_m
+
+
+def _name(store, m) -> str:
+    names = store.refs_to(m.stage, m.key)
+    return names[0] if names else m.short
+
+
+def _target_path(path: Path, t: int, several: bool) -> Path:
+    if "{to}" in path.name:
+        return path.with_name(path.name.replace("{to}", str(t)))
+    if not several:
+        return path
+    return path.with_name(f"{path.stem}-ipc{t}{path.suffix}")
+
+
+def _outputs(o, store, m, cached, t, targets, export, export_format, indices) -> dict:
+    from ..stages import prune as P
+
+    ref = store.refs_to(m.stage, m.key)
+    doc = {"ref": ref[0] if ref else None, "key": m.key, "cached": cached, "to": t,
+           "kept": m.meta.get("kept"), "total": m.meta.get("total"), "per_class": m.meta.get("per_class"),
+           "score_range": m.meta.get("score_range"), "rule": m.meta.get("pruned")}
+    several = len(targets) > 1
+    if export is not None:
+        path = _target_path(export, t, several)
+        for note in P.export(store, m, path, export_format):
+            o.info(f"note: {note}")
+        doc["export"] = str(path)
+    if indices is not None:
+        path = _target_path(indices, t, several)
+        P.write_indices(store, m, path)
+        doc["indices"] = str(path)
+    return doc
+
+
+def _per_class(counts: list[int]) -> str:
+    if not counts:
+        return ""
+    if len(set(counts)) == 1:
+        return f"{counts[0]} each"
+    if len(counts) <= 12:
+        return " ".join(str(c) for c in counts)
+    return f"{min(counts)}..{max(counts)} (see --json)"
+
+
+def _range(r) -> str:
+    return "" if not r else f"{r[0]:.4g} .. {r[1]:.4g}"
+
+
+def _report(o, results: list[dict], cset) -> None:
+    rows = []
+    for r in results:
+        sr = r["score_range"] or {}
+        rows.append([r["ref"] or r["key"][:12], f"{cset.ipc} -> {r['to']}", f"{r['kept']} / {r['total']}",
+                     _per_class(r["per_class"] or []), _range(sr.get("kept")), _range(sr.get("dropped")),
+                     "yes" if r["cached"] else "no"])
+    tbl = output.table(None, ["pruned set", "IPC", "kept", "per class", "scores kept", "scores dropped",
+                              "cached"], rows)
+    tbl.columns[0].overflow = "fold"  # the name is what people copy: never cut it with an ellipsis
+    o.data({"from": cset.ipc, "dataset": cset.dataset, "results": results}, tbl)

@@ -1,0 +1,208 @@
+"""Stage "prune": a condensed set + scores -> the kept decoded images, as a new stored set.
+
+The pruning unit is the decoded image (spec 4.1). The output set holds the kept decoded
+images themselves (factor 1; meta["pruned"] records the source factor, parent, rule and
+from/to; `origin` = kept decoded indices in the parent) and is named
+`<parent-ref>@<metric>-<easy|hard>-<balanced|imbalanced>-ipc<to>`. Its nominal IPC is the
+target IPC: "IPC 1" of an f=2 set means 4 decoded images per class, the paper's budget.
+A second output, "indices", is the JSON `{"indices": [...], "stored": [...]}` of the kept
+decoded indices and the stored images they were cut from.
+
+Inputs of the key: the set's digest, plus the scores' digest (score-based metrics) or the
+dynamics' digests (ssp, which runs k-means on the final model's features); random needs
+neither. Only the options a metric uses enter its params, so `--seed` does not split the
+cache of a deterministic rule.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UsageError
+from ..methods import presets, select
+from ..methods.scores import REGISTRY
+from ..store import Manifest, StageResult, Store
+from .sets import set_label, set_result, store_set
+
+STAGE = "prune"
+VERSION = 1
+
+
+@dataclass
+class PruneOptions:
+    seed: int = 0
+    score_run: int | None = None      # None: mean over dynamics runs
+    ccs_beta: float | None = None     # None: the reference's table (spec 3.8)
+    ccs_strata: int = presets.CCS_STRATA
+    ccs_random: bool = False          # reference: first in pool order (P7)
+    ssp_duplicates: str = "fill"      # "keep": the reference's list with repeats
+    ssp_run: int = 0                  # whose final model gives ssp's features
+    device: str = "auto"
+
+
+def unit(cset) -> int:
+    """Decoded images per IPC: f^2, or the source factor's square for an already pruned set."""
+    f = (cset.meta or {}).get("pruned", {}).get("source_factor", cset.factor)
+    return int(f) * int(f)
+
+
+def needs(rule: select.Rule, scores=None, ipc_to: int | None = None) -> str:
+    """What a rule reads: "set" (random), "scores", or "model" (ssp without a usable stored list)."""
+    if rule.metric == "random":
+        return "set"
+    if rule.metric == "ssp":
+        if scores is not None and ipc_to is not None and scores.ssp_list(_ssp_key(rule, ipc_to)) is not None:
+            return "scores"
+        return "model"
+    return "scores"
+
+
+def _ssp_key(rule: select.Rule, ipc_to: int) -> str:
+    return f"kmeans_{ipc_to}" if rule.balanced else f"imbalance_kmeans_{ipc_to}"
+
+
+def plan(cset, ipc_to: int, rule: select.Rule, opts: PruneOptions, source: str) -> dict:
+    """The params of the cache key: the rule and only the options it uses."""
+    params = {"from": cset.ipc, "to": ipc_to, "metric": rule.metric, "hard": rule.hard,
+              "balanced": rule.balanced, "unit": unit(cset)}
+    if rule.metric in ("random",) or (rule.metric == "ccs" and opts.ccs_random) or source == "model":
+        params["seed"] = opts.seed
+    if source == "scores" and rule.metric != "ssp":
+        params["score_run"] = opts.score_run
+    if rule.metric == "ccs":
+        beta = opts.ccs_beta if opts.ccs_beta is not None else presets.ccs_beta(cset.dataset, cset.ipc, ipc_to)
+        presets.cut_count(beta, 1)  # validates the range
+        params.update(ccs_beta=beta, ccs_strata=opts.ccs_strata, ccs_random=opts.ccs_random)
+    if rule.metric == "ssp":
+        params["ssp_duplicates"] = opts.ssp_duplicates
+        if source == "model":
+            params["ssp_run"] = opts.ssp_run
+    return params
+
+
+def ref_for(store: Store, set_m: Manifest, rule: select.Rule, ipc_to: int) -> str:
+    return f"{set_label(store, set_m)}@{rule.label}-ipc{ipc_to}"
+
+
+def prune(store: Store, set_m: Manifest, cset, ipc_to: int, rule: select.Rule, opts: PruneOptions,
+          scores=None, dyn_m: Manifest | None = None) -> tuple[Manifest, bool]:
+    """Prune (or find in the cache) one target IPC. `scores` is a stages.score.ScoreTable."""
+    source = needs(rule, scores, ipc_to)
+    if source == "scores" and scores is None:
+        raise UsageError(f"--metric {rule.metric} needs scores", "give --scores REF or --dynamics REF")
+    if source == "model" and dyn_m is None:
+        raise UsageError("ssp needs the final model of a dynamics run for this target",
+                         "give --dynamics REF (reference score files only hold kmeans lists for IPC 1, 2, 5, 10)")
+    select.keep_counts(cset.ipc, ipc_to, unit(cset), cset.decoded_count)  # fail before any work
+    params = plan(cset, ipc_to, rule, opts, source)
+    inputs = {"set": set_m.digest("set")}
+    if source == "scores":
+        inputs["scores"] = scores.manifest.digest("scores")
+    elif source == "model":
+        inputs.update({f"dynamics.{k}": o["digest"] for k, o in sorted(dyn_m.outputs.items())})
+
+    def make(tmp: Path, key: str) -> StageResult:
+        return _compute(store, tmp, set_m, cset, ipc_to, rule, opts, params, source, scores, dyn_m)
+
+    return store_set(store, STAGE, VERSION, params, inputs, make, ref=ref_for(store, set_m, rule, ipc_to))
+
+
+def _choose(store, cset, labels, ipc_to, rule, opts, params, source, scores, dyn_m):
+    """(kept decoded indices, the score vector they were chosen by or None)."""
+    import numpy as np
+
+    per_class, total = select.keep_counts(cset.ipc, ipc_to, unit(cset), len(labels))
+    lab = labels.numpy()
+    if rule.metric == "random":
+        return select.random_select(lab, per_class, total, rule.balanced, opts.seed), None
+    if rule.metric == "ssp":
+        if source == "scores":
+            return np.sort(scores.ssp_list(_ssp_key(rule, ipc_to))), None
+        feats = _features(store, cset, dyn_m, opts)
+        return select.kmeans_select(feats, lab, per_class, total, rule.balanced, opts.seed, opts.ssp_duplicates), None
+    values = scores.values(rule.metric, opts.score_run)
+    if len(values) != len(lab):
+        raise UsageError(f"the scores cover {len(values)} images but the set decodes to {len(lab)}",
+                         "score this set's own dynamics (or the reference file for this IPC)")
+    if rule.metric == "ccs":
+        cut = presets.cut_count(params["ccs_beta"], len(values))
+        return select.ccs_select(values, total, cut, opts.ccs_strata, opts.ccs_random, opts.seed), values
+    return select.select_by_score(values, lab, rule, per_class, total, REGISTRY[rule.metric].high_is_hard), values
+
+
+def _features(store: Store, cset, dyn_m: Manifest, opts: PruneOptions):
+    from ..methods.scores import embed_features
+    from ..nn.device import resolve_device
+    from .dynamics import load_dynamics
+    from .score import model_input
+
+    runs = load_dynamics(store, dyn_m)
+    if not 0 <= opts.ssp_run < len(runs):
+        raise UsageError(f"--ssp-run {opts.ssp_run}: the dynamics hold runs 0..{len(runs) - 1}")
+    model = runs[opts.ssp_run][1]
+    if model is None:
+        raise UsageError("these dynamics carry no final model weights; ssp needs them",
+                         "record dynamics with yoco (reference pickles hold no weights)")
+    x = model_input(cset, cset.decoded()[0])
+    return embed_features(model, x, resolve_device(opts.device)).numpy()
+
+
+def _compute(store, tmp, set_m, cset, ipc_to, rule, opts, params, source, scores, dyn_m) -> StageResult:
+    import numpy as np
+    import torch
+
+    from ..data.condensed import CondensedSet
+
+    images, labels, stored = cset.decoded()
+    kept, values = _choose(store, cset, labels, ipc_to, rule, opts, params, source, scores, dyn_m)
+    kept_t = torch.as_tensor(np.asarray(kept, dtype=np.int64))
+    parent = set_label(store, set_m)
+    info = {"parent": parent, "parent_key": set_m.key, "source_factor": int(unit(cset) ** 0.5),
+            "metric": rule.metric, "key": rule.key, "direction": rule.direction, "balance": rule.balance,
+            "from": cset.ipc, "to": ipc_to, "condense_key": _condense_key(cset), **{
+                k: v for k, v in params.items() if k not in ("from", "to", "metric", "hard", "balanced")}}
+    out = CondensedSet(images=images[kept_t].contiguous(), labels=labels[kept_t].contiguous(),
+                       dataset=cset.dataset, num_classes=cset.num_classes, factor=1,
+                       value_space=cset.value_space, ipc=ipc_to, meta={"pruned": info}, origin=kept_t)
+    per_class = torch.bincount(out.labels, minlength=cset.num_classes).tolist()
+    extra = {"pruned": info, "per_class": per_class, "kept": int(len(kept_t)), "total": int(len(labels)),
+             "score_range": _ranges(values, kept_t.numpy()) if values is not None else None}
+    (tmp / "indices.json").write_text(json.dumps(
+        {"indices": kept_t.tolist(), "stored": stored[kept_t].tolist()}, separators=(",", ":")) + "\n")
+    summary = f"{parent} ipc{cset.ipc} -> ipc{ipc_to} by {rule.label}: {len(kept_t)} of {len(labels)} decoded images"
+    res = set_result(tmp, out, summary, extra)
+    res.outputs["indices"] = tmp / "indices.json"
+    return res
+
+
+def _condense_key(cset):
+    from .score import condense_key
+
+    return condense_key(cset)
+
+
+def _ranges(values, kept) -> dict:
+    import numpy as np
+
+    mask = np.zeros(len(values), dtype=bool)
+    mask[kept] = True
+    part = lambda v: [float(v.min()), float(v.max())] if len(v) else None  # noqa: E731
+    return {"kept": part(values[mask]), "dropped": part(values[~mask])}
+
+
+# -- outputs outside the store ----------------------------------------------------------------------------
+def write_indices(store: Store, m: Manifest, path: Path) -> None:
+    import shutil
+
+    if not path.parent.is_dir():
+        raise UsageError(f"the folder {path.parent} does not exist", "create it first")
+    shutil.copyfile(store.object_path(m.digest("indices")), path)
+
+
+def export(store: Store, m: Manifest, path: Path, fmt: str = "idc") -> list[str]:
+    """The pruned set in a published layout (IDC's [data, targets] by default); returns notes."""
+    from ..data import formats
+    from .sets import load_set
+
+    return formats.export(load_set(store, m), path, fmt)

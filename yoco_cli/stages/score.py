@@ -1,0 +1,269 @@
+"""Stage "score": dynamics (and the set they were recorded on) -> every score, in one artifact.
+
+Output "scores" is one safetensors file:
+    targets                int64 [N]   decoded labels the scores refer to
+    <metric>/seed<j>       float32 [N] the score of dynamics run j
+    <metric>/mean          float32 [N] the average over runs (what pruning uses by default)
+    ssp/kmeans_<k>, ssp/imbalance_kmeans_<k>   int64 index lists (only from reference pickles)
+Metrics: lbpe, el2n, forgetting, aum, random from the statistics of every run; entropy and
+loss from every run's final model (eval mode, decoded images in the model's input space, no
+augmentation). ccs uses el2n; ssp is chosen by k-means at prune time (it depends on the
+target IPC). meta carries what each score used (chosen epochs, window, options), per-metric
+statistics for the summary table, and the setting (condense key, dataset) the presets came from.
+
+`from_file` reads the reference's `data-score-ipc*-ep*.pickle` (spec 3.10) through the
+restricted unpickler into the same layout, so users can prune with the paper's own scores.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import IntegrityError, UsageError
+from ..methods import scores as S
+from ..store import Manifest, StageResult, Store, run_cached
+
+STAGE = "score"
+VERSION = 1
+DYNAMICS_METRICS = ("lbpe", "el2n", "forgetting", "aum", "random")
+MODEL_METRICS = ("entropy", "loss")
+
+
+# -- where a set's numbers live ------------------------------------------------------------------
+def condense_key(cset) -> str | None:
+    """The published format (idc, dream, mtt, ...) or our method a set came from, for presets."""
+    m = cset.meta or {}
+    pruned = m.get("pruned") or {}
+    return pruned.get("condense_key") or m.get("condense_key") or m.get("format") or m.get("method")
+
+
+def model_input(cset, x):
+    """Decoded images -> the model's input space, exactly as the engine trained on them (P4: never twice)."""
+    from ..nn.engine import set_normalization
+
+    stats = set_normalization(cset.value_space, cset.dataset)
+    if stats is None:
+        return x
+    import torch
+
+    mean, std = stats
+    mean = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
+    std = torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+def find_set(store: Store, digest: str) -> Manifest | None:
+    from .sets import all_sets
+
+    for m in all_sets(store):
+        if m.digest("set") == digest:
+            return m
+    return None
+
+
+# -- compute ------------------------------------------------------------------------------------------
+def _dyn_inputs(dyn_m: Manifest) -> dict[str, str]:
+    return {f"dynamics.{name}": o["digest"] for name, o in sorted(dyn_m.outputs.items())}
+
+
+def ensure_scores(store: Store, dyn_m: Manifest, set_m: Manifest, cset, opts: S.ScoreOptions,
+                  device: str = "auto", on_step: Callable[[str], None] | None = None) -> tuple[Manifest, bool]:
+    """Score every run of `dyn_m` (computed once; later calls are cache hits)."""
+    setting = [condense_key(cset), cset.dataset]
+    params = {**opts.as_params(), "setting": setting}
+    inputs = {**_dyn_inputs(dyn_m), "set": set_m.digest("set")}
+
+    def compute(tmp: Path, key: str) -> StageResult:
+        from .dynamics import load_dynamics
+
+        runs = load_dynamics(store, dyn_m)
+        return _write(tmp, _score_runs(runs, cset, opts, tuple(setting), device, on_step), setting,
+                      f"{len(runs)} run(s) of {dyn_m.short}")
+
+    return run_cached(store, STAGE, VERSION, params, inputs, compute)
+
+
+def _score_runs(runs, cset, opts, setting, device, on_step) -> dict:
+    import torch
+
+    _, labels, _ = cset.decoded()
+    per_seed: dict[str, list] = {}
+    infos: dict[str, list] = {}
+    x = None
+    for j, (dyn, model, _spec) in enumerate(runs):
+        if on_step:
+            on_step(f"run {j + 1}/{len(runs)}: dynamics scores")
+        if dyn.num_samples != len(labels) or not torch.equal(dyn.targets.long(), labels.long()):
+            raise IntegrityError(f"dynamics run {j} has {dyn.num_samples} samples whose labels do not match "
+                                 f"the set's {len(labels)} decoded images", "record dynamics on this set")
+        values, info = S.dynamics_scores(dyn, opts, setting)
+        if model is not None:
+            if on_step:
+                on_step(f"run {j + 1}/{len(runs)}: entropy and loss (final model)")
+            if x is None:
+                x = model_input(cset, cset.decoded()[0])
+            from ..nn.device import resolve_device
+
+            out = S.model_outputs(model, x, labels, resolve_device(device))
+            values.update(entropy=out["entropy"], loss=out["loss"])
+        for name, v in values.items():
+            per_seed.setdefault(name, []).append(v.float())
+            infos.setdefault(name, []).append(info.get(name, {}))
+    # a metric only some runs have (a run without weights) is averaged over the runs that have it
+    return {"targets": labels.long(), "per_seed": per_seed, "infos": infos}
+
+
+def _write(tmp: Path, res: dict, setting, source: str) -> StageResult:
+    from .. import tensors
+
+    ts = {"targets": res["targets"]}
+    for name, vals in res["per_seed"].items():
+        for j, v in enumerate(vals):
+            ts[f"{name}/seed{j}"] = v
+        ts[f"{name}/mean"] = S.average(vals)
+    for name, idx in res.get("ssp", {}).items():
+        ts[f"ssp/{name}"] = idx
+    stats = summarize({n: ts[f"{n}/mean"] for n in res["per_seed"]})
+    metrics = sorted(res["per_seed"], key=_metric_order)
+    meta = {"metrics": metrics, "runs": max((len(v) for v in res["per_seed"].values()), default=0),
+            "info": res["infos"], "stats": stats, "setting": list(setting), "num_samples": len(res["targets"]),
+            "ssp_lists": sorted(res.get("ssp", {})), "source": source,
+            "summary": f"scores {', '.join(metrics)} of {len(res['targets'])} images ({source})"}
+    path = tensors.save(tmp / "scores.safetensors", ts, {"format": "yoco-scores/1"})
+    return StageResult(outputs={"scores": path}, meta=meta)
+
+
+def _metric_order(name: str) -> int:
+    order = list(S.REGISTRY)
+    return order.index(name) if name in order else len(order)
+
+
+def summarize(means: dict) -> dict:
+    """Per metric: min, max, mean and Spearman's rank correlation with LBPE."""
+    out = {}
+    ref = means.get("lbpe")
+    for name, v in sorted(means.items(), key=lambda kv: _metric_order(kv[0])):
+        a = v.double()
+        rho = S.spearman(a.numpy(), ref.double().numpy()) if ref is not None else None
+        out[name] = {"min": float(a.min()), "max": float(a.max()), "mean": float(a.mean()), "spearman_lbpe": rho}
+    return out
+
+
+# -- read back ------------------------------------------------------------------------------------------
+@dataclass
+class ScoreTable:
+    manifest: Manifest
+    tensors: dict
+
+    @property
+    def metrics(self) -> list[str]:
+        return list(self.manifest.meta.get("metrics", []))
+
+    @property
+    def runs(self) -> int:
+        return int(self.manifest.meta.get("runs", 1))
+
+    @property
+    def targets(self):
+        return self.tensors["targets"]
+
+    def values(self, metric: str, run: int | None = None):
+        """float64 numpy [N]: the mean over runs, or run `run`'s own scores."""
+        base = "el2n" if metric == "ccs" else metric
+        key = f"{base}/mean" if run is None else f"{base}/seed{run}"
+        if key not in self.tensors:
+            if f"{base}/mean" not in self.tensors:
+                have = ", ".join(self.metrics) or "none"
+                raise UsageError(f"the scores {self.manifest.short} have no {base!r} (they hold: {have})",
+                                 "entropy and loss need the dynamics' final weights; pick another --metric")
+            raise UsageError(f"--score-run {run}: the scores hold runs 0..{self.runs - 1}")
+        return self.tensors[key].double().numpy()
+
+    def ssp_list(self, name: str):
+        t = self.tensors.get(f"ssp/{name}")
+        return None if t is None else t.long().numpy()
+
+
+def load_scores(store: Store, m: Manifest) -> ScoreTable:
+    from .. import tensors
+
+    if m.stage != STAGE or "scores" not in m.outputs:
+        raise UsageError(f"{m.short} is a {m.stage} artifact, not scores", "see `yoco cache ls --stage score`")
+    ts, meta = tensors.load(store.object_path(m.digest("scores")))
+    if meta.get("format") != "yoco-scores/1":
+        raise IntegrityError(f"scores {m.short} are not in the yoco score format")
+    return ScoreTable(m, ts)
+
+
+# -- the reference's score pickles (spec 3.10) -----------------------------------------------------
+REF_KEYS = {"el2n": ("el2n", "LBPE_0_10"), "forgetting": ("forgetting",), "aum": ("accumulated_margin",),
+            "entropy": ("entropy",), "loss": ("loss",)}
+
+
+def from_file(store: Store, path: Path | str, name: str | None = None, seed: int = 0) -> tuple[Manifest, bool]:
+    """Store a reference `data-score-*.pickle` as a score artifact (no code from the pickle runs)."""
+    from ..data import safe_pickle
+    from ..store.store import sha256_file
+
+    path = Path(path)
+    digest = sha256_file(path) if path.is_file() else None
+    doc = safe_pickle.load(path)
+    if not isinstance(doc, dict) or "targets" not in doc:
+        raise IntegrityError(f"{path} is not a reference score file (no 'targets' key)",
+                             "expected data-score-ipc*-ep*.pickle from the reference's generate_importance_score.py")
+    ref = name or f"reference/{re.sub(r'[^A-Za-z0-9._-]+', '-', path.stem)}"
+    store.check_ref_name(ref)
+
+    def compute(tmp: Path, key: str) -> StageResult:
+        return _write(tmp, _read_reference(doc, seed), ["reference", None], f"file {path.name}")
+
+    return run_cached(store, STAGE, VERSION, {"source": "reference-pickle", "seed": seed}, {"file": digest},
+                      compute, ref=ref)
+
+
+def _vector(v, what: str, n: int | None = None):
+    import numpy as np
+    import torch
+
+    try:
+        t = v.detach().cpu() if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
+    except (TypeError, ValueError) as e:
+        raise IntegrityError(f"the score file's {what!r} is not a numeric vector ({e})") from None
+    t = t.flatten()
+    if n is not None and t.numel() != n:
+        raise IntegrityError(f"the score file's {what!r} has {t.numel()} entries for {n} samples")
+    return t
+
+
+def _read_reference(doc: dict, seed: int) -> dict:
+    import torch
+
+    targets = _vector(doc["targets"], "targets").long()
+    n = len(targets)
+    per_seed, infos = {}, {}
+    lbpe_keys = sorted(k for k in doc if isinstance(k, str) and re.fullmatch(r"LBPE_top\d+", k))
+    if lbpe_keys:
+        per_seed["lbpe"] = [_vector(doc[lbpe_keys[0]], lbpe_keys[0], n).float()]
+        infos["lbpe"] = [{"key": lbpe_keys[0], "k": int(lbpe_keys[0][len("LBPE_top"):])}]
+    for metric, keys in REF_KEYS.items():
+        for k in keys:
+            if k in doc:
+                per_seed[metric] = [_vector(doc[k], k, n).float()]
+                infos[metric] = [{"key": k}]
+                break
+    g = torch.Generator().manual_seed(int(seed))
+    per_seed["random"] = [torch.randperm(n, generator=g).float()]
+    infos["random"] = [{"seed": int(seed)}]
+    ssp = {}
+    for k, v in doc.items():
+        if isinstance(k, str) and re.fullmatch(r"(imbalance_)?kmeans_\d+", k):
+            idx = _vector(v, k).long()
+            if idx.numel() and (idx.min() < 0 or idx.max() >= n):
+                raise IntegrityError(f"the score file's {k!r} holds indices outside 0..{n - 1}")
+            ssp[k] = idx
+    if len(per_seed) == 1:
+        raise IntegrityError("the score file holds none of LBPE_top*, el2n, forgetting, accumulated_margin, "
+                             "entropy, loss")
+    return {"targets": targets, "per_seed": per_seed, "infos": infos, "ssp": ssp}
