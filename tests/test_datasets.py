@@ -185,7 +185,7 @@ def test_folder_with_train_and_test(store, tmp_path, monkeypatch):
                 png(root / split / c / f"{i}.png", color)
     ds = real.load(f"folder:{root}", store=store)
     assert ds.classes == ["cat", "dog"] and ds.train_x.shape == (6, 3, 6, 8) and ds.test_y.tolist() == [0, 1]
-    assert ds.train_x[ds.train_y == 1][:, 2].min() == 1.0 and ds.mean == (0.5, 0.0, 0.5)
+    assert ds.train_x[ds.train_y == 1][:, 2].min() == 1.0 and ds.mean == (0.5, 0.0, 0.5) and ds.std == (0.5, 1.0, 0.5)
     monkeypatch.setattr(datasets, "read_folder", lambda *a, **k: pytest.fail("decoded twice"))
     assert real.load(f"folder:{root}", store=store).train_x.shape == (6, 3, 6, 8)
 

@@ -352,11 +352,12 @@ def _stats(name: str, d: Decoded) -> tuple[tuple[float, ...], tuple[float, ...]]
     import numpy as np  # a user's folder: the train split's own per-channel stats
 
     x = d.train_x.astype(np.float64) / 255.0
-    return (tuple(round(float(v), 4) for v in x.mean(axis=(0, 2, 3))),
-            tuple(round(float(v), 4) for v in x.std(axis=(0, 2, 3))))
+    std = [round(float(v), 4) for v in x.std(axis=(0, 2, 3))]
+    # a constant channel has std 0: leave it unscaled rather than divide by zero
+    return (tuple(round(float(v), 4) for v in x.mean(axis=(0, 2, 3))), tuple(v if v > 0 else 1.0 for v in std))
 
 
-def _save(tmp: Path, name: str, d: Decoded, extra: dict):
+def _save(tmp: Path, name: str, d: Decoded, extra: dict, label: str | None = None):
     import torch
 
     from .. import tensors
@@ -368,7 +369,7 @@ def _save(tmp: Path, name: str, d: Decoded, extra: dict):
         "train_x": torch.from_numpy(d.train_x), "train_y": torch.from_numpy(d.train_y),
         "test_x": torch.from_numpy(d.test_x), "test_y": torch.from_numpy(d.test_y)}, meta)
     shape = list(d.train_x.shape[1:])
-    summary = (f"{name}: {len(d.train_y)} train + {len(d.test_y)} test images {shape}, "
+    summary = (f"{label or name}: {len(d.train_y)} train + {len(d.test_y)} test images {shape}, "
                f"{len(d.classes)} classes")
     return StageResult({"data": path}, {**meta, "summary": summary, "train": len(d.train_y),
                                         "test": len(d.test_y), "shape": shape})
@@ -415,7 +416,9 @@ def prepare_folder(store, root: Path, crop: int | None = None, name: str | None 
 
     if wnids is None:
         classes, rows = scan_folder(root)
-        params = {"reader": "imagefolder", "split": f"train/test, else per-class sha256 order {FOLDER_TEST_FRACTION}"}
+        split = "train/ and test/ (or val/) folders" if (root / "train").is_dir() else \
+            f"one tree: per class, files ordered by sha256 of their path, first {FOLDER_TEST_FRACTION:.0%} to test"
+        params = {"reader": "imagefolder", "split": split}
     else:
         classes, rows = scan_imagenet(root, wnids)
         params = {"reader": "imagenet-subset", "classes": list(wnids), "resize_crop": crop}
@@ -429,7 +432,7 @@ def prepare_folder(store, root: Path, crop: int | None = None, name: str | None 
             task = prog.add_task(f"reading {label}", total=len(rows), status="")
             d = read_folder(root, rows, classes, crop=crop, tick=lambda: prog.advance(task))
         d.meta["split"] = params.get("split", "train/ and val/ folders")
-        return _save(tmp, name or "folder", d, {"source": str(root)})
+        return _save(tmp, name or "folder", d, {"source": str(root)}, label=root.name if name is None else name)
 
     return run_cached(store, STAGE, VERSION, params, {}, compute, ref=name)
 
