@@ -149,8 +149,9 @@ class GdownClient:
         if folder_id not in self._listings:
             import gdown
 
-            found = gdown.download_folder(id=folder_id, skip_download=True, quiet=True,
-                                          use_cookies=False, timeout=timeout)
+            found = gdown.download_folder(**_supported(gdown.download_folder, id=folder_id, skip_download=True,
+                                                       quiet=True, use_cookies=False, timeout=timeout,
+                                                       remaining_ok=True))
             self._listings[folder_id] = [DriveFile(f.id, f.path.replace("\\", "/")) for f in found]
         return self._listings[folder_id]
 
@@ -160,8 +161,19 @@ class GdownClient:
 
         # gdown keeps its own `<dest>XXXXXXXX.part` next to dest and resumes it (resume=True).
         # Its exceptions are translated by the caller's `drive_errors`.
-        gdown.download(id=file_id, output=str(dest), quiet=True, use_cookies=False, resume=True,
-                       progress=progress, timeout=timeout, retries=retries)
+        gdown.download(**_supported(gdown.download, id=file_id, output=str(dest), quiet=True, use_cookies=False,
+                                    resume=True, progress=progress, timeout=timeout, retries=retries))
+
+
+def _supported(fn, **kw) -> dict:
+    """The keyword arguments `fn` accepts: gdown 5 lacks progress/timeout/retries and caps
+    folder listings at 50 files unless remaining_ok; newer releases dropped remaining_ok."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return kw
+    return {k: v for k, v in kw.items() if k in params}
 
 
 class drive_errors:
