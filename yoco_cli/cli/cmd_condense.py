@@ -1,0 +1,114 @@
+"""`yoco condense`: make a condensed set from a real dataset (IDC, DM, or a real-image baseline)."""
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import UsageError
+from . import output
+from .common import DeviceOpt, JsonOpt, SeedOpt, get_store, set_json
+
+METHOD_HELP = "idc (gradient matching) | dm (distribution matching) | random | herding (real-image baselines)"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("condense")(condense)
+
+
+def _parse_sets(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set expects KEY=VALUE, got {item!r}", "e.g. --set lr_img=0.01")
+        out[key.strip().replace("-", "_")] = value.strip()
+    return out
+
+
+def condense(
+    dataset: Annotated[str, typer.Argument(help="Real dataset: digits, cifar10, cifar100, imagenet10, ... or folder:PATH.")],
+    ipc: Annotated[int, typer.Option("--ipc", help="Stored images per class.")] = 10,
+    method: Annotated[str, typer.Option("--method", "-m", help=METHOD_HELP)] = "idc",
+    factor: Annotated[Optional[int], typer.Option("--factor", "-f", show_default="2; 3 for imagenet10",
+                                                  help="Multi-formation factor: each stored image holds f x f images.")] = None,
+    iterations: Annotated[Optional[int], typer.Option("--iterations", "-n", show_default="preset",
+                                                      help="Outer iterations (idc) or iterations (dm).")] = None,
+    lr_img: Annotated[Optional[float], typer.Option("--lr-img", show_default="preset",
+                                                    help="Image learning rate (idc: before IDC's IPC/size scaling).")] = None,
+    batch_real: Annotated[Optional[int], typer.Option("--batch-real", show_default="preset",
+                                                      help="Real images per class per matching step.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", show_default="preset",
+                                                 help="Network used for matching (e.g. convnet3).")] = None,
+    sets: Annotated[Optional[list[str]], typer.Option("--set", help="Any other method setting, KEY=VALUE (repeatable); "
+                                            "see the settings in `yoco condense DATASET --show-settings`.")] = None,
+    show_settings: Annotated[bool, typer.Option("--show-settings", help="Print the resolved settings and exit.")] = False,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", show_default="50 (0 = off)",
+                                                            help="Checkpoint every N iterations; a rerun resumes.")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", show_default="DATASET/METHOD/ipcN",
+                                                help="Name for the result in the cache.")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Condense DATASET to IPC images per class.
+
+    Examples: `yoco condense digits --ipc 10`, `yoco condense digits --ipc 10 --method dm`,
+    `yoco condense cifar10 --ipc 10 --method idc --device cuda`.
+    """
+    from ..stages import condense as stage
+
+    o = set_json(json_)
+    overrides = _parse_sets(sets or [])
+    for key, value in (("iterations", iterations), ("lr_img", lr_img), ("batch_real", batch_real), ("model", model)):
+        if value is not None:
+            overrides[key] = value
+    req = stage.Request(dataset=dataset, method=method, ipc=ipc, factor=factor, seed=seed, device=device,
+                        overrides=overrides, checkpoint_every=checkpoint_every, name=name)
+    store = get_store()
+    if show_settings:
+        _show_settings(o, store, req)
+        return
+    with o.progress() as prog:
+        task = prog.add_task(f"condense {method}", total=None, status="")
+
+        def on_start(total: int) -> None:
+            prog.update(task, total=total or None)
+
+        def on_iteration(done: int, total: int, loss: float) -> None:
+            prog.update(task, completed=done, status=f"loss {loss:.4g}")
+
+        res = stage.run(store, req, on_iteration=on_iteration, on_start=on_start)
+    _report(o, res)
+
+
+def _show_settings(o: output.Output, store, req) -> None:
+    from ..data import real as real_data
+    from ..methods import condense as methods
+    from ..stages import condense as stage
+
+    methods.get(req.method)
+    params, every = stage.plan(req, real_data.load(req.dataset, store=store))
+    rows = [[k, str(v)] for k, v in params["settings"].items()]
+    rows += [["factor", str(params["factor"])], ["checkpoint_every", str(every)]]
+    o.data(params | {"checkpoint_every": every}, output.table(f"{req.method} on {params['dataset']}",
+                                                              ["setting", "value"], rows))
+
+
+def _report(o: output.Output, res) -> None:
+    m = res.manifest
+    s = m.meta["set"]
+    losses = m.meta.get("loss_curve") or []
+    final = losses[-1][1] if losses else None
+    doc = {"name": res.ref, "key": m.key, "cached": res.cached, "digest": m.digest("set"),
+           "method": res.params["method"], "set": s, "params": res.params,
+           "iterations": m.meta.get("iterations", 0), "final_loss": final,
+           "seconds": m.provenance.get("seconds"), "device": m.meta.get("device")}
+    rows = [["name", res.ref], ["key", m.short], ["method", res.params["method"]],
+            ["dataset", s["dataset"]], ["ipc x factor", f"{s['ipc']} x {s['factor']}"],
+            ["stored", "x".join(map(str, s["stored_shape"]))], ["decoded images", str(s["decoded_count"])],
+            ["iterations", str(doc["iterations"])],
+            ["final loss", "" if final is None else f"{final:.4g}"],
+            ["seconds", str(doc["seconds"])], ["device", str(doc["device"])],
+            ["cached", "yes" if res.cached else "no"]]
+    o.data(doc, output.table("condensed set", ["", ""], rows))

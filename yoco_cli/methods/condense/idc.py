@@ -1,0 +1,198 @@
+"""IDC (Kim et al., ICML'22): multi-formation condensation by gradient matching (spec 6.1).
+
+Synthetic images P live in raw pixel space ([0, 1]), f x f training images per stored
+image. Each outer iteration:
+  1. a fresh network (and its SGD), pre-trained for `early` epochs on real data if asked
+     (IDC's ImageNet setting; the YOCO copy drops this, spec P15);
+  2. P is clamped to [0, 1];
+  3. `inner_loop` times: for every class, match the gradient of the loss on a real batch
+     with the gradient on the class's decoded synthetic images (both normalised, then the
+     SAME DSA draw on the concatenated batch), conv kernels only (params with >= 3 dims),
+     and take one momentum-SGD step on P; then train the network on real data (DSA +
+     CutMix) for `n_data` samples.
+The image learning rate is IDC's tag value scaled by IPC/10 (and (size/32)^2 for CIFAR-style
+presets). All randomness of outer iteration `it` comes from a generator seeded with
+(seed, it), so checkpoints are just (P, momentum, it).
+"""
+from __future__ import annotations
+
+import math
+
+from ...errors import UsageError
+from .common import (Job, Outcome, class_indices, generator, iteration_seed, mix_init, run_loop,
+                     sample_indices, seeded_global, sgd_momentum_step)
+
+NAME = "idc"
+ITERATIVE = True
+METRICS = ("mse", "l1")
+LR_SCALES = ("ipc_size", "ipc", "none")
+
+_CIFAR = {
+    "model": "convnet", "iterations": 2000, "inner_loop": 100, "batch_real": 64, "batch_syn_max": 128,
+    "lr_img": 5e-3, "lr_scale": "ipc_size", "mom_img": 0.5, "metric": "mse", "match_aug": "color_crop_cutout",
+    "n_data": 2000, "net_batch": 64, "net_lr": 0.01, "net_momentum": 0.9, "net_wd": 5e-4,
+    "net_aug": "color_crop", "mix_p": 0.5, "early": 0,
+}
+PRESETS = {
+    "cifar10": _CIFAR,
+    "cifar100": _CIFAR,
+    "imagenet10": {**_CIFAR, "model": "resnet10_ap", "iterations": 500, "metric": "l1", "lr_img": 3e-3,
+                   "lr_scale": "ipc", "n_data": 500, "mix_p": 1.0, "early": 10},
+    # digits (8x8, ~144 train images per class): a CPU-minutes budget, tuned on digits
+    "digits": {**_CIFAR, "model": "convnet:width=64", "iterations": 60, "inner_loop": 10, "n_data": 256,
+               "lr_img": 0.05, "lr_scale": "ipc"},
+}
+
+
+def preset(dataset: str) -> dict:
+    return dict(PRESETS.get(dataset, _CIFAR))
+
+
+def image_lr(settings: dict, ipc: int, image_size: int) -> float:
+    """IDC's scaling of the tagged learning rate (spec 6.1 table)."""
+    scale = settings["lr_scale"]
+    if scale not in LR_SCALES:
+        raise UsageError(f"unknown lr_scale {scale!r}", f"use one of {', '.join(LR_SCALES)}")
+    lr = settings["lr_img"]
+    if scale in ("ipc", "ipc_size"):
+        lr *= ipc / 10
+    if scale == "ipc_size":
+        lr *= (image_size / 32) ** 2
+    return lr
+
+
+def validate(s: dict) -> None:
+    if s["metric"] not in METRICS:
+        raise UsageError(f"unknown metric {s['metric']!r}", f"use one of {', '.join(METRICS)}")
+    for k in ("iterations", "inner_loop", "batch_real", "batch_syn_max", "net_batch"):
+        if int(s[k]) < 1:
+            raise UsageError(f"setting {k} must be at least 1, got {s[k]}")
+    for k in ("n_data", "early"):
+        if int(s[k]) < 0:
+            raise UsageError(f"setting {k} must be 0 or more, got {s[k]}")
+
+
+# -- the pieces ------------------------------------------------------------------------------
+
+def distance(a, b, metric: str):
+    """IDC's per-tensor distances: a SUM, not a mean (spec 6.1)."""
+    d = a - b
+    return (d * d).sum() if metric == "mse" else d.abs().sum()
+
+
+def matched_params(model) -> list:
+    """The tensors whose gradients are matched: conv kernels (>= 3 dims); biases, norms, FC skipped."""
+    return [p for p in model.parameters() if p.dim() >= 3]
+
+
+def grad_match_loss(model, x_real, y_real, x_syn, y_syn, metric: str):
+    import torch
+    import torch.nn.functional as F
+
+    params = matched_params(model)
+    g_real = torch.autograd.grad(F.cross_entropy(model(x_real), y_real), params)
+    g_syn = torch.autograd.grad(F.cross_entropy(model(x_syn), y_syn), params, create_graph=True)
+    return sum(distance(gr.detach(), gs, metric) for gr, gs in zip(g_real, g_syn))
+
+
+def build_net(job: Job, it: int):
+    """A fresh network for outer iteration `it`, initialised from (seed, it) on the CPU, then moved."""
+    from ...nn.models import build_model, parse_model_arg
+
+    name, options = parse_model_arg(job.params["model"])
+    real = job.real
+    with seeded_global(iteration_seed(job.seed, it, stream=1)):
+        model = build_model(name, real.num_classes, real.channels, real.image_size, **options)
+    return model.to(job.device)
+
+
+def net_optimizer(model, s: dict):
+    import torch
+
+    return torch.optim.SGD(model.parameters(), lr=s["net_lr"], momentum=s["net_momentum"], weight_decay=s["net_wd"])
+
+
+def train_net(model, opt, x_all, y_all, pool, n_samples: int, s: dict, normalize, gen) -> None:
+    """Network update on real data: random batches until `n_samples` images, DSA (per sample) + CutMix."""
+    from ...nn.augment import DSA, cutmix, mixed_loss
+
+    aug = DSA(s["net_aug"], siamese=False)
+    model.train()
+    for _ in range(math.ceil(n_samples / s["net_batch"])):
+        idx = sample_indices(pool, s["net_batch"], gen).to(x_all.device)
+        x = normalize(x_all[idx])
+        if aug:
+            x = aug(x, gen)
+        x, ya, yb, ratio = cutmix(x, y_all[idx], gen, p=s["mix_p"])
+        opt.zero_grad(set_to_none=True)
+        mixed_loss(model(x), ya, yb, ratio).backward()
+        opt.step()
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+def run(job: Job) -> Outcome:
+    import torch
+
+    from ...data.decode import decode_zoom
+    from ...nn.augment import DSA
+
+    s = job.params
+    validate(s)
+    real, ipc, f, dev = job.real, job.ipc, job.factor, job.device
+    images, labels = mix_init(real, ipc, f)
+    state = {"images": images.to(dev), "momentum": torch.zeros_like(images, device=dev)}
+    x_all, y_all = real.train_x.to(dev), real.train_y.to(dev)
+    pools = class_indices(real.train_y, real.num_classes)
+    everything = torch.arange(len(y_all))
+    normalize = real.normalize
+    lr = image_lr(s, ipc, real.image_size)
+    match_aug = DSA(s["match_aug"], siamese=True)
+
+    def outer(it: int) -> float:
+        P, buf = state["images"], state["momentum"]
+        gen = generator(iteration_seed(job.seed, it))
+        model = build_net(job, it)
+        opt = net_optimizer(model, s)
+        if s["early"]:
+            for _ in range(s["early"]):
+                train_net(model, opt, x_all, y_all, everything, len(everything), s, normalize, gen)
+        with torch.no_grad():
+            P.clamp_(0.0, 1.0)
+        total, count = 0.0, 0
+        for inner in range(s["inner_loop"]):
+            model.train()
+            for c in range(real.num_classes):
+                loss = _class_step(model, P, buf, c, ipc, f, x_all, pools[c], s, normalize, match_aug, lr, gen,
+                                   decode_zoom)
+                total, count = total + loss, count + 1
+            if s["n_data"] and inner < s["inner_loop"] - 1:  # the net is dropped after the last step
+                train_net(model, opt, x_all, y_all, everything, s["n_data"], s, normalize, gen)
+        return total / max(count, 1)
+
+    losses = run_loop(job, state, s["iterations"], outer)
+    # IDC leaves the last update unclamped; we clamp, so a raw01 set really lies in [0, 1]
+    return Outcome(state["images"].detach().clamp(0.0, 1.0).cpu(), labels, losses)
+
+
+def _class_step(model, P, buf, c, ipc, f, x_all, pool, s, normalize, match_aug, lr, gen, decode_zoom) -> float:
+    """One matching step for class c; momentum SGD on all of P (IDC steps one optimiser over the whole set)."""
+    import torch
+
+    dev = P.device
+    real_idx = sample_indices(pool, s["batch_real"], gen).to(dev)
+    x_real = normalize(x_all[real_idx])
+    leaf = P[c * ipc:(c + 1) * ipc].detach().requires_grad_(True)
+    syn = decode_zoom(leaf, f)
+    if syn.shape[0] > s["batch_syn_max"]:
+        syn = syn[torch.randperm(syn.shape[0], generator=gen)[: s["batch_syn_max"]].to(dev)]
+    x_syn = normalize(syn)
+    n = x_real.shape[0]
+    x_aug = match_aug(torch.cat([x_real, x_syn]), gen) if match_aug else torch.cat([x_real, x_syn])
+    y_real = torch.full((n,), c, dtype=torch.int64, device=dev)
+    y_syn = torch.full((x_syn.shape[0],), c, dtype=torch.int64, device=dev)
+    loss = grad_match_loss(model, x_aug[:n], y_real, x_aug[n:], y_syn, s["metric"])
+    (grad,) = torch.autograd.grad(loss, leaf)
+    with torch.no_grad():
+        sgd_momentum_step(P, grad, buf, lr, s["mom_img"], rows=slice(c * ipc, (c + 1) * ipc))
+    return float(loss.detach())

@@ -1,0 +1,140 @@
+"""Stage "condense": a real dataset -> a condensed set in the store (output "set").
+
+The key covers the source data's digest, the method, IPC, factor, seed and every method
+setting; the device and the checkpoint interval are not part of it (the result does not
+depend on the interval; the device is recorded in the manifest's meta). Iterative methods
+checkpoint into `store.partial_dir("condense", key)`; running the same command again after
+an interruption resumes from the last checkpoint and ends with the same bytes.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from ..errors import UsageError
+from ..store import Manifest, Store
+from .sets import set_result, store_set
+
+STAGE = "condense"
+VERSION = 1
+DEFAULT_FACTOR = {"imagenet10": 3}  # IDC: f=3 at 224 px, f=2 elsewhere (spec 6.1)
+DEFAULT_CHECKPOINT_EVERY = 50
+
+
+@dataclass
+class Request:
+    dataset: str
+    method: str = "idc"
+    ipc: int = 10
+    factor: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    overrides: dict = field(default_factory=dict)
+    checkpoint_every: int | None = None
+    name: str | None = None
+
+
+@dataclass
+class Result:
+    manifest: Manifest
+    cached: bool
+    ref: str
+    params: dict
+
+
+def default_factor(dataset: str) -> int:
+    return DEFAULT_FACTOR.get(dataset, 2)
+
+
+def default_ref(dataset: str, method: str, ipc: int) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._@+=,-]+", "-", dataset).strip("-") or "dataset"
+    return f"{safe}/{method}/ipc{ipc}"
+
+
+def plan(req: Request, real) -> tuple[dict, int]:
+    """Resolve the full parameter set (the cache key's params) and the checkpoint interval."""
+    from ..methods import condense as methods
+    from ..methods.condense.common import check_ipc
+
+    mod = methods.get(req.method)
+    factor = req.factor if req.factor is not None else default_factor(real.name)
+    check_ipc(real, req.ipc, factor)
+    settings = methods.resolve_params(req.method, real.name, req.overrides)
+    if hasattr(mod, "validate"):
+        mod.validate(settings)
+    params = {"dataset": real.name, "method": req.method, "ipc": req.ipc, "factor": factor,
+              "seed": req.seed, "settings": settings}
+    every = req.checkpoint_every
+    if every is None:
+        every = DEFAULT_CHECKPOINT_EVERY if mod.ITERATIVE else 0
+    if every < 0:
+        raise UsageError(f"--checkpoint-every must be 0 (off) or positive, got {every}")
+    return params, every
+
+
+def run(store: Store, req: Request, on_iteration=None, on_start=None) -> Result:
+    """Condense (or find in the cache) and name the result. `on_start(total)` fires on a cache miss."""
+    from ..data import real as real_data
+    from ..methods import condense as methods
+    from ..methods.condense.common import dataset_digest
+
+    methods.get(req.method)  # fail on an unknown method before loading any data
+    real = real_data.load(req.dataset, store=store)
+    params, every = plan(req, real)
+    ref = req.name or default_ref(real.name, req.method, req.ipc)
+    store.check_ref_name(ref)
+    digest = dataset_digest(real)
+
+    def compute(tmp, key):
+        return _compute(store, tmp, key, req, real, params, digest, every, on_iteration, on_start)
+
+    manifest, cached = store_set(store, STAGE, VERSION, params, {"dataset": digest}, compute, ref=ref)
+    return Result(manifest, cached, ref, params)
+
+
+def _compute(store, tmp, key, req, real, params, digest, every, on_iteration, on_start):
+    from ..data.condensed import CondensedSet
+    from ..methods import condense as methods
+    from ..methods.condense.common import Checkpointer, Job
+
+    mod = methods.get(req.method)
+    device = _device(req.device) if mod.ITERATIVE else "cpu"
+    folder = store.partial_dir(STAGE, key) if (mod.ITERATIVE and every) else None
+    job = Job(real, params["ipc"], params["factor"], params["seed"], params["settings"], device,
+              Checkpointer(folder, key, every), on_iteration)
+    if on_start is not None:
+        on_start(total_iterations(req.method, params["settings"]))
+    outcome = mod.run(job)
+    made_by = {"method": req.method, "params": params,
+               "source": {"dataset": real.name, "digest": digest}}
+    cset = CondensedSet(images=outcome.images.detach().cpu().float().contiguous(), labels=outcome.labels.cpu(),
+                        dataset=real.name, num_classes=real.num_classes, factor=params["factor"],
+                        value_space="raw01", ipc=params["ipc"], meta=made_by)
+    summary = (f"{real.name} {req.method} ipc{params['ipc']} f{params['factor']} seed {params['seed']}"
+               + (f", final loss {outcome.losses[-1]:.4g}" if outcome.losses else ""))
+    extra = {"device": str(device), "iterations": len(outcome.losses),
+             "loss_curve": _curve(outcome.losses), **outcome.info}
+    return set_result(tmp, cset, summary, extra)
+
+
+def total_iterations(method: str, settings: dict) -> int:
+    return int(settings.get("iterations", 0))
+
+
+def _device(spec: str):
+    from ..nn.device import resolve_device
+
+    return resolve_device(spec)
+
+
+def _curve(losses: list[float], points: int = 50) -> list[list[float]]:
+    """A short (iteration, loss) curve for the manifest: every loss would bloat it (DM: 20k)."""
+    import math
+
+    if not losses:
+        return []
+    step = max(1, math.ceil(len(losses) / points))
+    picks = list(range(0, len(losses), step))
+    if picks[-1] != len(losses) - 1:
+        picks.append(len(losses) - 1)
+    return [[i + 1, losses[i] if math.isfinite(losses[i]) else None] for i in picks]
