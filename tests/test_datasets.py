@@ -256,3 +256,11 @@ def test_unknown_dataset_name_suggests():
     with pytest.raises(UsageError) as err:
         real.load("cifar1O")
     assert "cifar10" in err.value.one_line()
+
+
+def test_folder_of_mixed_sizes_is_cropped_to_the_median_side(store, tmp_path):
+    for c in ("a", "b"):
+        for i, size in enumerate([(10, 12), (20, 16), (14, 14)]):
+            png(tmp_path / "m" / c / f"{i}.png", (50 * i, 0, 0), size=size)
+    ds = datasets.load_folder(str(tmp_path / "m"), store=store)
+    assert ds.train_x.shape[1:] == (3, 14, 14) and len(ds.train_y) + len(ds.test_y) == 6

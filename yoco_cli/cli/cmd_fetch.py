@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import output
-from .common import JsonOpt, get_store, out, set_json
+from .common import JsonOpt, get_store, set_json
 
 
 def register(app: typer.Typer) -> None:

@@ -319,13 +319,18 @@ def scan_folder(root: Path) -> tuple[list[str], list[tuple[str, Path, int, str]]
     return classes, rows
 
 
+def _size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.size
+
+
 def read_folder(root: Path, rows, classes, crop: int | None = None, tick=lambda: None) -> Decoded:
     paths = [r[1] for r in rows]
     channels, size = _probe(paths)
     if crop is None and size is None:  # mixed sizes: square crops at the median shorter side
-        from PIL import Image
-
-        sides = sorted(min(Image.open(p).size) for p in paths)
+        sides = sorted(min(_size(p)) for p in paths)
         size = (sides[len(sides) // 2],) * 2
     tr = [r for r in rows if r[3] == "train"]
     te = [r for r in rows if r[3] == "test"]
