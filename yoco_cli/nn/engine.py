@@ -326,8 +326,8 @@ def train(spec: dict, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *, see
     """Train one model per seed on (x, y); returns their results in seed order.
 
     x: images (n, c, h, w) in the set's value space; `normalize=(mean, std)` maps raw pixels
-    to the network's input (None: x is already normalized). `test=(x_test, y_test)` in the
-    same space is evaluated after the epochs in `cfg.eval_at`.
+    to the network's input (None: x is already normalized). `test=(x_test, y_test)`, already
+    in the network's input space (normalized), is evaluated after the epochs in `cfg.eval_at`.
     A checkpoint is only taken when all seeds train as one group (one seed, or batched).
     """
     device = torch.device(device)
@@ -364,10 +364,8 @@ class _Data:
         self.y = y.to(device).long()
         self.n = int(self.x.shape[0])
         self.image_size = int(self.x.shape[-1])
-        self.test = None
-        if test is not None:
-            tx = test[0].to(device, torch.float32)
-            self.test = (self.norm(tx) if self.norm is not None else tx, test[1].to(device).long())
+        # the test set arrives already in the network's input space (see `prepare_test`)
+        self.test = None if test is None else (test[0].to(device, torch.float32), test[1].to(device).long())
 
 
 class _GroupRun:
@@ -513,6 +511,32 @@ class _GroupRun:
             hits += torch.stack([(o.argmax(1) == yb).sum() for o in outs])
         self.group.train(True)
         return (hits.double() / tx.shape[0]).tolist()
+
+
+# -- value spaces -------------------------------------------------------------------------------
+
+def dataset_stats(dataset: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) the reference normalizes `dataset` with (spec 1.2; digits: its train split)."""
+    from ..data import real
+
+    if dataset in real.STATS:
+        return real.STATS[dataset]
+    ds = real.load(dataset)
+    return tuple(ds.mean), tuple(ds.std)
+
+
+def set_normalization(value_space: str, dataset: str) -> tuple | None:
+    """What the engine applies to a set's images: raw01 -> dataset stats; normalized/zca -> nothing."""
+    return dataset_stats(dataset) if value_space == "raw01" else None
+
+
+def prepare_test(value_space: str, dataset: str, x_test: torch.Tensor) -> torch.Tensor:
+    """A real (raw [0, 1]) test split brought into the space the set's network sees."""
+    if value_space == "zca":
+        raise UsageError("this set is ZCA-whitened; testing it needs the ZCA transform of its source, "
+                         "which yoco does not have", "evaluate a raw01 or normalized set")
+    mean, std = dataset_stats(dataset)
+    return _normalizer((mean, std), x_test.device)(x_test.float())
 
 
 # -- inference helpers (scores, eval) ------------------------------------------------------------

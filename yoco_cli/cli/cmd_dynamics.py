@@ -1,0 +1,132 @@
+"""`yoco dynamics SET`: train seeded models on a condensed set and record their training dynamics."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import UsageError
+from . import output
+from .common import DeviceOpt, JsonOpt, complete_set_refs, get_store, set_json
+
+TRAIN_PANEL = "Training (defaults: the dataset's preset, spec section 2)"
+REF_PANEL = "Reading the reference's files"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("dynamics")(dynamics_cmd)
+
+
+def dynamics_cmd(
+    target: Annotated[str, typer.Argument(
+        metavar="SET", help="A condensed set: name, key prefix or file.", autocompletion=complete_set_refs,
+        show_default=False)],
+    seeds: Annotated[int, typer.Option("--seeds", help="Number of runs (seeds 0..N-1), as the paper's 3.")] = 3,
+    epochs: Annotated[Optional[int], typer.Option(
+        "--epochs", help="Epochs (preset: 1000; digits 100).", rich_help_panel=TRAIN_PANEL, show_default=False)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(
+        "--batch-size", help="Batch size (preset 64).", rich_help_panel=TRAIN_PANEL, show_default=False)] = None,
+    lr: Annotated[Optional[float], typer.Option(
+        "--lr", help="SGD learning rate (preset 0.01).", rich_help_panel=TRAIN_PANEL, show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option(
+        "--model", help="convnet | resnet10_ap | resnet10_bn | resnet18_bn | densenet | tv:NAME, options as "
+                        "convnet:width=64,depth=2 (preset: ConvNet-3; ResNetAP-10 for imagenet10).",
+        rich_help_panel=TRAIN_PANEL, show_default=False)] = None,
+    aug: Annotated[Optional[str], typer.Option(
+        "--aug", help="DSA strategy, e.g. color_crop_flip_scale_rotate (the preset), or none.",
+        rich_help_panel=TRAIN_PANEL, show_default=False)] = None,
+    cutmix: Annotated[Optional[float], typer.Option(
+        "--cutmix", help="CutMix probability per batch (preset 0.5; 0 disables).", rich_help_panel=TRAIN_PANEL,
+        show_default=False)] = None,
+    test_every: Annotated[Optional[int], typer.Option(
+        "--test-every", help="Also test on the real test split every K epochs (off by default: no score uses it).",
+        rich_help_panel=TRAIN_PANEL, show_default=False)] = None,
+    batched: Annotated[str, typer.Option(
+        "--batched", help="auto | on | off: train the seeds as one stacked model (auto: on CUDA).",
+        rich_help_panel=TRAIN_PANEL)] = "auto",
+    compile_: Annotated[str, typer.Option(
+        "--compile", help="auto | on | off: torch.compile the model (auto: long CPU runs on >= 32 px).",
+        rich_help_panel=TRAIN_PANEL)] = "auto",
+    from_file: Annotated[Optional[list[Path]], typer.Option(
+        "--from-file", help="Read the reference's td-ipc*.pickle instead of training (repeat: one per seed). "
+                            "No code in it runs; a pickle that asks to run code is refused (exit 3).",
+        rich_help_panel=REF_PANEL, show_default=False)] = None,
+    checkpoint: Annotated[Optional[list[Path]], typer.Option(
+        "--checkpoint", help="The reference's ckpt-last.pt for each --from-file (final weights, for "
+                             "entropy/loss/ssp).", rich_help_panel=REF_PANEL, show_default=False)] = None,
+    name: Annotated[Optional[str], typer.Option(
+        "--name", help="Name for the result (default: SET@dynamics).", show_default=False)] = None,
+    device: DeviceOpt = "auto",
+    json_: JsonOpt = False,
+) -> None:
+    """Record training dynamics (per-epoch, per-sample statistics + final weights) of a condensed set.
+
+    Runs are cached per seed: asking for more seeds later trains only the new ones, and an
+    interrupted run resumes from its last checkpoint.
+    Examples: `yoco dynamics digits/random/ipc10 --seeds 3`,
+    `yoco dynamics idc/cifar10/ipc10 --from-file td-ipc10.pickle --checkpoint ckpt-last.pt`
+    """
+    from ..stages import dynamics as D
+    from ..stages.sets import resolve_set
+
+    o = set_json(json_)
+    store = get_store()
+    if name is not None:
+        store.check_ref_name(name)
+    for opt, value in (("--batched", batched), ("--compile", compile_)):
+        if value not in ("auto", "on", "off"):
+            raise UsageError(f"{opt} {value!r}", "use auto, on or off")
+    set_m, cset = resolve_set(store, target)
+    if from_file:
+        if checkpoint and len(checkpoint) != len(from_file):
+            raise UsageError(f"{len(checkpoint)} --checkpoint for {len(from_file)} --from-file",
+                             "give one checkpoint per dynamics file")
+        o.info(f"reading {len(from_file)} reference dynamics file(s) for {target}")
+        group, info = D.import_dynamics(store, set_m, cset, list(from_file), list(checkpoint or []), model=model,
+                                        ref=name)
+    else:
+        if checkpoint:
+            raise UsageError("--checkpoint goes with --from-file", "drop it to train here")
+        group, info = _train(o, store, set_m, cset, D, seeds=seeds, device=device, batched=batched, ref=name,
+                             epochs=epochs, batch_size=batch_size, lr=lr, model=model, aug=aug, cutmix=cutmix,
+                             test_every=test_every, compile=compile_)
+    _report(o, store, group, info, D)
+
+
+def _train(o, store, set_m, cset, D, seeds: int, **kw):
+    with o.progress() as prog:
+        tasks: dict[tuple, int] = {}
+
+        def on_epoch(ev) -> None:
+            key = tuple(ev.seeds)
+            if key not in tasks:
+                label = f"seed {ev.seeds[0]}" if len(ev.seeds) == 1 else f"seeds {ev.seeds[0]}-{ev.seeds[-1]}"
+                tasks[key] = prog.add_task(label, total=ev.epochs, status="")
+            loss = sum(ev.loss) / len(ev.loss)
+            acc = sum(ev.acc) / len(ev.acc)
+            test = f" test {sum(ev.test_acc) / len(ev.test_acc):.3f}" if ev.test_acc else ""
+            prog.update(tasks[key], completed=ev.epoch + 1, status=f"loss {loss:.3f} acc {acc:.3f}{test}")
+
+        return D.compute_dynamics(store, set_m, cset, seeds=seeds, on_epoch=on_epoch, **kw)
+
+
+def _report(o, store, group, info, D) -> None:
+    rows = D.summary_rows(store, group)
+    computed = set(info.get("computed") or [])
+    refs = store.refs_to(group.stage, group.key)
+    meta = group.meta
+    o.info(f"dynamics {refs[0] if refs else group.short}: {meta['summary']}"
+           + ("" if computed or meta.get("source") != "engine" else " (cached)"))
+    table_rows = [[r["seed"], r["epochs"], _f(r["final_loss"]), _f(r["final_acc"]), _f(r["test_acc"]),
+                   "cached" if r["seed"] not in computed and meta.get("source") == "engine" else
+                   (f"{r['seconds']:.1f} s" if r["seconds"] is not None else "")] for r in rows]
+    tbl = output.table(None, ["seed", "epochs", "final loss", "train acc", "test acc", "time"], table_rows)
+    o.data({"ref": refs[0] if refs else None, "key": group.key, "dataset": meta["dataset"],
+            "num_samples": meta["num_samples"], "epochs": meta["epochs"], "seeds": meta["seeds"],
+            "model": meta.get("model"), "source": meta.get("source"), "computed": sorted(computed),
+            "runs": rows}, tbl)
+
+
+def _f(v):
+    return None if v is None else round(float(v), 4)

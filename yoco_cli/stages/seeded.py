@@ -1,0 +1,63 @@
+"""Seeded training stages: one cached run per seed, plus one group manifest over them.
+
+Dynamics (`dynamics-run` / `dynamics`) and evaluation (`eval-run` / `eval`) share this shape:
+each seed is its own stage run keyed by (params + seed, inputs), so asking for 5 seeds
+after 3 computes only the 2 new ones, and an interrupted command keeps every finished seed.
+The group manifest names the per-seed outputs `seed{s}/{name}` and reuses their objects
+(same digests, no second copy).
+
+Which seeds train together is the engine's business (`plan_batched`): on CUDA all missing
+seeds of a small model train as one stacked model; otherwise one at a time, each with a
+resumable checkpoint in `store.partial_dir(run_stage, key)`.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from ..store import Manifest, StageResult, Store, run_cached
+from ..store.manifest import run_key
+
+# fit(seeds, partial_dir or None) -> one result per seed; write(tmpdir, seed, result) -> StageResult
+Fit = Callable[[list[int], "Path | None"], list[Any]]
+Write = Callable[[Path, int, Any], StageResult]
+
+
+def seed_params(params: dict, seed: int) -> dict:
+    return {**params, "seed": int(seed)}
+
+
+def run_seeds(store: Store, stage: str, version: int, params: dict, inputs: dict[str, str], seeds: list[int],
+              fit: Fit, write: Write, together: bool) -> tuple[list[Manifest], list[int]]:
+    """Per-seed manifests in seed order, and the seeds that were computed now (not cached)."""
+    missing = [s for s in seeds
+               if store.load_run(stage, run_key(stage, version, seed_params(params, s), inputs)) is None]
+    fresh: dict[int, Any] = {}
+    if together and len(missing) > 1:
+        fresh = dict(zip(missing, fit(missing, None)))
+    out = []
+    for s in seeds:
+        def compute(tmp: Path, key: str, s=s) -> StageResult:
+            result = fresh[s] if s in fresh else fit([s], store.partial_dir(stage, key))[0]
+            return write(tmp, s, result)
+
+        m, _ = run_cached(store, stage, version, seed_params(params, s), inputs, compute)
+        out.append(m)
+    return out, missing
+
+
+def group_manifest(store: Store, stage: str, version: int, params: dict, inputs: dict[str, str],
+                   runs: dict[int, Manifest], meta: dict, ref: str | None = None) -> Manifest:
+    """Commit (or find) the group run whose outputs `seed{s}/{name}` are the per-seed objects."""
+    def compute(tmp: Path, key: str) -> StageResult:
+        outputs = {}
+        for s, m in runs.items():
+            for name in m.outputs:
+                dest = tmp / f"seed{s}-{name}"
+                shutil.copyfile(store.object_path(m.digest(name)), dest)  # same bytes -> same object
+                outputs[f"seed{s}/{name}"] = dest
+        return StageResult(outputs=outputs, meta={**meta, "runs": {str(s): m.key for s, m in runs.items()}})
+
+    m, _ = run_cached(store, stage, version, {**params, "seeds": sorted(runs)}, inputs, compute, ref=ref)
+    return m
