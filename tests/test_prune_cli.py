@@ -110,6 +110,19 @@ def test_set_resolution(cli, store):
     make_set(store, "digits/b/ipc10", per_class_offset=10)
     r = cli("prune", "--from", "10", "--to", "1", "--metric", "random")
     assert r.exit_code == 2 and "digits/a/ipc10" in r.stderr and "digits/b/ipc10" in r.stderr
+    # at a terminal the user picks one from the numbered list
+    import yoco_cli.cli.cmd_prune as cmd
+
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(cmd, "interactive", lambda: True)
+    try:
+        r = cli("prune", "--from", "10", "--to", "1", "--metric", "random", "--json", input="2\n")
+    finally:
+        monkey.undo()
+    assert r.exit_code == 0, r.stderr
+    second = next(line.split()[1] for line in r.stderr.splitlines() if line.strip().startswith("2."))
+    doc = json.loads(r.stdout[r.stdout.index("{"):])  # CliRunner echoes the typed input to stdout
+    assert doc["results"][0]["rule"]["parent"] == second
     r = cli("prune", "--from", "10", "--to", "1", "--metric", "random", "--dataset", "cifar10")
     assert r.exit_code == 2 and "no stored condensed set" in r.stderr
     r = cli("prune", "digits/a/ipc10", "--from", "5", "--to", "1")
@@ -193,3 +206,22 @@ def test_to_list_expansion():
                                                                         "--metric", "x"]
     assert expand_targets(["--to=1", "2", "S"]) == ["--to=1", "--to", "2", "S"]
     assert parse_targets(["5", "1,2", "2"]) == [1, 2, 5]
+
+
+@pytest.mark.gpu
+def test_model_scores_on_cuda_match_cpu():
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from yoco_cli.methods.scores import embed_features, model_outputs
+    from yoco_cli.nn.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("convnet", num_classes=10, channels=1, image_size=8, width=16)
+    x, y = torch.rand(50, 1, 8, 8), torch.randint(0, 10, (50,))
+    cpu = model_outputs(model, x, y, torch.device("cpu"), want_features=True)
+    gpu = model_outputs(model.cuda(), x, y, torch.device("cuda"), want_features=True)
+    for k in ("entropy", "loss", "features"):
+        assert torch.allclose(cpu[k], gpu[k], atol=1e-4), k
+    assert torch.allclose(embed_features(model, x, torch.device("cuda")), cpu["features"], atol=1e-4)

@@ -94,8 +94,11 @@ def choose_set(store, spec: Optional[str], ipc_from: Optional[int], dataset: Opt
     o = output.get()
     for i, (lab, m) in enumerate(zip(labels, cands), 1):
         o.err.print(f"  {i}. {lab}  ({m.meta.get('summary', '')})", highlight=False)
-    pick = typer.prompt("which set", type=typer.IntRange(1, len(cands)), err=True)
-    return cands[pick - 1], load_set(store, cands[pick - 1])
+    while True:
+        pick = typer.prompt(f"which set (1-{len(cands)})", type=int, err=True)
+        if 1 <= pick <= len(cands):
+            return cands[pick - 1], load_set(store, cands[pick - 1])
+        o.warn(f"{pick} is not in the list")
 
 
 def choose_rule(metric: Optional[str], key: Optional[str], hard: Optional[bool], balanced: Optional[bool]):
@@ -202,12 +205,15 @@ def prune_cmd(
     if ccs_strata < 1:
         raise UsageError("--ccs-strata must be at least 1")
     rule = choose_rule(metric, key, hard, balanced)
-    sopts = score_options(k, stop_epoch, use_loss, el2n_window, never_learned, aum_mean, seed)
+    # the score artifact's own random column stays at seed 0: --seed steers selections, not the scores cache
+    sopts = score_options(k, stop_epoch, use_loss, el2n_window, never_learned, aum_mean, 0)
     set_m, cset = choose_set(store, set_spec, ipc_from, dataset)
-    from ..methods import select
+    from ..methods import presets, select
 
-    for t in targets:
+    for t in targets:  # every check that needs no computation, before any training starts
         select.keep_counts(cset.ipc, t, P.unit(cset), cset.decoded_count)
+        if rule.metric == "ccs":
+            presets.cut_count(ccs_beta if ccs_beta is not None else presets.ccs_beta(cset.dataset, cset.ipc, t), 1)
     popts = P.PruneOptions(seed=seed, score_run=score_run, ccs_beta=ccs_beta, ccs_strata=ccs_strata,
                            ccs_random=ccs_random, ssp_duplicates=ssp_duplicates, ssp_run=ssp_run, device=device)
     table, dyn_m = _upstream(o, store, set_m, cset, rule, targets, sopts, scores, dynamics, device,
@@ -303,10 +309,10 @@ def _report(o, results: list[dict], cset) -> None:
     rows = []
     for r in results:
         sr = r["score_range"] or {}
-        rows.append([r["ref"] or r["key"][:12], f"{cset.ipc} -> {r['to']}", f"{r['kept']} / {r['total']}",
-                     _per_class(r["per_class"] or []), _range(sr.get("kept")), _range(sr.get("dropped")),
-                     "yes" if r["cached"] else "no"])
-    tbl = output.table(None, ["pruned set", "IPC", "kept", "per class", "scores kept", "scores dropped",
-                              "cached"], rows)
-    tbl.columns[0].overflow = "fold"  # the name is what people copy: never cut it with an ellipsis
+        rows.append([r["ref"] or r["key"][:12], f"{r['kept']} / {r['total']}", _per_class(r["per_class"] or []),
+                     _range(sr.get("kept")), _range(sr.get("dropped")), "yes" if r["cached"] else "no"])
+    tbl = output.table(f"IPC {cset.ipc} -> {', '.join(str(r['to']) for r in results)} (decoded images)",
+                       ["pruned set", "kept", "per class", "scores kept", "scores dropped", "cached"], rows)
+    # the name is what people copy: give it its full width, let the numbers wrap instead
+    tbl.columns[0].min_width = max(len(row[0]) for row in rows)
     o.data({"from": cset.ipc, "dataset": cset.dataset, "results": results}, tbl)

@@ -124,7 +124,9 @@ def compute_scores(o, store, set_m, cset, opts, dyn_m=None, device="auto", overr
 
 
 def summary_table(m) -> tuple[dict, object]:
-    stats = m.meta.get("stats", {})
+    from ..stages.score import metric_order
+
+    stats = dict(sorted(m.meta.get("stats", {}).items(), key=lambda kv: metric_order(kv[0])))
     rows = [[name, s["min"], s["max"], s["mean"], "" if s["spearman_lbpe"] is None else round(s["spearman_lbpe"], 3)]
             for name, s in stats.items()]
     return stats, output.table(None, ["metric", "min", "max", "mean", "Spearman vs LBPE"], rows)

@@ -90,9 +90,10 @@ def ccs_beta(dataset: str, ipc_from: int, ipc_to: int) -> float:
     """The reference's hard-cut ratio; a setting it never ran is a usage error, not a crash (P10)."""
     table = CCS_BETA.get(_dataset_key(dataset), {})
     if (ipc_from, ipc_to) not in table:
-        known = ", ".join(f"{d} {a}->{b}" for d, t in CCS_BETA.items() for a, b in t)
+        known = "; ".join(f"{d} from IPC {', '.join(sorted({str(a) for a, _ in t}, key=int))}"
+                          for d, t in CCS_BETA.items())
         raise UsageError(f"the reference has no CCS cut ratio for {dataset} {ipc_from}->{ipc_to}",
-                         f"pass --ccs-beta (e.g. 0.3); the table covers {known}")
+                         f"pass --ccs-beta (e.g. 0.3); its table covers {known}")
     return table[(ipc_from, ipc_to)]
 
 

@@ -126,7 +126,7 @@ def _write(tmp: Path, res: dict, setting, source: str) -> StageResult:
     for name, idx in res.get("ssp", {}).items():
         ts[f"ssp/{name}"] = idx
     stats = summarize({n: ts[f"{n}/mean"] for n in res["per_seed"]})
-    metrics = sorted(res["per_seed"], key=_metric_order)
+    metrics = sorted(res["per_seed"], key=metric_order)
     meta = {"metrics": metrics, "runs": max((len(v) for v in res["per_seed"].values()), default=0),
             "info": res["infos"], "stats": stats, "setting": list(setting), "num_samples": len(res["targets"]),
             "ssp_lists": sorted(res.get("ssp", {})), "source": source,
@@ -135,7 +135,7 @@ def _write(tmp: Path, res: dict, setting, source: str) -> StageResult:
     return StageResult(outputs={"scores": path}, meta=meta)
 
 
-def _metric_order(name: str) -> int:
+def metric_order(name: str) -> int:
     order = list(S.REGISTRY)
     return order.index(name) if name in order else len(order)
 
@@ -144,7 +144,7 @@ def summarize(means: dict) -> dict:
     """Per metric: min, max, mean and Spearman's rank correlation with LBPE."""
     out = {}
     ref = means.get("lbpe")
-    for name, v in sorted(means.items(), key=lambda kv: _metric_order(kv[0])):
+    for name, v in sorted(means.items(), key=lambda kv: metric_order(kv[0])):
         a = v.double()
         rho = S.spearman(a.numpy(), ref.double().numpy()) if ref is not None else None
         out[name] = {"min": float(a.min()), "max": float(a.max()), "mean": float(a.mean()), "spearman_lbpe": rho}
@@ -208,19 +208,20 @@ def from_file(store: Store, path: Path | str, name: str | None = None, seed: int
     from ..store.store import sha256_file
 
     path = Path(path)
-    digest = sha256_file(path) if path.is_file() else None
-    doc = safe_pickle.load(path)
-    if not isinstance(doc, dict) or "targets" not in doc:
-        raise IntegrityError(f"{path} is not a reference score file (no 'targets' key)",
-                             "expected data-score-ipc*-ep*.pickle from the reference's generate_importance_score.py")
+    if not path.is_file():
+        raise UsageError(f"{path} does not exist or is not a file")
     ref = name or f"reference/{re.sub(r'[^A-Za-z0-9._-]+', '-', path.stem)}"
     store.check_ref_name(ref)
 
-    def compute(tmp: Path, key: str) -> StageResult:
+    def compute(tmp: Path, key: str) -> StageResult:  # only on a cache miss: the pickle is read once
+        doc = safe_pickle.load(path)
+        if not isinstance(doc, dict) or "targets" not in doc:
+            raise IntegrityError(f"{path} is not a reference score file (no 'targets' key)",
+                                 "expected data-score-ipc*-ep*.pickle from the reference's generate_importance_score.py")
         return _write(tmp, _read_reference(doc, seed), ["reference", None], f"file {path.name}")
 
-    return run_cached(store, STAGE, VERSION, {"source": "reference-pickle", "seed": seed}, {"file": digest},
-                      compute, ref=ref)
+    return run_cached(store, STAGE, VERSION, {"source": "reference-pickle", "seed": seed},
+                      {"file": sha256_file(path)}, compute, ref=ref)
 
 
 def _vector(v, what: str, n: int | None = None):
