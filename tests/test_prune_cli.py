@@ -185,6 +185,16 @@ def test_reference_score_file_and_keys(cli, store, tmp_path):
     r = cli("prune", "digits/test/ipc10", "--to", "3", "--key", "ssp", *ref)
     assert r.exit_code == 2 and "--dynamics" in r.stderr
 
+    # scores of another set (labels in another order) are refused
+    import torch
+
+    other = dict(doc, targets=torch.arange(10).repeat(40).int())
+    with open(tmp_path / "other.pickle", "wb") as f:
+        pickle.dump(other, f)
+    assert cli("score", "--from-file", tmp_path / "other.pickle").exit_code == 0
+    r = cli("prune", "digits/test/ipc10", "--to", "1", "--key", "el2n", "--scores", "reference/other")
+    assert r.exit_code == 2 and "another set" in r.stderr
+
 
 def test_score_file_with_code_is_refused(cli, tmp_path):
     class Evil:

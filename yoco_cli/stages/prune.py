@@ -116,19 +116,32 @@ def _choose(store, cset, labels, ipc_to, rule, opts, params, source, scores, dyn
     lab = labels.numpy()
     if rule.metric == "random":
         return select.random_select(lab, per_class, total, rule.balanced, opts.seed), None
+    if source == "scores":
+        _check_targets(scores, lab)
     if rule.metric == "ssp":
         if source == "scores":
             return np.sort(scores.ssp_list(_ssp_key(rule, ipc_to))), None
         feats = _features(store, cset, dyn_m, opts)
         return select.kmeans_select(feats, lab, per_class, total, rule.balanced, opts.seed, opts.ssp_duplicates), None
     values = scores.values(rule.metric, opts.score_run)
-    if len(values) != len(lab):
-        raise UsageError(f"the scores cover {len(values)} images but the set decodes to {len(lab)}",
-                         "score this set's own dynamics (or the reference file for this IPC)")
     if rule.metric == "ccs":
         cut = presets.cut_count(params["ccs_beta"], len(values))
         return select.ccs_select(values, total, cut, opts.ccs_strata, opts.ccs_random, opts.seed), values
     return select.select_by_score(values, lab, rule, per_class, total, REGISTRY[rule.metric].high_is_hard), values
+
+
+def _check_targets(scores, labels) -> None:
+    """Scores index decoded images: they must be this set's, in this set's decoded order."""
+    import numpy as np
+
+    t = scores.targets.numpy()
+    if len(t) != len(labels):
+        raise UsageError(f"the scores cover {len(t)} images but the set decodes to {len(labels)}",
+                         "score this set's own dynamics (or use the reference file of this set and IPC)")
+    if not np.array_equal(t, labels):
+        bad = int((t != labels).sum())
+        raise UsageError(f"the scores' labels differ from the set's decoded labels at {bad} of {len(t)} positions",
+                         "these scores were made for another set")
 
 
 def _features(store: Store, cset, dyn_m: Manifest, opts: PruneOptions):
