@@ -210,7 +210,7 @@ def test_score_file_with_code_is_refused(cli, tmp_path):
 
 
 def test_to_list_expansion():
-    from yoco_cli.cli.cmd_prune import expand_targets, parse_targets
+    from yoco_cli.cli.common import expand_targets, parse_targets
 
     assert expand_targets(["--to", "1", "2", "5", "--metric", "x"]) == ["--to", "1", "--to", "2", "--to", "5",
                                                                         "--metric", "x"]

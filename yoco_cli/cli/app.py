@@ -21,6 +21,15 @@ from .common import state
 # One module per command or group; each exposes `register(app)`.
 COMMAND_MODULES = [
     "cmd_cache",     # cache dir|ls|info|verify|gc|rm
+    "cmd_fetch",     # fetch NAME... | --list | --offline
+    "cmd_sets",      # import PATH | show REF | export REF
+    "cmd_condense",  # condense DATASET --ipc N --method idc|dm|random|herding
+    "cmd_score",     # score DYNAMICS|SET | --from-file data-score-*.pickle
+    "cmd_prune",     # prune [SET] --from N --to N... --metric M | --key KEY
+    "cmd_dynamics",  # dynamics SET [--seeds N] | --from-file td-ipc10.pickle
+    "cmd_eval",      # eval SET... [--repeats N] [--model M] [--full]
+    "cmd_pipeline",  # pipeline [DATASET] --to 1 2 5 --seeds 3 --repeats 1 --plot FILE
+    "cmd_report",    # report [--table main|rules|balance|easyhard] [--format ...] [--plot FILE]
 ]
 
 

@@ -1,7 +1,6 @@
 """`yoco prune`: a condensed set -> smaller IPCs, by one of the paper's rules (YOCO = LBPE, easy, balanced)."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,57 +10,17 @@ from ..errors import UsageError
 from . import output
 from .cmd_score import (AumMeanOpt, EpochsOpt, KOpt, NeverOpt, SeedsOpt, StopOpt, UseLossOpt, WindowOpt,
                         compute_scores, dynamics_overrides, ensure_dynamics, score_options)
-from .common import (DeviceOpt, JsonOpt, complete_metrics, complete_refs, complete_set_refs, get_store,
-                     interactive, set_json)
+from .common import (DeviceOpt, JsonOpt, MultiTargetCommand, complete_metrics, complete_refs, complete_set_refs,
+                     get_store, interactive, parse_targets, set_json)
 
 RULE_PANEL = "Rule"
 CCS_PANEL = "CCS"
 SSP_PANEL = "SSP (k-means prototypes)"
 OUT_PANEL = "Output"
-_INT = re.compile(r"^\d+(,\d+)*$")
-
-
-def expand_targets(args: list[str]) -> list[str]:
-    """`--to 1 2 5` as people type it -> `--to 1 --to 2 --to 5` (click options take one value each).
-
-    Only bare integers right after a --to value are taken as more targets, so name the set
-    before the options (or by a non-numeric ref) when its name is a number.
-    """
-    out: list[str] = []
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if a == "--":
-            return out + args[i:]
-        out.append(a)
-        if a == "--to" or a.startswith("--to="):
-            if a == "--to" and i + 1 < len(args):
-                i += 1
-                out.append(args[i])
-            while i + 1 < len(args) and _INT.match(args[i + 1]):
-                i += 1
-                out += ["--to", args[i]]
-        i += 1
-    return out
-
-
-class _PruneCommand(typer.core.TyperCommand):
-    def parse_args(self, ctx, args):
-        return super().parse_args(ctx, expand_targets(list(args)))
 
 
 def register(app: typer.Typer) -> None:
-    app.command("prune", cls=_PruneCommand)(prune_cmd)
-
-
-def parse_targets(values: list[str]) -> list[int]:
-    out: list[int] = []
-    for v in values:
-        for part in str(v).split(","):
-            if not part.strip().isdigit():
-                raise UsageError(f"--to {v!r} is not a whole number", "e.g. --to 1 2 5")
-            out.append(int(part))
-    return sorted(set(out))
+    app.command("prune", cls=MultiTargetCommand)(prune_cmd)
 
 
 # -- which set ---------------------------------------------------------------------------------------

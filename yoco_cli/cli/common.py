@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from ..errors import UsageError
 from ..store import Store
 from . import output
 
@@ -77,3 +79,48 @@ METRICS = ["lbpe", "el2n", "forgetting", "aum", "entropy", "loss", "ssp", "ccs",
 
 def complete_metrics(incomplete: str) -> list[str]:
     return [m for m in METRICS if m.startswith(incomplete)]
+
+
+# -- several targets: `--to 1 2 5` -------------------------------------------------------
+_INT = re.compile(r"^\d+(,\d+)*$")
+
+
+def expand_targets(args: list[str]) -> list[str]:
+    """`--to 1 2 5` as people type it -> `--to 1 --to 2 --to 5` (click options take one value each).
+
+    Only bare integers right after a --to value are taken as more targets, so name the set
+    before the options (or by a non-numeric ref) when its name is a number.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            return out + args[i:]
+        out.append(a)
+        if a == "--to" or a.startswith("--to="):
+            if a == "--to" and i + 1 < len(args):
+                i += 1
+                out.append(args[i])
+            while i + 1 < len(args) and _INT.match(args[i + 1]):
+                i += 1
+                out += ["--to", args[i]]
+        i += 1
+    return out
+
+
+class MultiTargetCommand(typer.core.TyperCommand):
+    """A command whose --to takes several values as typed: `--to 1 2 5`."""
+
+    def parse_args(self, ctx, args):
+        return super().parse_args(ctx, expand_targets(list(args)))
+
+
+def parse_targets(values: list[str]) -> list[int]:
+    out: list[int] = []
+    for v in values:
+        for part in str(v).split(","):
+            if not part.strip().isdigit():
+                raise UsageError(f"--to {v!r} is not a whole number", "e.g. --to 1 2 5")
+            out.append(int(part))
+    return sorted(set(out))
