@@ -11,7 +11,7 @@ from . import output
 from .cmd_score import (AumMeanOpt, EpochsOpt, KOpt, NeverOpt, SeedsOpt, StopOpt, UseLossOpt, WindowOpt,
                         compute_scores, dynamics_overrides, ensure_dynamics, score_options)
 from .common import (DeviceOpt, JsonOpt, MultiTargetCommand, complete_metrics, complete_refs, complete_set_refs,
-                     get_store, interactive, parse_targets, set_json)
+                     get_store, interactive, parse_targets, prompt_choice, prompt_targets, set_json)
 
 RULE_PANEL = "Rule"
 CCS_PANEL = "CCS"
@@ -50,14 +50,8 @@ def choose_set(store, spec: Optional[str], ipc_from: Optional[int], dataset: Opt
     if not interactive():
         raise UsageError(f"{len(cands)} stored sets have {what}: {', '.join(labels)}",
                          "name one as the first argument, or narrow with --dataset")
-    o = output.get()
-    for i, (lab, m) in enumerate(zip(labels, cands), 1):
-        o.err.print(f"  {i}. {lab}  ({m.meta.get('summary', '')})", highlight=False)
-    while True:
-        pick = typer.prompt(f"which set (1-{len(cands)})", type=int, err=True)
-        if 1 <= pick <= len(cands):
-            return cands[pick - 1], load_set(store, cands[pick - 1])
-        o.warn(f"{pick} is not in the list")
+    i = prompt_choice("which set", labels, [m.meta.get("summary", "") for m in cands])
+    return cands[i], load_set(store, cands[i])
 
 
 def choose_rule(metric: Optional[str], key: Optional[str], hard: Optional[bool], balanced: Optional[bool]):
@@ -156,9 +150,6 @@ def prune_cmd(
 
     o = set_json(json_)
     store = get_store()
-    if not to:
-        raise UsageError("give the target IPC(s) with --to", "e.g. --to 1 or --to 1 2 5")
-    targets = parse_targets(to)
     if ssp_duplicates not in ("fill", "keep"):
         raise UsageError(f"--ssp-duplicates {ssp_duplicates!r}", "use fill or keep")
     if ccs_strata < 1:
@@ -167,6 +158,12 @@ def prune_cmd(
     # the score artifact's own random column stays at seed 0: --seed steers selections, not the scores cache
     sopts = score_options(k, stop_epoch, use_loss, el2n_window, never_learned, aum_mean, 0)
     set_m, cset = choose_set(store, set_spec, ipc_from, dataset)
+    if to:
+        targets = parse_targets(to)
+    elif interactive():
+        targets = prompt_targets(cset.ipc)
+    else:
+        raise UsageError("give the target IPC(s) with --to", f"e.g. --to 1 or --to 1 2 5 (below {cset.ipc})")
     from ..methods import presets, select
 
     for t in targets:  # every check that needs no computation, before any training starts

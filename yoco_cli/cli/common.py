@@ -124,3 +124,32 @@ def parse_targets(values: list[str]) -> list[int]:
                 raise UsageError(f"--to {v!r} is not a whole number", "e.g. --to 1 2 5")
             out.append(int(part))
     return sorted(set(out))
+
+
+# -- asking for what is missing (only on a terminal; see interactive()) -------------------------------
+def prompt_choice(question: str, labels: list[str], notes: list[str] | None = None) -> int:
+    """Show a numbered list on stderr and ask until one is picked; returns the 0-based index."""
+    o = output.get()
+    for i, lab in enumerate(labels, 1):
+        note = f"  ({notes[i - 1]})" if notes and notes[i - 1] else ""
+        o.err.print(f"  {i}. {lab}{note}", highlight=False)
+    while True:
+        pick = typer.prompt(f"{question} (1-{len(labels)})", type=int, err=True)
+        if 1 <= pick <= len(labels):
+            return pick - 1
+        o.warn(f"{pick} is not in the list")
+
+
+def prompt_targets(ipc_from: int) -> list[int]:
+    """Ask for target IPCs below the source IPC, e.g. `1 2 5`."""
+    o = output.get()
+    while True:
+        raw = typer.prompt(f"target IPC(s), from 1 to {ipc_from - 1} (e.g. 1 2 5)", err=True)
+        try:
+            targets = parse_targets(raw.replace(" ", ",").strip(",").split(",") if raw.strip() else [])
+        except UsageError as e:
+            o.warn(e.one_line())
+            continue
+        if targets and all(1 <= t < ipc_from for t in targets):
+            return targets
+        o.warn(f"give whole numbers from 1 to {ipc_from - 1}")

@@ -1,0 +1,31 @@
+"""yoco pipeline end to end on digits (tiny settings): the second run trains nothing, same report."""
+from __future__ import annotations
+
+ARGS = ["pipeline", "digits", "--method", "random", "--to", "1", "2", "--metrics", "lbpe", "--metrics", "random",
+        "--metrics", "forgetting", "--seeds", "2", "--repeats", "1", "--dynamics-epochs", "4", "--eval-epochs", "4"]
+
+
+def test_pipeline_twice_second_run_trains_nothing_and_reports_the_same(cli, tmp_path):
+    first = cli("--json", *ARGS, "--plot", tmp_path / "p.png", "--markdown", tmp_path / "r.md")
+    assert first.exit_code == 0, first.stderr
+    a = first.json()
+    assert a["trained_now"] > 0
+    # 3 metrics x 2 targets x 2 dynamics seeds pruned sets, + the source, each evaluated
+    assert len(a["pruned"]) == 12 and len(a["evals"]) == 13
+    main = next(t for t in a["tables"] if t["name"] == "main")
+    labels = [row[0] for row in main["rows"]]
+    assert labels == ["Random", "Forgetting", "YOCO"]
+    assert all(cell is not None and cell["n"] == 2 for _, cells in main["rows"] for cell in cells)
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    assert "| YOCO |" in (tmp_path / "r.md").read_text()
+
+    second = cli("--json", *ARGS)
+    assert second.exit_code == 0, second.stderr
+    b = second.json()
+    assert b["trained_now"] == 0
+    assert b["tables"] == a["tables"] and b["evals"] == a["evals"]
+
+
+def test_pipeline_bad_target_exit_2(cli):
+    r = cli("pipeline", "--to", "10")
+    assert r.exit_code == 2 and "--to" in r.stderr

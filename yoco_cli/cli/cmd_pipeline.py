@@ -1,0 +1,93 @@
+"""`yoco pipeline`: the whole workflow on one dataset, every step cached."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import (DeviceOpt, MultiTargetCommand, complete_metrics, complete_set_refs, get_store, out,
+                     parse_targets)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pipeline", cls=MultiTargetCommand)(pipeline_cmd)
+
+
+def pipeline_cmd(
+    dataset: Annotated[str, typer.Argument(help="Real dataset to condense (digits, cifar10, folder:PATH, ...).")] = "digits",
+    set_ref: Annotated[Optional[str], typer.Option(
+        "--set", help="Start from this stored set (name, key or file) instead of condensing.",
+        autocompletion=complete_set_refs, show_default=False)] = None,
+    method: Annotated[str, typer.Option("--method", help="Condensation method when no --set: idc, dm, random.")] = "dm",
+    ipc: Annotated[int, typer.Option("--ipc", help="Source IPC (condensed, then pruned from).")] = 10,
+    factor: Annotated[Optional[int], typer.Option("--factor", help="Multi-formation factor (default: preset).",
+                                                  show_default=False)] = None,
+    to: Annotated[list[str], typer.Option("--to", metavar="IPC", help="Target IPCs: --to 1 2 5 or --to 1,2,5.")] = ["1", "2", "5"],
+    metrics: Annotated[Optional[list[str]], typer.Option(
+        "--metrics", "--metric", help="Metrics to compare (repeatable; default: every row of the paper's table).",
+        autocompletion=complete_metrics, show_default=False)] = None,
+    seeds: Annotated[int, typer.Option("--seeds", help="Dynamics seeds; each prunes with its own scores.")] = 3,
+    repeats: Annotated[int, typer.Option("--repeats", help="Evaluation repeats per pruned set.")] = 1,
+    mean_scores: Annotated[bool, typer.Option(
+        "--mean-scores", help="Prune once with scores averaged over seeds instead of once per seed.")] = False,
+    condense_iterations: Annotated[Optional[int], typer.Option("--condense-iterations", show_default=False,
+                                                               help="Override the preset's iterations.")] = None,
+    dynamics_epochs: Annotated[Optional[int], typer.Option("--dynamics-epochs", show_default=False,
+                                                           help="Override the preset's dynamics epochs.")] = None,
+    eval_epochs: Annotated[Optional[int], typer.Option("--eval-epochs", show_default=False,
+                                                       help="Override the preset's evaluation epochs.")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write accuracy vs target IPC to this PNG.")] = None,
+    markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Also write the report as Markdown here.")] = None,
+    device: DeviceOpt = "auto",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the condensation.")] = 0,
+) -> None:
+    """Condense, record dynamics, score, prune to every target with every metric, evaluate, report.
+
+    Each step goes through the cache: a second run trains nothing and prints the same report.
+
+    Example: `yoco pipeline digits --to 1 2 5 --seeds 3 --repeats 1 --plot digits.png`
+    """
+    import time
+
+    from ..stages import pipeline as P
+    from ..stages import report as rep
+
+    o = out()
+    store = get_store()
+    req = P.PipelineRequest(dataset=dataset, set_ref=set_ref, method=method, ipc=ipc, factor=factor,
+                            targets=parse_targets(to), metrics=metrics or list(P.MAIN_METRICS), seeds=seeds,
+                            repeats=repeats, per_seed=not mean_scores, condense_iterations=condense_iterations,
+                            dynamics_epochs=dynamics_epochs, eval_epochs=eval_epochs, device=device, seed=seed)
+    req.check()
+    t0, trained0 = time.perf_counter(), P.training_runs(store)
+    with o.progress() as prog:
+        task = prog.add_task("pipeline", total=P.plan_size(req), status="")
+
+        def on_step(step: P.Step) -> None:
+            prog.update(task, advance=1, status=step.label + (" (cached)" if step.cached else ""))
+
+        result = P.run(store, req, on_step)
+    trained = P.training_runs(store) - trained0
+    records = rep.filter_records(rep.collect(store), result["dataset"], result["source"])
+    records = [r for r in records if r.ipc_to is None or (r.metric in req.metrics and r.ipc_to in req.targets)]
+    tables = rep.build_tables(records, ["main"], "best", req.metrics)
+    payload = {**result, "trained_now": trained, "seconds": round(time.perf_counter() - t0, 1),
+               "tables": rep.to_json(tables)}
+    if o.json_mode:
+        o.data(payload)
+    else:
+        for t in tables:
+            o.out.print(rep.to_rich(t))
+    if markdown is not None:
+        text = "\n".join(rep.to_markdown(t) for t in tables)
+        tmp = markdown.with_name(f".{markdown.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(markdown)
+        o.info(f"wrote {markdown}")
+    if plot is not None:
+        rep.plot(records, plot)
+        o.info(f"wrote {plot}")
+    o.info("more tables (rules, balance, easyhard) and formats: `yoco report --help`")
+    o.info(f"pipeline done in {payload['seconds']} s; {trained} training run(s) now"
+           + (" (everything came from the cache)" if trained == 0 else ""))

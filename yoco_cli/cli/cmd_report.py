@@ -1,0 +1,86 @@
+"""`yoco report`: the paper's tables (and a plot) from the evaluations in the store."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import UsageError
+from .common import complete_metrics, get_store, set_json
+
+TABLE_NAMES = ["main", "rules", "balance", "easyhard"]
+FORMATS = ["table", "markdown", "csv", "json"]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report_cmd)
+
+
+def _complete_tables(incomplete: str) -> list[str]:
+    return [t for t in TABLE_NAMES if t.startswith(incomplete)]
+
+
+def report_cmd(
+    table: Annotated[Optional[list[str]], typer.Option(
+        "--table", help="Which tables: main, rules, balance, easyhard (repeatable; default all with runs).",
+        autocompletion=_complete_tables)] = None,
+    dataset: Annotated[str, typer.Option("--dataset", help="Only this dataset.")] = "",
+    source: Annotated[str, typer.Option("--source", help="Only pruned sets of this source set (a name).")] = "",
+    metric: Annotated[Optional[list[str]], typer.Option(
+        "--metric", help="Only these metrics (repeatable).", autocompletion=complete_metrics)] = None,
+    model: Annotated[str, typer.Option("--model", help="Only evaluations with this model (e.g. convnet).")] = "",
+    which: Annotated[str, typer.Option("--which", help="best (max over validations) or last (final epoch).")] = "best",
+    fmt: Annotated[str, typer.Option("--format", help="table | markdown | csv | json")] = "table",
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Also write accuracy vs target IPC to this PNG.")] = None,
+    out_file: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the report to a file instead of stdout.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+) -> None:
+    """Tables shaped like the paper's from your evaluation runs; cells are mean ± std over
+    dynamics seeds and eval repeats, the best cell of each column marked; cells without runs say so.
+
+    Example: `yoco report --dataset digits --format markdown --plot digits.png`
+    """
+    from ..stages import report as rep
+
+    o = set_json(json_)
+    if json_:
+        fmt = "json"
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown --format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+    if which not in ("best", "last"):
+        raise UsageError(f"--which must be best or last, got {which!r}")
+    bad = [t for t in table or [] if t not in TABLE_NAMES]
+    if bad:
+        raise UsageError(f"unknown table {bad[0]!r}", f"use one of {', '.join(TABLE_NAMES)}")
+    records = rep.filter_records(rep.collect(get_store()), dataset, source, model)
+    tables = rep.build_tables(records, table or None, which, metric or None)
+    if not tables:
+        raise UsageError("no evaluations of pruned sets match", "run `yoco prune ...` then `yoco eval ...`, "
+                         "or `yoco pipeline` for the whole workflow")
+    text = _render(rep, tables, fmt, o)
+    if out_file is not None:
+        tmp = out_file.with_name(f".{out_file.name}.tmp")
+        tmp.write_text(text if text is not None else "", encoding="utf-8")
+        tmp.replace(out_file)
+        o.info(f"wrote {out_file}")
+    elif text is not None:
+        o.text(text.rstrip("\n"))
+    if plot is not None:
+        rep.plot(records, plot, which)
+        o.info(f"wrote {plot}")
+
+
+def _render(rep, tables, fmt: str, o) -> Optional[str]:
+    """Markdown/CSV/JSON as text; the Rich table is printed directly (None returned)."""
+    import json
+
+    if fmt == "markdown":
+        return "\n".join(rep.to_markdown(t) for t in tables)
+    if fmt == "csv":
+        return rep.to_csv(tables)
+    if fmt == "json":
+        return json.dumps(rep.to_json(tables), indent=2)
+    for t in tables:
+        o.out.print(rep.to_rich(t))
+    return None

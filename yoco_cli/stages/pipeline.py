@@ -1,0 +1,144 @@
+"""`yoco pipeline`: condense (or take a stored set) -> dynamics -> scores -> prune -> eval -> report.
+
+Every step is an ordinary stage through the store, so a rerun trains nothing and a changed
+parameter recomputes only what depends on it. As in the paper, which averages the results of
+the three published score files (reproduce_1..3), each dynamics seed s prunes with its own
+scores (`score_run=s`; random and k-means draw with seed s) and every pruned set is evaluated
+`repeats` times: a report cell pools seeds x repeats. The unpruned source set is evaluated
+with the same protocol as the reference line.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..errors import UsageError
+from ..store import Manifest, Store
+
+# the main table's rows, in its order; "lbpe" with its defaults (easy, balanced) is YOCO
+MAIN_METRICS = ["random", "ssp", "entropy", "aum", "forgetting", "el2n", "ccs", "lbpe"]
+ALIASES = {"yoco": "lbpe", "accumulated_margin": "aum", "kmeans": "ssp"}
+
+
+@dataclass
+class PipelineRequest:
+    dataset: str = "digits"
+    set_ref: str | None = None          # use a stored set instead of condensing
+    method: str = "dm"
+    ipc: int = 10
+    factor: int | None = None
+    targets: list[int] = field(default_factory=lambda: [1, 2, 5])
+    metrics: list[str] = field(default_factory=lambda: list(MAIN_METRICS))
+    seeds: int = 3                      # dynamics seeds (the paper's three runs)
+    repeats: int = 1                    # eval repeats per pruned set
+    per_seed: bool = True               # prune with each run's own scores (paper); else the mean over runs
+    condense_iterations: int | None = None
+    dynamics_epochs: int | None = None
+    eval_epochs: int | None = None
+    device: str = "auto"
+    seed: int = 0
+
+    def check(self) -> None:
+        self.metrics = [ALIASES.get(m, m) for m in self.metrics]
+        bad = [m for m in self.metrics if m not in MAIN_METRICS + ["loss"]]
+        if bad:
+            raise UsageError(f"unknown metric {bad[0]!r}", f"use any of {', '.join(MAIN_METRICS)} (lbpe = yoco)")
+        if not self.targets or any(t < 1 or t >= self.ipc for t in self.targets):
+            raise UsageError(f"--to must be between 1 and {self.ipc - 1} (below the source IPC {self.ipc})")
+        for name in ("seeds", "repeats"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name} must be at least 1")
+
+
+@dataclass
+class Step:
+    """One unit of work, for the progress display."""
+    kind: str
+    label: str
+    cached: bool | None = None
+
+
+def plan_size(req: PipelineRequest) -> int:
+    runs = req.seeds if req.per_seed else 1
+    pruned = len(req.metrics) * len(req.targets) * runs
+    return 1 + 1 + 1 + pruned + pruned + 1  # source, dynamics, scores, prunes, evals, source eval
+
+
+def run(store: Store, req: PipelineRequest, on_step: Callable[[Step], None] | None = None) -> dict:
+    """Run (or find in the cache) every stage; returns what the report needs to filter on."""
+    req.check()
+    tell = on_step or (lambda s: None)
+    set_m, cset, label = _source(store, req, tell)
+    if req.ipc != cset.ipc:
+        raise UsageError(f"the source set has IPC {cset.ipc}, not {req.ipc}", f"pass --ipc {cset.ipc}")
+    dyn_m, table = _dynamics_and_scores(store, req, set_m, cset, tell)
+    pruned = _prune_all(store, req, set_m, cset, table, dyn_m, tell)
+    evals = [_evaluate(store, req, m, tell) for m in [set_m] + pruned]
+    return {"dataset": cset.dataset, "source": label, "set": set_m.key, "dynamics": dyn_m.key,
+            "pruned": [m.key for m in pruned], "evals": [m.key for m in evals]}
+
+
+def _source(store: Store, req: PipelineRequest, tell) -> tuple[Manifest, object, str]:
+    from . import condense
+    from .sets import load_set, resolve_set, set_label
+
+    if req.set_ref:
+        m, cset = resolve_set(store, req.set_ref)
+        tell(Step("source", f"using {set_label(store, m)}", True))
+        return m, cset, set_label(store, m)
+    overrides = {"iterations": req.condense_iterations} if req.condense_iterations else {}
+    res = condense.run(store, condense.Request(dataset=req.dataset, method=req.method, ipc=req.ipc,
+                                               factor=req.factor, seed=req.seed, device=req.device,
+                                               overrides=overrides))
+    tell(Step("condense", f"condensed {res.ref}", res.cached))
+    return res.manifest, load_set(store, res.manifest), res.ref
+
+
+def _dynamics_and_scores(store, req, set_m, cset, tell):
+    from ..methods.scores import ScoreOptions
+    from .dynamics import compute_dynamics
+    from .score import ensure_scores, load_scores
+
+    over = {"epochs": req.dynamics_epochs} if req.dynamics_epochs else {}
+    dyn_m, info = compute_dynamics(store, set_m, cset, seeds=req.seeds, device=req.device, **over)
+    tell(Step("dynamics", f"dynamics x{req.seeds}", not info.get("computed")))
+    score_m, cached = ensure_scores(store, dyn_m, set_m, cset, ScoreOptions(), device=req.device)
+    tell(Step("scores", "scores", cached))
+    return dyn_m, load_scores(store, score_m)
+
+
+def _prune_all(store, req, set_m, cset, table, dyn_m, tell) -> list[Manifest]:
+    from ..methods import select
+    from . import prune as P
+
+    out = []
+    runs = range(req.seeds) if req.per_seed else [None]
+    for metric in req.metrics:
+        rule = select.rule_for(metric)
+        for run_ in runs:
+            s = run_ if run_ is not None else req.seed
+            opts = P.PruneOptions(seed=s, score_run=run_, ssp_run=run_ or 0, device=req.device)
+            for t in req.targets:
+                m, cached = P.prune(store, set_m, cset, t, rule, opts, table, dyn_m)
+                tell(Step("prune", f"{rule.label} ipc{t}" + (f" run {run_}" if run_ is not None else ""), cached))
+                out.append(m)
+    return out
+
+
+def _evaluate(store, req, m: Manifest, tell) -> Manifest:
+    from .evaluate import evaluate_set
+    from .sets import load_set, set_label
+
+    over = {"epochs": req.eval_epochs} if req.eval_epochs else {}
+    ev = evaluate_set(store, m, load_set(store, m), repeats=req.repeats, device=req.device, **over)
+    tell(Step("eval", f"eval {set_label(store, m)}"))
+    return ev
+
+
+TRAINING_STAGES = ("condense", "dynamics-run", "eval-run")
+
+
+def training_runs(store: Store) -> int:
+    """How many trained artifacts the store holds: the pipeline's before/after difference is
+    exactly the training it did (0 on a rerun)."""
+    return sum(len(list((store.runs / s).glob("*.json"))) for s in TRAINING_STAGES if (store.runs / s).is_dir())

@@ -1,0 +1,302 @@
+"""`yoco report`: evaluation results from the store, as tables shaped like the paper's.
+
+Tables (spec 7.2 skeletons), built only from what was measured, never filled in:
+  main      rows Random, SSP, Entropy, AUM, Forgetting, EL2N, CCS, YOCO (each metric with
+            the reference's default direction and balance, spec 4.2); columns IPC_F->IPC_T
+  rules     the two-rules ablation: random / random balanced / LBPE easy imbalanced / YOCO
+  balance   each metric imbalanced vs balanced (Table 5)
+  easyhard  AUM, Forgetting, EL2N hard vs easy, plus YOCO (Table 4)
+A cell is mean +- std (numpy's default ddof=0, as the reference's test.py logs it) over
+every evaluation run that matches: all repeats of all pruned sets with that rule and
+target, i.e. over dynamics seeds (score_run) and eval repeats. The best cell of each
+column is marked. One table per (dataset, source set, model).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..store import Manifest, Store
+
+
+@dataclass
+class EvalRecord:
+    dataset: str
+    source: str                 # the set that was pruned (or evaluated whole), e.g. digits/idc/ipc10
+    ipc_from: int
+    ipc_to: int | None          # None: the unpruned source set itself
+    metric: str | None
+    direction: str | None
+    balance: str | None
+    model: str
+    best: list[float]           # per-run best top-1 accuracy, percent
+    last: list[float]           # per-run last top-1 accuracy, percent
+    eval_key: str = ""
+    score_run: int | None = None
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    label: str
+    metric: str
+    direction: str | None = None  # None: any (metrics without a direction)
+    balance: str | None = None    # None: any
+
+    def matches(self, r: EvalRecord) -> bool:
+        return (r.metric == self.metric and (self.direction is None or r.direction == self.direction)
+                and (self.balance is None or r.balance == self.balance))
+
+
+TABLES: dict[str, tuple[str, list[RowSpec]]] = {
+    "main": ("Main comparison (Table 1 shape)", [
+        RowSpec("Random", "random", None, "imbalanced"), RowSpec("SSP", "ssp", None, "imbalanced"),
+        RowSpec("Entropy", "entropy", "hard", "imbalanced"), RowSpec("AUM", "aum", "hard", "imbalanced"),
+        RowSpec("Forgetting", "forgetting", "hard", "imbalanced"), RowSpec("EL2N", "el2n", "hard", "imbalanced"),
+        RowSpec("CCS", "ccs"), RowSpec("YOCO", "lbpe", "easy", "balanced")]),
+    "rules": ("The two rules (Table 2 shape)", [
+        RowSpec("Neither (random)", "random", None, "imbalanced"),
+        RowSpec("Rule 2 only (random, balanced)", "random", None, "balanced"),
+        RowSpec("Rule 1 only (LBPE easy, imbalanced)", "lbpe", "easy", "imbalanced"),
+        RowSpec("Both (YOCO)", "lbpe", "easy", "balanced")]),
+    "balance": ("Balanced vs imbalanced (Table 5 shape)", [
+        RowSpec(f"{name} {bal}", metric, direction, bal)
+        for name, metric, direction in [("Random", "random", None), ("SSP", "ssp", None),
+                                        ("AUM", "aum", "hard"), ("Entropy", "entropy", "hard"),
+                                        ("Forgetting", "forgetting", "hard"), ("EL2N", "el2n", "hard"),
+                                        ("YOCO (LBPE easy)", "lbpe", "easy")]
+        for bal in ("imbalanced", "balanced")]),
+    "easyhard": ("Easy vs hard (Table 4 shape)", [
+        *[RowSpec(f"{name} {d}", metric, d, "imbalanced")
+          for name, metric in [("AUM", "aum"), ("Forgetting", "forgetting"), ("EL2N", "el2n")]
+          for d in ("hard", "easy")],
+        RowSpec("YOCO", "lbpe", "easy", "balanced")]),
+}
+
+
+@dataclass
+class Cell:
+    mean: float
+    std: float
+    n: int
+    best: bool = False
+
+    def text(self) -> str:
+        return f"{self.mean:.2f} ± {self.std:.2f}"
+
+
+@dataclass
+class Table:
+    name: str
+    title: str
+    dataset: str
+    source: str
+    model: str
+    columns: list[str]
+    rows: list[tuple[str, list[Cell | None]]]
+    reference: Cell | None = None  # the unpruned source set
+    which: str = "best"
+    notes: list[str] = field(default_factory=list)
+
+
+def cell_of(values: list[float]) -> Cell | None:
+    if not values:
+        return None
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    return Cell(round(mean, 4), round(std, 4), len(values))
+
+
+def _column(r: EvalRecord) -> str:
+    return f"{r.ipc_from}→{r.ipc_to}"
+
+
+def build_tables(records: list[EvalRecord], names: list[str] | None = None, which: str = "best",
+                 metrics: list[str] | None = None) -> list[Table]:
+    """One table per requested shape and per (dataset, source, model) that has runs for it."""
+    groups: dict[tuple[str, str, str], list[EvalRecord]] = {}
+    for r in records:
+        groups.setdefault((r.dataset, r.source, r.model), []).append(r)
+    out = []
+    for (dataset, source, model), recs in sorted(groups.items()):
+        pruned = [r for r in recs if r.ipc_to is not None]
+        full = [v for r in recs if r.ipc_to is None for v in getattr(r, which)]
+        for name in names or list(TABLES):
+            title, specs = TABLES[name]
+            specs = [s for s in specs if not metrics or s.metric in metrics]
+            hits = [r for r in pruned if any(s.matches(r) for s in specs)]
+            if not hits:
+                continue
+            cols = sorted({(r.ipc_from, r.ipc_to) for r in hits}, key=lambda c: (c[0], c[1]))
+            columns = [f"{a}→{b}" for a, b in cols]
+            rows = []
+            for s in specs:
+                cells = [cell_of([v for r in pruned if s.matches(r) and _column(r) == col
+                                  for v in getattr(r, which)]) for col in columns]
+                rows.append((s.label, cells))
+            _mark_best(rows)
+            out.append(Table(name, title, dataset, source, model, columns, rows, cell_of(full), which))
+    return out
+
+
+def _mark_best(rows) -> None:
+    for j in range(len(rows[0][1]) if rows else 0):
+        present = [cells[j] for _, cells in rows if cells[j] is not None]
+        if present:
+            top = max(c.mean for c in present)
+            for c in present:
+                c.best = c.mean == top
+
+
+# -- rendering ---------------------------------------------------------------------------------
+NO_RUNS = "no runs"
+
+
+def caption(t: Table) -> str:
+    ref = f"; unpruned source: {t.reference.text()} (n={t.reference.n})" if t.reference else ""
+    return f"{t.title}: {t.dataset}, source {t.source}, model {t.model}, {t.which} top-1 % mean ± std{ref}"
+
+
+def to_rich(t: Table):
+    from rich.table import Table as RichTable
+
+    rt = RichTable(title=caption(t), title_justify="left", header_style="bold")
+    rt.add_column("rule")
+    for c in t.columns:
+        rt.add_column(c, justify="right")
+    for label, cells in t.rows:
+        rt.add_row(label, *[("[bold green]" + c.text() + " *[/]" if c.best else c.text()) if c else
+                            f"[dim]{NO_RUNS}[/]" for c in cells])
+    return rt
+
+
+def to_markdown(t: Table) -> str:
+    lines = [f"**{caption(t)}**", "", "| rule | " + " | ".join(t.columns) + " |",
+             "|---|" + "---:|" * len(t.columns)]
+    for label, cells in t.rows:
+        txt = [(f"**{c.text()}**" if c.best else c.text()) if c else NO_RUNS for c in cells]
+        lines.append(f"| {label} | " + " | ".join(txt) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(tables: list[Table]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["table", "dataset", "source", "model", "which", "rule", "column", "mean", "std", "n", "best"])
+    for t in tables:
+        for label, cells in t.rows:
+            for col, c in zip(t.columns, cells):
+                w.writerow([t.name, t.dataset, t.source, t.model, t.which, label, col,
+                            *(["", "", 0, ""] if c is None else [c.mean, c.std, c.n, int(c.best)])])
+    return buf.getvalue()
+
+
+def to_json(tables: list[Table]) -> list[dict]:
+    return [asdict(t) for t in tables]
+
+
+def plot(records: list[EvalRecord], path: Path, which: str = "best") -> Path:
+    """Accuracy against target IPC, one line per main-table rule, error bars = std."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[tuple, list[EvalRecord]] = {}
+    full: dict[tuple, list[float]] = {}
+    for r in records:
+        if r.ipc_to is not None:
+            groups.setdefault((r.dataset, r.source, r.model, r.ipc_from), []).append(r)
+        else:
+            full.setdefault((r.dataset, r.source, r.model, r.ipc_from), []).extend(getattr(r, which))
+    if not groups:
+        from ..errors import UsageError
+
+        raise UsageError("no evaluation runs of pruned sets to plot", "run `yoco eval` on pruned sets first")
+    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.5), squeeze=False)
+    for ax, ((dataset, source, model, ipc_from), recs) in zip(axes[0], sorted(groups.items())):
+        for spec in TABLES["main"][1]:
+            pts = sorted({r.ipc_to for r in recs if spec.matches(r)})
+            cells = [cell_of([v for r in recs if spec.matches(r) and r.ipc_to == t for v in getattr(r, which)])
+                     for t in pts]
+            if pts:
+                ax.errorbar(pts, [c.mean for c in cells], yerr=[c.std for c in cells], marker="o", capsize=3,
+                            label=spec.label, linewidth=2.2 if spec.label == "YOCO" else 1.2)
+        ref = cell_of(full.get((dataset, source, model, ipc_from), []))
+        if ref is not None:
+            ax.axhline(ref.mean, color="gray", linestyle="--", linewidth=1, label=f"unpruned IPC {ipc_from}")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted({r.ipc_to for r in recs}))
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.set_xlabel(f"target IPC (pruned from IPC {ipc_from})")
+        ax.set_ylabel(f"{which} test accuracy (%)")
+        ax.set_title(f"{dataset}: {source}, {model}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def records_json(records: list[EvalRecord]) -> str:
+    return json.dumps([asdict(r) for r in records], indent=2)
+
+
+# -- from the store ------------------------------------------------------------------------------
+def _pct(v: float) -> float:
+    return 100.0 * v if v <= 1.0 else v  # eval stores fractions; accept percent too
+
+
+def collect(store: Store) -> list[EvalRecord]:
+    """Every evaluation of a stored set, joined with how that set was made.
+
+    Several eval manifests can share per-repeat runs (e.g. `--repeats 3` then `--repeats 5`),
+    so each repeat is counted once, by the digest of its result object.
+    """
+    from .sets import all_sets, set_label
+
+    sets = {m.digest("set"): m for m in all_sets(store)}
+    seen: set[tuple[str, str]] = set()
+    merged: dict[tuple[str, str], EvalRecord] = {}  # (set digest, model) -> one record
+    for ev in store.all_runs("eval"):
+        set_m = sets.get(ev.inputs.get("set", ""))
+        if set_m is None:
+            continue  # full-train-split evaluations and evals of deleted sets
+        fresh = _record(store, ev, set_m, set_label)
+        rec = merged.setdefault((ev.inputs["set"], fresh.model), fresh)
+        for rep in ev.meta.get("per_repeat", []):
+            out_digest = ev.outputs.get(f"seed{rep['seed']}/result", {}).get("digest", str(rep["seed"]))
+            if (ev.inputs["set"], out_digest) in seen:
+                continue
+            seen.add((ev.inputs["set"], out_digest))
+            rec.best.append(_pct(rep["best"]))
+            rec.last.append(_pct(rep["last"]))
+    return [r for r in merged.values() if r.best]
+
+
+def _record(store: Store, ev: Manifest, set_m: Manifest, set_label) -> EvalRecord:
+    model = ev.meta.get("model", {})
+    name = model.get("name", "?") if isinstance(model, dict) else str(model)
+    model_label = f"{name}, {ev.meta.get('epochs', '?')} ep"
+    pruned = set_m.meta.get("made_by", {}).get("pruned") or set_m.meta.get("pruned")
+    info = set_m.meta.get("set", {})
+    if pruned:
+        return EvalRecord(info.get("dataset", "?"), pruned["parent"], int(pruned["from"]), int(pruned["to"]),
+                          pruned["metric"], pruned["direction"], pruned["balance"], model_label, [], [],
+                          ev.key, pruned.get("score_run"))
+    return EvalRecord(info.get("dataset", "?"), set_label(store, set_m), int(info.get("ipc", 0)), None,
+                      None, None, None, model_label, [], [], ev.key)
+
+
+def filter_records(records: list[EvalRecord], dataset: str = "", source: str = "",
+                   model: str = "") -> list[EvalRecord]:
+    return [r for r in records
+            if (not dataset or r.dataset == dataset) and (not source or r.source == source)
+            and (not model or r.model.split(",")[0] == model)]
