@@ -151,3 +151,19 @@ def test_cuda_batched_and_deterministic():
     seq = E.train(SPEC, x, y, cfg, seeds=[0, 1], device="cuda", batched="off")
     for p, q in zip(seq[1].model.state_dict().values(), a[1].model.state_dict().values()):
         assert torch.allclose(p, q, atol=1e-3)
+
+
+def test_compile_failure_falls_back_to_eager(monkeypatch):
+    x, y = data()
+
+    def broken_compile(model, **kw):
+        def fn(inp):
+            raise RuntimeError("no C++ compiler")
+        return fn
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    cfg = E.TrainConfig(epochs=2, batch_size=16, compile="on")
+    with pytest.warns(UserWarning, match="eager"):
+        [r] = E.train(SPEC, x, y, cfg, seeds=[0])
+    [ref] = E.train(SPEC, x, y, E.TrainConfig(epochs=2, batch_size=16, compile="off"), seeds=[0])
+    assert not r.compiled and same_state(r.model, ref.model)

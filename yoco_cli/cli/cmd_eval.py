@@ -68,11 +68,11 @@ def eval_cmd(
         for label, set_m, cset, dataset in resolved:
             rows.append(_one(prog, store, label, set_m, cset, dataset, params))
     tbl = output.table(None, ["set", "model", "epochs", "images", "repeats", "best (mean ± std)",
-                              "last (mean ± std)", ""],
+                              "last (mean ± std)", "cache"],
                        [[r["target"], r["model"], r["epochs"], r["train_images"], r["repeats"],
                          f"{100 * r['best_mean']:.2f} ± {100 * r['best_std']:.2f}",
                          f"{100 * r['last_mean']:.2f} ± {100 * r['last_std']:.2f}",
-                         "cached" if r["cached"] else ""] for r in rows])
+                         "hit" if r["cached"] else ""] for r in rows])
     o.data(rows, tbl)
 
 
