@@ -71,7 +71,8 @@ def time_outer(device, inner: int, warmup: int = 1) -> dict:
             idc._class_step(model, P, buf, c, ipc, f, x_all, pools[c], s, real.normalize, aug, lr, gen, decode_zoom)
         sync(device)
         b = time.perf_counter()
-        idc.train_net(model, opt, x_all, y_all, everything, s["n_data"], s, real.normalize, gen)
+        idc.train_net(model, opt, x_all, y_all, idc.random_batches(everything, s["n_data"], s["net_batch"], gen),
+                      s, real.normalize, gen)
         sync(device)
         c_ = time.perf_counter()
         if step >= warmup:

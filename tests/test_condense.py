@@ -168,6 +168,14 @@ def test_a_few_iterations_on_digits_stay_finite_and_in_range(store, method, sett
     assert cset.meta["params"]["settings"]["model"] == "convnet:width=8"
 
 
+def test_idc_early_pretraining_changes_the_network(store):
+    base = {**TINY_IDC, "iterations": 1, "inner_loop": 1}
+    plain = stage.run(store, stage.Request("digits", method="idc", ipc=1, device="cpu", overrides=base))
+    early = stage.run(store, stage.Request("digits", method="idc", ipc=1, device="cpu", name="e",
+                                           overrides={**base, "early": 1}))
+    assert plain.manifest.digest("set") != early.manifest.digest("set")
+
+
 def cset_real():
     from yoco_cli.data.real import load
 

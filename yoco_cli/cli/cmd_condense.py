@@ -12,6 +12,18 @@ from .common import DeviceOpt, JsonOpt, SeedOpt, get_store, set_json
 METHOD_HELP = "idc (gradient matching) | dm (distribution matching) | random | herding (real-image baselines)"
 
 
+def _complete_methods(incomplete: str) -> list[str]:
+    from ..methods.condense import METHODS
+
+    return [m for m in METHODS if m.startswith(incomplete)]
+
+
+def _complete_datasets(incomplete: str) -> list[str]:
+    from ..data.real import NUM_CLASSES
+
+    return [d for d in sorted(NUM_CLASSES) if d.startswith(incomplete)]
+
+
 def register(app: typer.Typer) -> None:
     app.command("condense")(condense)
 
@@ -27,9 +39,11 @@ def _parse_sets(items: list[str]) -> dict:
 
 
 def condense(
-    dataset: Annotated[str, typer.Argument(help="Real dataset: digits, cifar10, cifar100, imagenet10, ... or folder:PATH.")],
+    dataset: Annotated[str, typer.Argument(help="Real dataset: digits, cifar10, cifar100, imagenet10, ... or folder:PATH.",
+                                           autocompletion=_complete_datasets)],
     ipc: Annotated[int, typer.Option("--ipc", help="Stored images per class.")] = 10,
-    method: Annotated[str, typer.Option("--method", "-m", help=METHOD_HELP)] = "idc",
+    method: Annotated[str, typer.Option("--method", "-m", help=METHOD_HELP,
+                                                 autocompletion=_complete_methods)] = "idc",
     factor: Annotated[Optional[int], typer.Option("--factor", "-f", show_default="2; 3 for imagenet10",
                                                   help="Multi-formation factor: each stored image holds f x f images.")] = None,
     iterations: Annotated[Optional[int], typer.Option("--iterations", "-n", show_default="preset",
@@ -39,7 +53,7 @@ def condense(
     batch_real: Annotated[Optional[int], typer.Option("--batch-real", show_default="preset",
                                                       help="Real images per class per matching step.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", show_default="preset",
-                                                 help="Network used for matching (e.g. convnet3).")] = None,
+                                                 help="Network used for matching, e.g. convnet or convnet:width=64,depth=2.")] = None,
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="Any other method setting, KEY=VALUE (repeatable); "
                                             "see the settings in `yoco condense DATASET --show-settings`.")] = None,
     show_settings: Annotated[bool, typer.Option("--show-settings", help="Print the resolved settings and exit.")] = False,
@@ -111,4 +125,4 @@ def _report(o: output.Output, res) -> None:
             ["final loss", "" if final is None else f"{final:.4g}"],
             ["seconds", str(doc["seconds"])], ["device", str(doc["device"])],
             ["cached", "yes" if res.cached else "no"]]
-    o.data(doc, output.table("condensed set", ["", ""], rows))
+    o.data(doc, output.table("condensed set", ["field", "value"], rows))

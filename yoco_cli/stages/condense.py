@@ -112,7 +112,7 @@ def _compute(store, tmp, key, req, real, params, digest, every, on_iteration, on
                         value_space="raw01", ipc=params["ipc"], meta=made_by)
     summary = (f"{real.name} {req.method} ipc{params['ipc']} f{params['factor']} seed {params['seed']}"
                + (f", final loss {outcome.losses[-1]:.4g}" if outcome.losses else ""))
-    extra = {"device": str(device), "iterations": len(outcome.losses),
+    extra = {"device": _describe(device), "iterations": len(outcome.losses),
              "loss_curve": _curve(outcome.losses), **outcome.info}
     return set_result(tmp, cset, summary, extra)
 
@@ -125,6 +125,14 @@ def _device(spec: str):
     from ..nn.device import resolve_device
 
     return resolve_device(spec)
+
+
+def _describe(device) -> str:
+    if isinstance(device, str):
+        return device
+    from ..nn.device import describe
+
+    return describe(device)
 
 
 def _curve(losses: list[float], points: int = 50) -> list[list[float]]:

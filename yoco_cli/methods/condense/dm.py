@@ -26,7 +26,7 @@ PRESETS = {
     "cifar100": _CIFAR,
     "imagenet10": {**_CIFAR, "model": "resnet10_ap", "batch_real": 64},
     # digits (8x8, ~144 train images per class): a CPU-minutes budget, tuned on digits
-    "digits": {**_CIFAR, "model": "convnet:width=64", "iterations": 1000, "batch_real": 128, "lr_img": 0.1},
+    "digits": {**_CIFAR, "model": "convnet:width=64,depth=2", "iterations": 1000, "batch_real": 128, "lr_img": 0.3},
 }
 
 

@@ -39,7 +39,7 @@ PRESETS = {
     "imagenet10": {**_CIFAR, "model": "resnet10_ap", "iterations": 500, "metric": "l1", "lr_img": 3e-3,
                    "lr_scale": "ipc", "n_data": 500, "mix_p": 1.0, "early": 10},
     # digits (8x8, ~144 train images per class): a CPU-minutes budget, tuned on digits
-    "digits": {**_CIFAR, "model": "convnet:width=64", "iterations": 60, "inner_loop": 10, "n_data": 256,
+    "digits": {**_CIFAR, "model": "convnet:width=64,depth=2", "iterations": 60, "inner_loop": 10, "n_data": 256,
                "lr_img": 0.05, "lr_scale": "ipc"},
 }
 
@@ -112,14 +112,33 @@ def net_optimizer(model, s: dict):
     return torch.optim.SGD(model.parameters(), lr=s["net_lr"], momentum=s["net_momentum"], weight_decay=s["net_wd"])
 
 
-def train_net(model, opt, x_all, y_all, pool, n_samples: int, s: dict, normalize, gen) -> None:
-    """Network update on real data: random batches until `n_samples` images, DSA (per sample) + CutMix."""
+def random_batches(pool, n_samples: int, batch: int, gen):
+    """IDC's network update: random real batches until `n_samples` images have been seen."""
+    for _ in range(math.ceil(n_samples / batch)):
+        yield sample_indices(pool, batch, gen)
+
+
+def epoch_batches(n: int, batch: int, gen):
+    """One epoch: a seeded permutation of all n images, sliced into batches (early pre-training)."""
+    import torch
+
+    perm = torch.randperm(n, generator=gen)
+    for i in range(0, n, batch):
+        yield perm[i:i + batch]
+
+
+def train_net(model, opt, x_all, y_all, batches, s: dict, normalize, gen) -> None:
+    """Train on real data, batch by batch: normalise, DSA (per sample), CutMix, SGD step.
+
+    The engine's `train` builds its own fresh models per run; IDC's network lives through an
+    outer iteration, so this loop drives the same DSA/CutMix functions itself.
+    """
     from ...nn.augment import DSA, cutmix, mixed_loss
 
     aug = DSA(s["net_aug"], siamese=False)
     model.train()
-    for _ in range(math.ceil(n_samples / s["net_batch"])):
-        idx = sample_indices(pool, s["net_batch"], gen).to(x_all.device)
+    for idx in batches:
+        idx = idx.to(x_all.device)
         x = normalize(x_all[idx])
         if aug:
             x = aug(x, gen)
@@ -154,9 +173,8 @@ def run(job: Job) -> Outcome:
         gen = generator(iteration_seed(job.seed, it))
         model = build_net(job, it)
         opt = net_optimizer(model, s)
-        if s["early"]:
-            for _ in range(s["early"]):
-                train_net(model, opt, x_all, y_all, everything, len(everything), s, normalize, gen)
+        for _ in range(s["early"]):  # IDC's ImageNet setting: pre-train the fresh net for `early` epochs
+            train_net(model, opt, x_all, y_all, epoch_batches(len(y_all), s["net_batch"], gen), s, normalize, gen)
         with torch.no_grad():
             P.clamp_(0.0, 1.0)
         total, count = 0.0, 0
@@ -167,7 +185,8 @@ def run(job: Job) -> Outcome:
                                    decode_zoom)
                 total, count = total + loss, count + 1
             if s["n_data"] and inner < s["inner_loop"] - 1:  # the net is dropped after the last step
-                train_net(model, opt, x_all, y_all, everything, s["n_data"], s, normalize, gen)
+                train_net(model, opt, x_all, y_all, random_batches(everything, s["n_data"], s["net_batch"], gen),
+                          s, normalize, gen)
         return total / max(count, 1)
 
     losses = run_loop(job, state, s["iterations"], outer)
