@@ -92,6 +92,12 @@ def test_random_subset_counts_labels_content_and_determinism(store):
     assert stage.run(store, req).manifest.digest("set") == res.manifest.digest("set")
 
 
+def test_herding_ignores_the_seed(store):
+    a = stage.run(store, stage.Request("digits", method="herding", ipc=1, seed=0))
+    b = stage.run(store, stage.Request("digits", method="herding", ipc=1, seed=5))
+    assert b.cached and a.manifest.key == b.manifest.key
+
+
 def test_herding_picks_the_mean_first():
     from yoco_cli.methods.condense.herding import herd
 

@@ -63,7 +63,7 @@ def plan(req: Request, real) -> tuple[dict, int]:
     if hasattr(mod, "validate"):
         mod.validate(settings)
     params = {"dataset": real.name, "method": req.method, "ipc": req.ipc, "factor": factor,
-              "seed": req.seed, "settings": settings}
+              "seed": req.seed if getattr(mod, "SEEDED", True) else 0, "settings": settings}
     every = req.checkpoint_every
     if every is None:
         every = DEFAULT_CHECKPOINT_EVERY if mod.ITERATIVE else 0
