@@ -203,3 +203,16 @@ def test_dynamics_file_is_small():
     with tempfile.TemporaryDirectory() as d:
         per_epoch = os.path.getsize(dyn.save(os.path.join(d, "x"))) / e
     assert per_epoch * 1000 * 50 < 0.9e9  # at least 50x smaller than the reference
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_dynamics_batched_seeds_are_deterministic(store):
+    m, cset = digits_subset(store, 2)
+    kw = dict(seeds=3, device="cuda", epochs=3, model="convnet:width=8,depth=2")
+    group, info = D.compute_dynamics(store, m, cset, **kw)
+    assert info["computed"] == [0, 1, 2]
+    assert all(store.load_run("dynamics-run", k).meta["batched"] for k in group.meta["runs"].values())
+    other = Store(store.root.parent / "other").ensure()
+    m2, cset2 = digits_subset(other, 2)
+    assert D.compute_dynamics(other, m2, cset2, **kw)[0].outputs == group.outputs
