@@ -27,6 +27,9 @@ def pipeline_cmd(
     metrics: Annotated[Optional[list[str]], typer.Option(
         "--metrics", "--metric", help="Metrics to compare (repeatable; default: every row of the paper's table).",
         autocompletion=complete_metrics, show_default=False)] = None,
+    tables: Annotated[Optional[list[str]], typer.Option(
+        "--tables", help="Report tables to fill: main (default), rules, balance, easyhard or all (repeatable).",
+        show_default=False)] = None,
     seeds: Annotated[int, typer.Option("--seeds", help="Dynamics seeds; each prunes with its own scores.")] = 3,
     repeats: Annotated[int, typer.Option("--repeats", help="Evaluation repeats per pruned set.")] = 1,
     mean_scores: Annotated[bool, typer.Option(
@@ -39,6 +42,9 @@ def pipeline_cmd(
                                                        help="Override the preset's evaluation epochs.")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write accuracy vs target IPC to this PNG.")] = None,
     markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Also write the report as Markdown here.")] = None,
+    ccs_beta: Annotated[Optional[float], typer.Option(
+        "--ccs-beta", help="CCS's hard-cut ratio (default: the reference's table; CIFAR-10's for digits).",
+        show_default=False)] = None,
     device: DeviceOpt = "auto",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the condensation.")] = 0,
 ) -> None:
@@ -56,9 +62,11 @@ def pipeline_cmd(
     o = out()
     store = get_store()
     req = P.PipelineRequest(dataset=dataset, set_ref=set_ref, method=method, ipc=ipc, factor=factor,
-                            targets=parse_targets(to), metrics=metrics or list(P.MAIN_METRICS), seeds=seeds,
+                            targets=parse_targets(to), metrics=metrics or list(P.MAIN_METRICS),
+                            tables=tables or ["main"], seeds=seeds,
                             repeats=repeats, per_seed=not mean_scores, condense_iterations=condense_iterations,
-                            dynamics_epochs=dynamics_epochs, eval_epochs=eval_epochs, device=device, seed=seed)
+                            dynamics_epochs=dynamics_epochs, eval_epochs=eval_epochs, ccs_beta=ccs_beta,
+                            device=device, seed=seed)
     req.check()
     t0, trained0 = time.perf_counter(), P.training_runs(store)
     with o.progress() as prog:
@@ -70,8 +78,8 @@ def pipeline_cmd(
         result = P.run(store, req, on_step)
     trained = P.training_runs(store) - trained0
     records = rep.filter_records(rep.collect(store), result["dataset"], result["source"])
-    records = [r for r in records if r.ipc_to is None or (r.metric in req.metrics and r.ipc_to in req.targets)]
-    tables = rep.build_tables(records, ["main"], "best", req.metrics)
+    records = [r for r in records if r.ipc_to is None or r.ipc_to in req.targets]
+    tables = rep.build_tables(records, req.tables, "best", req.metrics)
     payload = {**result, "trained_now": trained, "seconds": round(time.perf_counter() - t0, 1),
                "tables": rep.to_json(tables)}
     if o.json_mode:
@@ -79,15 +87,33 @@ def pipeline_cmd(
     else:
         for t in tables:
             o.out.print(rep.to_rich(t))
-    if markdown is not None:
-        text = "\n".join(rep.to_markdown(t) for t in tables)
-        tmp = markdown.with_name(f".{markdown.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(markdown)
-        o.info(f"wrote {markdown}")
     if plot is not None:
         rep.plot(records, plot)
         o.info(f"wrote {plot}")
+    if markdown is not None:
+        _write_document(rep, req, tables, result, trained, payload["seconds"], markdown, plot)
+        o.info(f"wrote {markdown}")
     o.info("more tables (rules, balance, easyhard) and formats: `yoco report --help`")
     o.info(f"pipeline done in {payload['seconds']} s; {trained} training run(s) now"
            + (" (everything came from the cache)" if trained == 0 else ""))
+
+
+def _write_document(rep, req, tables, result, trained, seconds, path: Path, plot: Optional[Path]) -> None:
+    import os
+
+    store = get_store()
+    dyn = store.resolve(result["dynamics"][:16])
+    settings = {
+        "source set": f"{result['source']} (IPC {req.ipc})",
+        "dynamics": f"{req.seeds} seed(s), {dyn.meta.get('epochs', '?')} epochs, "
+                    f"model {dyn.meta.get('model', {}).get('name', '?')}",
+        "evaluation": f"{req.repeats} repeat(s) per pruned set, pruning "
+                      + ("once per dynamics seed with its own scores" if req.per_seed else "with the mean scores"),
+        "this run": f"{seconds} s, {trained} training run(s) (0 = everything from the cache)",
+    }
+    plot_name = os.path.relpath(plot, path.parent) if plot is not None else None
+    command = req.command_line(markdown=path, plot=plot)
+    text = rep.results_document(tables, command, settings, plot_name)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

@@ -29,20 +29,47 @@ class PipelineRequest:
     factor: int | None = None
     targets: list[int] = field(default_factory=lambda: [1, 2, 5])
     metrics: list[str] = field(default_factory=lambda: list(MAIN_METRICS))
+    tables: list[str] = field(default_factory=lambda: ["main"])  # which report tables to fill
     seeds: int = 3                      # dynamics seeds (the paper's three runs)
     repeats: int = 1                    # eval repeats per pruned set
     per_seed: bool = True               # prune with each run's own scores (paper); else the mean over runs
     condense_iterations: int | None = None
     dynamics_epochs: int | None = None
     eval_epochs: int | None = None
+    ccs_beta: float | None = None       # None: the reference's table (CIFAR-10's row for digits)
     device: str = "auto"
     seed: int = 0
+
+    def command_line(self, **outputs) -> str:
+        """The `yoco pipeline` invocation that reproduces this request (options that differ from the defaults)."""
+        d = PipelineRequest()
+        parts = ["yoco pipeline", self.dataset] if not self.set_ref else ["yoco pipeline --set", self.set_ref]
+        flags = [("method", "--method"), ("ipc", "--ipc"), ("factor", "--factor"), ("seeds", "--seeds"),
+                 ("repeats", "--repeats"), ("condense_iterations", "--condense-iterations"),
+                 ("dynamics_epochs", "--dynamics-epochs"), ("eval_epochs", "--eval-epochs"),
+                 ("ccs_beta", "--ccs-beta"), ("device", "--device"), ("seed", "--seed")]
+        parts += ["--to", " ".join(map(str, self.targets))]
+        parts += [f"{flag} {getattr(self, name)}" for name, flag in flags if getattr(self, name) != getattr(d, name)]
+        if self.tables != d.tables:
+            parts += [f"--tables {t}" for t in self.tables]
+        if sorted(self.metrics) != sorted(d.metrics):
+            parts += [f"--metrics {m}" for m in self.metrics]
+        if not self.per_seed:
+            parts.append("--mean-scores")
+        parts += [f"--{k} {v}" for k, v in outputs.items() if v]
+        return " ".join(parts)
 
     def check(self) -> None:
         self.metrics = [ALIASES.get(m, m) for m in self.metrics]
         bad = [m for m in self.metrics if m not in MAIN_METRICS + ["loss"]]
         if bad:
             raise UsageError(f"unknown metric {bad[0]!r}", f"use any of {', '.join(MAIN_METRICS)} (lbpe = yoco)")
+        from .report import TABLES
+
+        self.tables = list(TABLES) if "all" in self.tables else self.tables
+        unknown = [t for t in self.tables if t not in TABLES]
+        if unknown:
+            raise UsageError(f"unknown table {unknown[0]!r}", f"use any of {', '.join(TABLES)} or all")
         if not self.targets or any(t < 1 or t >= self.ipc for t in self.targets):
             raise UsageError(f"--to must be between 1 and {self.ipc - 1} (below the source IPC {self.ipc})")
         for name in ("seeds", "repeats"):
@@ -58,9 +85,27 @@ class Step:
     cached: bool | None = None
 
 
+def rules(req: PipelineRequest) -> list:
+    """The pruning rules that fill the requested report tables (their rows), for the chosen metrics."""
+    from ..methods import select
+    from .report import TABLES
+
+    out = []
+    for name in req.tables:
+        for spec in TABLES[name][1]:
+            if spec.metric not in req.metrics:
+                continue
+            hard = None if spec.direction is None else spec.direction == "hard"
+            balanced = None if spec.balance is None else spec.balance == "balanced"
+            rule = select.rule_for(spec.metric, hard, balanced)
+            if rule not in out:
+                out.append(rule)
+    return out
+
+
 def plan_size(req: PipelineRequest) -> int:
     runs = req.seeds if req.per_seed else 1
-    pruned = len(req.metrics) * len(req.targets) * runs
+    pruned = len(rules(req)) * len(req.targets) * runs
     return 1 + 1 + 1 + pruned + pruned + 1  # source, dynamics, scores, prunes, evals, source eval
 
 
@@ -71,8 +116,9 @@ def run(store: Store, req: PipelineRequest, on_step: Callable[[Step], None] | No
     set_m, cset, label = _source(store, req, tell)
     if req.ipc != cset.ipc:
         raise UsageError(f"the source set has IPC {cset.ipc}, not {req.ipc}", f"pass --ipc {cset.ipc}")
+    betas = ccs_betas(req, cset)  # every check that needs no training, before any training
     dyn_m, table = _dynamics_and_scores(store, req, set_m, cset, tell)
-    pruned = _prune_all(store, req, set_m, cset, table, dyn_m, tell)
+    pruned = _prune_all(store, req, set_m, cset, table, dyn_m, tell, betas)
     evals = [_evaluate(store, req, m, tell) for m in [set_m] + pruned]
     return {"dataset": cset.dataset, "source": label, "set": set_m.key, "dynamics": dyn_m.key,
             "pruned": [m.key for m in pruned], "evals": [m.key for m in evals]}
@@ -107,18 +153,40 @@ def _dynamics_and_scores(store, req, set_m, cset, tell):
     return dyn_m, load_scores(store, score_m)
 
 
-def _prune_all(store, req, set_m, cset, table, dyn_m, tell) -> list[Manifest]:
-    from ..methods import select
+def ccs_betas(req: PipelineRequest, cset) -> dict[int, float]:
+    """CCS's hard-cut ratio per target: --ccs-beta, else the reference's table. The table has no
+    digits row; digits (10 classes, like CIFAR-10) borrows CIFAR-10's ratio for the same IPCs."""
+    from ..cli import output
+    from ..methods import presets
+
+    if "ccs" not in req.metrics:
+        return {}
+    if req.ccs_beta is not None:
+        return {t: req.ccs_beta for t in req.targets}
+    out = {}
+    for t in req.targets:
+        try:
+            out[t] = presets.ccs_beta(cset.dataset, cset.ipc, t)
+        except UsageError:
+            if cset.dataset != "digits":
+                raise
+            out[t] = presets.ccs_beta("cifar10", cset.ipc, t)
+            output.get().warn(f"no CCS cut ratio for digits {cset.ipc}->{t} in the reference; "
+                              f"using CIFAR-10's ({out[t]}), or pass --ccs-beta")
+    return out
+
+
+def _prune_all(store, req, set_m, cset, table, dyn_m, tell, betas) -> list[Manifest]:
     from . import prune as P
 
     out = []
     runs = range(req.seeds) if req.per_seed else [None]
-    for metric in req.metrics:
-        rule = select.rule_for(metric)
+    for rule in rules(req):
         for run_ in runs:
             s = run_ if run_ is not None else req.seed
-            opts = P.PruneOptions(seed=s, score_run=run_, ssp_run=run_ or 0, device=req.device)
             for t in req.targets:
+                opts = P.PruneOptions(seed=s, score_run=run_, ssp_run=run_ or 0, device=req.device,
+                                      ccs_beta=betas.get(t))
                 m, cached = P.prune(store, set_m, cset, t, rule, opts, table, dyn_m)
                 tell(Step("prune", f"{rule.label} ipc{t}" + (f" run {run_}" if run_ is not None else ""), cached))
                 out.append(m)
