@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench completions clean
+.PHONY: demo test install bench docs completions clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -16,10 +16,15 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/yoco demo
+	mkdir -p out
+	$(BIN)/yoco pipeline --plot out/demo-report.png --markdown out/demo-report.md
 
 test: $(STAMP)
 	OMP_NUM_THREADS=2 $(BIN)/python -m pytest -q -p no:cacheprovider
+
+docs: $(STAMP)
+	YOCO_HOME=$$(mktemp -d) $(BIN)/yoco pipeline digits --to 1 2 5 --seeds 3 --repeats 3 --tables all \
+		--markdown docs/results-digits.md --plot docs/results-digits.png
 
 completions: $(STAMP)
 	$(BIN)/python -m yoco_cli.cli.completion_scripts completions
