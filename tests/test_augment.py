@@ -38,6 +38,19 @@ def test_crop_is_an_integer_shift_within_4px():
     assert not torch.equal(out, x)
 
 
+def test_translate_shifts_columns_only():
+    # the reference's translate pads and shifts the width axis only (crop moves both axes)
+    x = torch.rand(16, 3, 32, 32) + 1.0
+    out = DSA("translate").translate(x, gen(5))
+    moved = 0
+    for i in range(16):
+        hits = [dx for dx in range(-4, 5)
+                if torch.equal(out[i:i + 1], shift_images(x[i:i + 1], torch.tensor([0]), torch.tensor([dx])))]
+        assert len(hits) == 1
+        moved += hits[0] != 0
+    assert moved > 0
+
+
 def test_siamese_shares_one_draw_per_batch():
     img = torch.rand(1, 3, 16, 16)
     x = img.repeat(5, 1, 1, 1)

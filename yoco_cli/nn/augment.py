@@ -46,7 +46,7 @@ class DSAParams:
     saturation: float = 2.0   # (x - mean_c) * (u * saturation) + mean_c
     contrast: float = 0.5     # (x - mean) * (u + contrast) + mean
     crop: float = 0.125       # integer shift up to floor(H * crop + 0.5), zero fill
-    translate: float = 0.125  # same math as crop, its own token in strategy strings
+    translate: float = 0.125  # horizontal-only integer shift up to floor(W * translate + 0.5), zero fill
     scale: float = 1.2        # sx, sy ~ U(1/scale, scale)
     rotate: float = 15.0      # degrees, ~ U(-rotate, rotate)
     cutout: float = 0.5       # square side floor(H * cutout + 0.5)
@@ -125,7 +125,10 @@ class DSA:
         return self._shift(x, gen, self.p.crop)
 
     def translate(self, x, gen):
-        return self._shift(x, gen, self.p.translate)
+        # the reference's translate moves columns only (crop moves both axes): one draw per sample
+        sw = int(x.shape[3] * self.p.translate + 0.5)
+        tx = self._randint(x, gen, -sw, sw + 1)
+        return shift_images(x, torch.zeros_like(tx), tx)
 
     def _shift(self, x, gen, ratio: float):
         sh, sw = int(x.shape[2] * ratio + 0.5), int(x.shape[3] * ratio + 0.5)
