@@ -189,7 +189,11 @@ def _beta(gen: torch.Generator, a: float) -> float:
 
 
 def cutmix_box(h: int, w: int, lam: float, cy: int, cx: int) -> tuple[int, int, int, int]:
-    """Box of side floor(H*sqrt(1-lam)) x floor(W*sqrt(1-lam)) centred at (cy, cx), clipped: (y1, y2, x1, x2)."""
+    """CutMix box centred at (cy, cx), clipped to the image: (y1, y2, x1, x2).
+
+    With cut = floor(H*sqrt(1-lam)) the rows span [cy - cut//2, cy + cut//2), as the reference's
+    rand_bbox does: an odd cut loses one pixel (side 2*(cut//2) before clipping). Columns alike.
+    """
     cut = math.sqrt(1.0 - lam)
     ch, cw = int(h * cut), int(w * cut)
     y1, y2 = min(max(cy - ch // 2, 0), h), min(max(cy + ch // 2, 0), h)
