@@ -84,6 +84,21 @@ def test_recorder_statistics_equal_a_per_record_replay(replay):
     assert np.allclose(aum.numpy(), margin, atol=1e-5)
 
 
+def test_recorder_scores_float16_log_probs_like_the_reference():
+    # two logits 1e-5 apart are one float16 value apart from nothing: the reference's argmax
+    # over exp(fp16 log-softmax) sees a tie and picks the first class, which is the label here
+    lp = torch.log_softmax(torch.tensor([[0.0, 1e-5, -20.0]]), 1)
+    assert lp.argmax(1).item() == 1 and lp.half().float().argmax(1).item() == 0
+    rec = Recorder(torch.tensor([0]), 1, 3)
+    rec.update(0, torch.tensor([0]), lp)
+    ref = Recorder(torch.tensor([0]), 1, 3)
+    ref.update(0, torch.tensor([0]), lp.half())
+    a, b = rec.result({}), ref.result({})
+    assert a.correct.tolist() == [[True]] and a.correct_num.tolist() == [1]
+    for name in ("err", "correct", "margin_sum", "correct_num", "loss_epoch"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+
 def test_lbpe_top_k_and_use_loss_equal_the_naive_epoch_choice(replay):
     dyn, (err, correct_num, loss_epoch, _, _) = replay
     stop, k = 5, 3
