@@ -30,7 +30,7 @@ from ..errors import IntegrityError, UsageError
 from ..store import Manifest, StageResult, Store, run_cached
 from .seeded import group_manifest, run_seeds
 
-RUN_STAGE, STAGE, VERSION = "dynamics-run", "dynamics", 1
+RUN_STAGE, STAGE, VERSION = "dynamics-run", "dynamics", 2  # 2: scores from float16 log-probs (spec 2.3)
 CHECKPOINT_EVERY_S = 30.0
 
 
