@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -23,6 +24,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 
 @dataclass
@@ -34,15 +36,17 @@ class Output:
     err: Console = field(default_factory=lambda: Console(stderr=True, soft_wrap=True))
 
     # -- messages (stderr) -------------------------------------------------
+    # Messages carry user text (refs, paths, file contents): never parse it as Rich markup,
+    # or `[/x]` in a path crashes the error handler and `[cached]` silently disappears.
     def info(self, text: str) -> None:
         if not self.quiet:
-            self.err.print(text, highlight=False)
+            self.err.print(text, highlight=False, markup=False)
 
     def warn(self, text: str) -> None:
-        self.err.print(f"[yellow]warning:[/] {text}", highlight=False)
+        self.err.print(f"[yellow]warning:[/] {escape(text)}", highlight=False)
 
     def error(self, text: str) -> None:
-        self.err.print(f"[bold red]error:[/] {text}", highlight=False, markup=True)
+        self.err.print(f"[bold red]error:[/] {escape(text)}", highlight=False, markup=True)
 
     # -- data (stdout) -----------------------------------------------------
     def data(self, payload: Any, table: Table | None = None) -> None:
@@ -53,7 +57,7 @@ class Output:
         elif table is not None:
             self.out.print(table)
         elif payload is not None:
-            self.out.print(payload, highlight=False)
+            self.out.print(payload, highlight=False, markup=False)
 
     def text(self, text: str) -> None:
         """Plain data line on stdout (paths, names) regardless of mode."""
@@ -86,7 +90,7 @@ class Output:
 
 def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Table:
     """A plain Rich table; numbers right-aligned."""
-    t = Table(title=title, title_justify="left", header_style="bold")
+    t = Table(title=escape(title) if title else title, title_justify="left", header_style="bold")
     sample = rows[0] if rows else []
     for i, name in enumerate(columns):
         numeric = i < len(sample) and isinstance(sample[i], (int, float))
@@ -96,10 +100,11 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Table
     return t
 
 
-def _cell(v: Any) -> str:
+def _cell(v: Any) -> Text:
+    """Cells hold data (names, paths, summaries): plain text, not markup."""
     if isinstance(v, float):
-        return f"{v:.4g}"
-    return "" if v is None else str(v)
+        return Text(f"{v:.4g}")
+    return Text("" if v is None else str(v))
 
 
 _current = Output()

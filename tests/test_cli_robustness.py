@@ -1,0 +1,45 @@
+"""A demanding user's bad input: every mistake is one line on stderr and a documented exit code.
+
+Each test here reproduces something that once ended in an `internal error` (exit 1) or a traceback,
+or that was silently accepted. All run on digits with the random method (no training) unless a
+model has to be built.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+SET = "digits/random/ipc10"
+
+
+@pytest.fixture
+def digits_set(cli):
+    r = cli("condense", "digits", "--ipc", "10", "--method", "random")
+    assert r.exit_code == 0, r.stderr
+    return SET
+
+
+def one_line_error(r, code: int) -> str:
+    assert r.exit_code == code, (r.exit_code, r.stdout, r.stderr)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr
+    return lines[0]
+
+
+# -- user text is printed as text, never parsed as Rich markup --------------------------------------
+@pytest.mark.parametrize("ref", ["[/bold]", "x[/]y", "[red]x"])
+def test_markup_in_a_ref_is_printed_verbatim(cli, ref):
+    line = one_line_error(cli("show", ref), 2)
+    assert ref in line
+
+
+def test_markup_in_a_path_is_printed_verbatim(cli, digits_set, tmp_path):
+    folder = tmp_path / "a[" / "b]"  # the path reads `a[/b]`: a closing tag to Rich
+    folder.mkdir(parents=True)
+    r = cli("export", digits_set, folder / "s.pt")
+    assert r.exit_code == 0, r.stderr
+    assert str(folder / "s.pt") in r.stderr
+    r = cli("show", folder / "s.pt")
+    assert r.exit_code == 0, r.stderr
