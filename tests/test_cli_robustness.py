@@ -43,3 +43,24 @@ def test_markup_in_a_path_is_printed_verbatim(cli, digits_set, tmp_path):
     assert str(folder / "s.pt") in r.stderr
     r = cli("show", folder / "s.pt")
     assert r.exit_code == 0, r.stderr
+
+
+# -- --seed and --device are checked while parsing, wherever they are used --------------------------
+@pytest.mark.parametrize("args", [
+    ["condense", "digits", "--method", "random", "--seed", "99999999999999999999999"],  # was: overflow, exit 1
+    ["condense", "digits", "--method", "random", "--seed", "-1"],
+    ["score", SET, "--seed", str(2**32)],
+    ["prune", SET, "--to", "1", "--metric", "random", "--seed", "-3"],
+])
+def test_seed_out_of_range_is_a_usage_error(cli, args):
+    assert "--seed" in one_line_error(cli(*args), 2)
+
+
+@pytest.mark.parametrize("args", [
+    ["condense", "digits", "--method", "random", "--device", "foo"],  # random ignores the device: was accepted
+    ["dynamics", SET, "--device", "cuda:x"],
+    ["score", SET, "--device", "gpu"],
+    ["eval", SET, "--device", "cpu:1"],
+])
+def test_misspelt_device_is_a_usage_error(cli, args):
+    assert "unknown device" in one_line_error(cli(*args), 2)

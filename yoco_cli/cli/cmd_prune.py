@@ -10,8 +10,9 @@ from ..errors import UsageError
 from . import output
 from .cmd_score import (AumMeanOpt, EpochsOpt, KOpt, NeverOpt, SeedsOpt, StopOpt, UseLossOpt, WindowOpt,
                         compute_scores, dynamics_overrides, ensure_dynamics, score_options)
-from .common import (DeviceOpt, JsonOpt, MultiTargetCommand, complete_metrics, complete_refs, complete_set_refs,
-                     get_store, interactive, parse_targets, prompt_choice, prompt_targets, set_json)
+from .common import (DeviceOpt, JsonOpt, MultiTargetCommand, check_seed, complete_metrics, complete_refs,
+                     complete_set_refs, get_store, interactive, parse_targets, prompt_choice, prompt_targets,
+                     set_json)
 
 RULE_PANEL = "Rule"
 CCS_PANEL = "CCS"
@@ -102,7 +103,7 @@ def prune_cmd(
     scores: Annotated[Optional[str], typer.Option(
         "--scores", help="Use this stored score artifact (e.g. one read with `yoco score --from-file`).",
         autocompletion=complete_refs, show_default=False)] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of random, CCS's random mode and k-means.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of random, CCS's random mode and k-means.", callback=check_seed)] = 0,
     score_run: Annotated[Optional[int], typer.Option(
         "--score-run", help="Use dynamics run I's own scores instead of the mean over runs.",
         rich_help_panel=RULE_PANEL, show_default=False)] = None,

@@ -8,7 +8,7 @@ import typer
 
 from ..errors import UsageError
 from . import output
-from .common import DeviceOpt, JsonOpt, complete_refs, get_store, set_json
+from .common import DeviceOpt, JsonOpt, check_seed, complete_refs, get_store, set_json
 
 SCORE_PANEL = "Score options"
 DYN_PANEL = "Dynamics (computed with the preset when missing)"
@@ -148,7 +148,7 @@ def score_cmd(
     el2n_window: WindowOpt = "0:10",
     never_learned: NeverOpt = "zero",
     aum_mean: AumMeanOpt = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the random score.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random score.", callback=check_seed)] = 0,
     dynamics_epochs: EpochsOpt = None,
     dynamics_seeds: SeedsOpt = None,
     device: DeviceOpt = "auto",

@@ -46,9 +46,28 @@ def interactive() -> bool:
     return sys.stdin.isatty() and sys.stderr.isatty() and not os.environ.get("CI")
 
 
+# Checked while parsing (a YocoError from a callback reaches the CLI's error boundary as one line),
+# so a typo fails at once even where the value is unused or the result is cached.
+SEED_MAX = 2**32 - 1  # seeds feed 32-bit seed sequences: larger ones would alias smaller ones
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_seed(value: Optional[int]) -> Optional[int]:
+    if value is not None and not 0 <= value <= SEED_MAX:
+        raise UsageError(f"--seed must be between 0 and {SEED_MAX}, got {value}", "e.g. --seed 0")
+    return value
+
+
+def check_device(value: Optional[str]) -> Optional[str]:
+    """The spelling only (no torch here): whether CUDA exists is checked where the device is used."""
+    if value is not None and not _DEVICE.fullmatch(value.strip().lower()):
+        raise UsageError(f"unknown device {value!r}", "use auto, cpu, cuda or cuda:N")
+    return value
+
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random choice.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N", callback=check_device)]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random choice.", callback=check_seed)]
 
 
 # -- shell completion helpers (run on every TAB: keep them cheap, no torch) ----------
