@@ -64,3 +64,35 @@ def test_seed_out_of_range_is_a_usage_error(cli, args):
 ])
 def test_misspelt_device_is_a_usage_error(cli, args):
     assert "unknown device" in one_line_error(cli(*args), 2)
+
+
+# -- model options the model cannot use: refused before training, not as an internal error ------------
+@pytest.mark.parametrize("model", ["convnet:width=0", "convnet:width=abc", "convnet:depth=0"])
+@pytest.mark.parametrize("command", [
+    ["dynamics", SET, "--seeds", "1", "--epochs", "1"],
+    ["eval", SET, "--repeats", "1", "--epochs", "1"],
+    ["condense", "digits", "--method", "dm", "--iterations", "1"],
+])
+def test_unusable_model_options_are_usage_errors(cli, digits_set, command, model):
+    line = one_line_error(cli(*command, "--model", model), 2)
+    assert model in line and "1x8x8" in line
+
+
+# -- numbers no run can use --------------------------------------------------------------------------
+@pytest.mark.parametrize("args, words", [
+    (["--lr-img", "nan"], "finite"),          # was: internal error from the cache key
+    (["--lr-img", "inf"], "finite"),
+    (["--lr-img", "0"], "positive"),          # was: accepted (images never move)
+    (["--lr-img", "-1"], "positive"),
+    (["--set", "mom_img=5"], "[0, 1)"),       # was: minutes of training, then NaN images (exit 3)
+])
+def test_condense_settings_out_of_range(cli, args, words):
+    line = one_line_error(cli("condense", "digits", "--method", "dm", "--iterations", "1", *args), 2)
+    assert words in line
+
+
+@pytest.mark.parametrize("command", [["dynamics", SET, "--seeds", "1"], ["eval", SET, "--repeats", "1"]])
+@pytest.mark.parametrize("option", ["--batch-size", "--lr"])
+def test_zero_is_refused_not_taken_as_the_preset(cli, digits_set, command, option):
+    line = one_line_error(cli(*command, "--epochs", "1", option, "0"), 2)
+    assert option in line

@@ -62,6 +62,12 @@ def plan(req: Request, real) -> tuple[dict, int]:
     settings = methods.resolve_params(req.method, real.name, req.overrides)
     if hasattr(mod, "validate"):
         mod.validate(settings)
+    if "model" in settings:  # fail on a model that cannot take the data before the first iteration
+        from ..nn.models import parse_model_arg
+        from .modelcheck import checked_spec
+
+        name, options = parse_model_arg(str(settings["model"]))
+        checked_spec(name, options, real.num_classes, real.channels, real.image_size)
     params = {"dataset": real.name, "method": req.method, "ipc": req.ipc, "factor": factor,
               "seed": req.seed if getattr(mod, "SEEDED", True) else 0, "settings": settings}
     every = req.checkpoint_every

@@ -71,20 +71,22 @@ def plan(cset: CondensedSet, *, epochs: int | None = None, batch_size: int | Non
          test_every: int | None = None, compile: str = "auto"):
     """(model spec, TrainConfig) for a set: its dataset's preset with the given overrides."""
     from ..nn.engine import TrainConfig
-    from ..nn.models import build_model, parse_model_arg
+    from ..nn.models import parse_model_arg
+    from .modelcheck import checked_spec
 
     p = preset_for(cset.dataset)
     name, options = (parse_model_arg(model) if model else (p.model, dict(p.model_options)))
     shape = cset.images.shape
-    spec = build_model(name, cset.num_classes, int(shape[1]), int(shape[-1]), **options).spec
+    spec = checked_spec(name, options, cset.num_classes, int(shape[1]), int(shape[-1]))
     eps = epochs if epochs is not None else p.epochs
     eval_at: tuple[int, ...] = ()
-    if test_every:
+    if test_every is not None:  # 0 is refused, not taken as "off" (leaving the option out is off)
         if test_every < 1:
             raise UsageError(f"--test-every must be at least 1, got {test_every}")
         eval_at = tuple(range(test_every, eps + 1, test_every)) + (eps,)
     dsa = p.dsa if aug is None else ("" if aug.lower() in ("", "none", "off") else aug)
-    cfg = TrainConfig(epochs=eps, batch_size=batch_size or p.batch_size, lr=lr or p.lr, schedule="iteration",
+    cfg = TrainConfig(epochs=eps, batch_size=p.batch_size if batch_size is None else batch_size,
+                      lr=p.lr if lr is None else lr, schedule="iteration",
                       dsa=dsa, cutmix_p=p.cutmix_p if cutmix is None else cutmix, imagenet_aug=p.imagenet_aug,
                       eval_at=eval_at, compile=compile)
     return spec, cfg

@@ -69,14 +69,16 @@ def plan(dataset: str, num_classes: int, channels: int, image_size: int, ipc: in
          lr: float | None = None, aug: str | None = None, cutmix: float | None = None, compile: str = "auto"):
     """(model spec, TrainConfig) of the evaluation preset with overrides."""
     from ..nn.engine import TrainConfig, eval_epochs
-    from ..nn.models import build_model, parse_model_arg
+    from ..nn.models import parse_model_arg
+    from .modelcheck import checked_spec
 
     p = eval_preset(dataset)
     name, options = parse_model_arg(model) if model else (p.model, dict(p.model_options))
-    spec = build_model(name, num_classes, channels, image_size, **options).spec
+    spec = checked_spec(name, options, num_classes, channels, image_size)
     eps = epochs if epochs is not None else (p.epochs or ipc_epochs(ipc, factor))
     dsa = p.dsa if aug is None else ("" if aug.lower() in ("", "none", "off") else aug)
-    cfg = TrainConfig(epochs=eps, batch_size=batch_size or p.batch_size, lr=lr or p.lr, schedule="epoch",
+    cfg = TrainConfig(epochs=eps, batch_size=p.batch_size if batch_size is None else batch_size,
+                      lr=p.lr if lr is None else lr, schedule="epoch",
                       dsa=dsa, cutmix_p=p.cutmix_p if cutmix is None else cutmix, imagenet_aug=p.imagenet_aug,
                       eval_at=eval_epochs(eps), compile=compile)
     return spec, cfg
