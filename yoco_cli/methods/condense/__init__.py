@@ -7,6 +7,7 @@ Modules are imported on demand so listing the methods costs nothing.
 from __future__ import annotations
 
 import importlib
+import math
 from types import ModuleType
 
 from ...errors import UsageError
@@ -40,6 +41,8 @@ def resolve_params(name: str, dataset: str, overrides: dict | None) -> dict:
             known = ", ".join(sorted(base)) or "none"
             raise UsageError(f"--method {name} has no setting {key!r}", f"its settings: {known}")
         out[key] = _coerce(key, value, base[key])
+        if isinstance(out[key], float) and not math.isfinite(out[key]):
+            raise UsageError(f"setting {key} must be a finite number, got {out[key]}")
     return out
 
 

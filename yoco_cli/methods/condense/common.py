@@ -62,6 +62,24 @@ def check_ipc(real: "RealDataset", ipc: int, factor: int) -> None:
         )
 
 
+def check_numbers(s: dict, positive: tuple = (), nonnegative: tuple = (), momenta: tuple = (),
+                  probabilities: tuple = ()) -> None:
+    """Refuse settings no run can use (a negative learning rate, a momentum of 5) before iteration 1,
+    instead of minutes later as NaN images (exit 3) or a silently useless set."""
+    for k in positive:
+        if not s[k] > 0:
+            raise UsageError(f"setting {k} must be positive, got {s[k]}")
+    for k in nonnegative:
+        if not s[k] >= 0:
+            raise UsageError(f"setting {k} must be 0 or more, got {s[k]}")
+    for k in momenta:
+        if not 0 <= s[k] < 1:
+            raise UsageError(f"setting {k} must lie in [0, 1), got {s[k]}")
+    for k in probabilities:
+        if not 0 <= s[k] <= 1:
+            raise UsageError(f"setting {k} must lie in [0, 1], got {s[k]}")
+
+
 # -- multi-formation layout (spec 6.1, inverse of data/decode.py) ------------------------------
 
 def tile_boxes(height: int, width: int, factor: int) -> list[tuple[int, int, int, int]]:

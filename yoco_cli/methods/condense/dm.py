@@ -12,7 +12,7 @@ No second-order gradients and no network training: the cheapest condensation on 
 from __future__ import annotations
 
 from ...errors import UsageError
-from .common import (Job, Outcome, class_indices, generator, iteration_seed, mix_init, run_loop,
+from .common import (Job, Outcome, check_numbers, class_indices, generator, iteration_seed, mix_init, run_loop,
                      sample_indices, sgd_momentum_step)
 from .idc import build_net
 
@@ -38,6 +38,7 @@ def validate(s: dict) -> None:
     for k in ("iterations", "batch_real"):
         if int(s[k]) < 1:
             raise UsageError(f"setting {k} must be at least 1, got {s[k]}")
+    check_numbers(s, positive=("lr_img",), momenta=("mom_img",))
 
 
 def embedding_loss(model, x_real, x_syn):

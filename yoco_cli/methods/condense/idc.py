@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 
 from ...errors import UsageError
-from .common import (Job, Outcome, class_indices, generator, iteration_seed, mix_init, run_loop,
+from .common import (Job, Outcome, check_numbers, class_indices, generator, iteration_seed, mix_init, run_loop,
                      sample_indices, seeded_global, sgd_momentum_step)
 
 NAME = "idc"
@@ -70,6 +70,10 @@ def validate(s: dict) -> None:
     for k in ("n_data", "early"):
         if int(s[k]) < 0:
             raise UsageError(f"setting {k} must be 0 or more, got {s[k]}")
+    if s["lr_scale"] not in LR_SCALES:
+        raise UsageError(f"unknown lr_scale {s['lr_scale']!r}", f"use one of {', '.join(LR_SCALES)}")
+    check_numbers(s, positive=("lr_img", "net_lr"), nonnegative=("net_wd",), momenta=("mom_img", "net_momentum"),
+                  probabilities=("mix_p",))
 
 
 # -- the pieces ------------------------------------------------------------------------------
