@@ -96,3 +96,27 @@ def test_condense_settings_out_of_range(cli, args, words):
 def test_zero_is_refused_not_taken_as_the_preset(cli, digits_set, command, option):
     line = one_line_error(cli(*command, "--epochs", "1", option, "0"), 2)
     assert option in line
+
+
+# -- output paths ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("option", ["--indices", "--export"])
+def test_prune_to_a_directory_fails_before_any_work(cli, digits_set, tmp_path, option):
+    r = cli("prune", digits_set, "--to", "1", "--metric", "random", option, tmp_path)  # was: exit 1 for --indices
+    assert "is a directory" in one_line_error(r, 2)
+
+
+def test_prune_export_format_checked_before_any_work(cli, digits_set, tmp_path):
+    r = cli("prune", digits_set, "--to", "1", "--dynamics-epochs", "1", "--dynamics-seeds", "1",
+            "--export", tmp_path / "x.pt", "--export-format", "dsa")
+    one_line_error(r, 2)
+    assert "dynamics" not in r.stderr  # refused before training anything
+
+
+def test_unwritable_destination_is_a_usage_error(tmp_path):
+    from yoco_cli.data.formats import atomic_write
+    from yoco_cli.errors import UsageError
+
+    (tmp_path / "d").mkdir()
+    with pytest.raises(UsageError, match="cannot write"):  # os.replace onto a directory: was IsADirectoryError
+        atomic_write(tmp_path / "d", lambda p: open(p, "w").write("x"))
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]  # no temp file left behind

@@ -171,6 +171,7 @@ def prune_cmd(
         select.keep_counts(cset.ipc, t, P.unit(cset), cset.decoded_count)
         if rule.metric == "ccs":
             presets.cut_count(ccs_beta if ccs_beta is not None else presets.ccs_beta(cset.dataset, cset.ipc, t), 1)
+    _check_destinations(cset, targets, export, export_format, indices)
     popts = P.PruneOptions(seed=seed, score_run=score_run, ccs_beta=ccs_beta, ccs_strata=ccs_strata,
                            ccs_random=ccs_random, ssp_duplicates=ssp_duplicates, ssp_run=ssp_run, device=device)
     table, dyn_m = _upstream(o, store, set_m, cset, rule, targets, sopts, scores, dynamics, device,
@@ -187,6 +188,20 @@ def prune_cmd(
             m, cached = P.prune(store, set_m, cset, t, rule, popts, table, dyn_m)
         results.append(_outputs(o, store, m, cached, t, targets, export, export_format, indices))
     _report(o, results, cset)
+
+
+def _check_destinations(cset, targets, export, export_format, indices) -> None:
+    """--export/--indices that cannot be written fail now, not after the dynamics have trained."""
+    from ..data.formats import check_export
+    from ..stages import prune as P
+
+    if export is not None:
+        fmt = check_export(export_format, cset.value_space)
+        for t in targets:
+            P.check_output_file(_target_path(export, t, len(targets) > 1), folder=fmt == "mtt")
+    if indices is not None:
+        for t in targets:
+            P.check_output_file(_target_path(indices, t, len(targets) > 1))
 
 
 def _dynamics(o, store, set_m, cset, ref, device, overrides):

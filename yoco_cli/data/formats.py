@@ -384,13 +384,7 @@ def export(cset: CondensedSet, path: Path | str, fmt: str = "idc") -> list[str]:
     """
     import torch
 
-    if (fmt or "").strip().lower() not in FORMATS:
-        raise UsageError(f"cannot export format {fmt!r}", f"use one of {', '.join(FORMATS)}")
-    fmt = fmt.strip().lower()
-    if cset.value_space not in EXPORT_SPACES[fmt]:
-        fits = [f for f, spaces in EXPORT_SPACES.items() if cset.value_space in spaces and f != "yoco"]
-        raise UsageError(f"cannot export a {cset.value_space} set as {fmt}: {fmt} readers take its values as "
-                         f"{' or '.join(EXPORT_SPACES[fmt])}", f"export it as {' or '.join(fits)}")
+    fmt = check_export(fmt, cset.value_space)
     out = _export_target(Path(path), fmt)
     if fmt == "yoco":
         _atomic_write(out, lambda p: cset.save(p))
@@ -417,6 +411,18 @@ def export(cset: CondensedSet, path: Path | str, fmt: str = "idc") -> list[str]:
     return notes
 
 
+def check_export(fmt: str, value_space: str) -> str:
+    """The normalised layout name, if a set in `value_space` can be written in it (else a usage error)."""
+    if (fmt or "").strip().lower() not in FORMATS:
+        raise UsageError(f"cannot export format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+    fmt = fmt.strip().lower()
+    if value_space not in EXPORT_SPACES[fmt]:
+        fits = [f for f, spaces in EXPORT_SPACES.items() if value_space in spaces and f != "yoco"]
+        raise UsageError(f"cannot export a {value_space} set as {fmt}: {fmt} readers take its values as "
+                         f"{' or '.join(EXPORT_SPACES[fmt])}", f"export it as {' or '.join(fits)}")
+    return fmt
+
+
 def _export_target(out: Path, fmt: str) -> Path:
     if not out.parent.is_dir():
         raise UsageError(f"the folder {out.parent} does not exist", "create it first")
@@ -439,7 +445,11 @@ def _save(obj, path: str) -> None:
         torch.save(obj, f)  # through a file object the archive name is fixed: same set => same bytes
 
 
-def _atomic_write(out: Path, write) -> None:
+def atomic_write(out: Path, write) -> None:
+    """`write(tmp)` into a temp file next to `out`, then rename it into place (a crash leaves the
+    old file or none). The OS refusing the destination (read-only folder, a directory in the way,
+    a full disk) is the user's to fix: a usage error naming `out`, not an internal error."""
+    out = Path(out)
     try:
         fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     except OSError as e:
@@ -450,7 +460,19 @@ def _atomic_write(out: Path, write) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, out)
+    except OSError as e:
+        _discard(tmp)
+        if e.filename not in (None, tmp, str(out)):  # a source that could not be read: not about `out`
+            raise
+        raise UsageError(f"cannot write {out} ({e.strerror or e})", "choose a writable file name") from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _discard(tmp)
         raise
+
+
+_atomic_write = atomic_write
+
+
+def _discard(tmp: str) -> None:
+    if os.path.exists(tmp):
+        os.unlink(tmp)
