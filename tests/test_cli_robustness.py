@@ -120,3 +120,8 @@ def test_unwritable_destination_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="cannot write"):  # os.replace onto a directory: was IsADirectoryError
         atomic_write(tmp_path / "d", lambda p: open(p, "w").write("x"))
     assert [p.name for p in tmp_path.iterdir()] == ["d"]  # no temp file left behind
+
+
+def test_prune_help_keeps_its_brackets(cli):
+    out = cli("prune", "--help").stdout
+    assert "[data, targets]" in out and "[kept decoded indices]" in out  # Rich had eaten both

@@ -129,14 +129,14 @@ def prune_cmd(
     dynamics_epochs: EpochsOpt = None,
     dynamics_seeds: SeedsOpt = None,
     export: Annotated[Optional[Path], typer.Option(
-        "--export", help="Also write the pruned set as IDC's data.pt ([data, targets], torch.save). With several "
+        "--export", help="Also write the pruned set as IDC's data.pt (\\[data, targets], torch.save). With several "
                          "--to, {to} in the name is replaced (else -ipcN is added).",
         rich_help_panel=OUT_PANEL, show_default=False)] = None,
     export_format: Annotated[str, typer.Option(
         "--export-format", help="Layout for --export: idc, dream, mtt, dsa, kip or yoco.",
         rich_help_panel=OUT_PANEL)] = "idc",
     indices: Annotated[Optional[Path], typer.Option(
-        "--indices", help='Also write {"indices": [kept decoded indices], "stored": [their stored images]} as JSON.',
+        "--indices", help='Also write {"indices": \\[kept decoded indices], "stored": \\[their stored images]} as JSON.',
         rich_help_panel=OUT_PANEL, show_default=False)] = None,
     device: DeviceOpt = "auto",
     json_: JsonOpt = False,
