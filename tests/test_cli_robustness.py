@@ -125,3 +125,15 @@ def test_unwritable_destination_is_a_usage_error(tmp_path):
 def test_prune_help_keeps_its_brackets(cli):
     out = cli("prune", "--help").stdout
     assert "[data, targets]" in out and "[kept decoded indices]" in out  # Rich had eaten both
+
+
+# -- --json means JSON on stdout ------------------------------------------------------------------------
+@pytest.mark.parametrize("args", [["--json", "cache", "dir"], ["cache", "dir", "--json"]])
+def test_cache_dir_json(cli, args, yoco_home):
+    r = cli(*args)
+    assert r.exit_code == 0 and r.json() == {"path": str(yoco_home)}  # was the bare path
+
+
+def test_cache_ls_names_a_misspelt_stage(cli, digits_set):
+    r = cli("cache", "ls", "--stage", "condensed")
+    assert r.exit_code == 0 and "no runs of stage 'condensed'" in r.stderr and "condense" in r.stderr

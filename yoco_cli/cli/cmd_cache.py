@@ -25,11 +25,16 @@ def _human(n: int) -> str:
 
 
 @cache_app.command("dir")
-def cache_dir() -> None:
+def cache_dir(json_: JsonOpt = False) -> None:
     """Print the cache folder.  Example: `yoco cache dir`"""
     from ..store import Store
 
-    out().text(str(Store(state.home).root))
+    o = set_json(json_)
+    root = str(Store(state.home).root)
+    if o.json_mode:  # programs asked for JSON get JSON, even for one path
+        o.data({"path": root})
+    else:
+        o.text(root)
 
 
 @cache_app.command("ls")
@@ -54,7 +59,12 @@ def cache_ls(
                        [[r["stage"], r["key"][:12], ", ".join(r["refs"]), _human(r["size"]), r["summary"]]
                         for r in rows])
     if not rows and not o.json_mode:
-        o.info("the cache is empty")
+        if stage:  # say which stages there are: a misspelt --stage is the likely cause
+            present = sorted({m.stage for m in store.all_runs(None)})
+            o.info(f"no runs of stage {stage!r} in the cache"
+                   + (f" (it holds: {', '.join(present)})" if present else " (it is empty)"))
+        else:
+            o.info("the cache is empty")
         return
     o.data(rows, tbl)
 
