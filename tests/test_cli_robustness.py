@@ -137,3 +137,11 @@ def test_cache_dir_json(cli, args, yoco_home):
 def test_cache_ls_names_a_misspelt_stage(cli, digits_set):
     r = cli("cache", "ls", "--stage", "condensed")
     assert r.exit_code == 0 and "no runs of stage 'condensed'" in r.stderr and "condense" in r.stderr
+
+
+def test_a_multi_line_exception_message_is_one_error_line(cli, digits_set, tmp_path):
+    torch_file = tmp_path / "data.pt"
+    assert cli("export", digits_set, torch_file).exit_code == 0
+    # pickle's complaint about a torch zip archive spans two lines
+    line = one_line_error(cli("score", "--from-file", torch_file), 3)
+    assert "not a readable pickle" in line

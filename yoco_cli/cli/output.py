@@ -43,10 +43,10 @@ class Output:
             self.err.print(text, highlight=False, markup=False)
 
     def warn(self, text: str) -> None:
-        self.err.print(f"[yellow]warning:[/] {escape(text)}", highlight=False)
+        self.err.print(f"[yellow]warning:[/] {escape(_one_line(text))}", highlight=False)
 
     def error(self, text: str) -> None:
-        self.err.print(f"[bold red]error:[/] {escape(text)}", highlight=False, markup=True)
+        self.err.print(f"[bold red]error:[/] {escape(_one_line(text))}", highlight=False, markup=True)
 
     # -- data (stdout) -----------------------------------------------------
     def data(self, payload: Any, table: Table | None = None) -> None:
@@ -86,6 +86,12 @@ class Output:
         )
         with prog:
             yield prog
+
+
+def _one_line(text: str) -> str:
+    """Errors and warnings are one line each (grep-able, log-friendly), even when they quote an
+    exception whose message spans several (pickle's do)."""
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Table:
