@@ -145,3 +145,11 @@ def test_a_multi_line_exception_message_is_one_error_line(cli, digits_set, tmp_p
     # pickle's complaint about a torch zip archive spans two lines
     line = one_line_error(cli("score", "--from-file", torch_file), 3)
     assert "not a readable pickle" in line
+
+
+def test_quoted_file_lines_are_not_turned_into_emoji(cli, tmp_path, monkeypatch):
+    reg = tmp_path / "registry.txt"
+    reg.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    monkeypatch.setenv("YOCO_REGISTRY", str(reg))
+    line = one_line_error(cli("fetch", "--list"), 2)
+    assert "root:x:0" in line

@@ -32,8 +32,9 @@ class Output:
     json_mode: bool = False
     quiet: bool = False
     debug: bool = False
-    out: Console = field(default_factory=lambda: Console(soft_wrap=True))
-    err: Console = field(default_factory=lambda: Console(stderr=True, soft_wrap=True))
+    # emoji=False: Rich would turn `root:x:0` (a quoted line of a bad file) into `root❌0`
+    out: Console = field(default_factory=lambda: Console(soft_wrap=True, emoji=False))
+    err: Console = field(default_factory=lambda: Console(stderr=True, soft_wrap=True, emoji=False))
 
     # -- messages (stderr) -------------------------------------------------
     # Messages carry user text (refs, paths, file contents): never parse it as Rich markup,
