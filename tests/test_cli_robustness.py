@@ -153,3 +153,14 @@ def test_quoted_file_lines_are_not_turned_into_emoji(cli, tmp_path, monkeypatch)
     monkeypatch.setenv("YOCO_REGISTRY", str(reg))
     line = one_line_error(cli("fetch", "--list"), 2)
     assert "root:x:0" in line
+
+
+# -- absurd sizes: a usage error, not an allocator failure -----------------------------------------------
+@pytest.mark.parametrize("args, words", [
+    (["dynamics", SET, "--seeds", "1", "--epochs", "100000000"], "GiB"),  # was: RuntimeError from the allocator
+    (["dynamics", SET, "--seeds", "1", "--epochs", str(10**20)], "GiB"),  # was: TypeError (overflow) in torch.zeros
+    (["dynamics", SET, "--seeds", str(10**20), "--epochs", "1"], "--seeds"),  # was: OverflowError
+    (["eval", SET, "--repeats", str(10**17), "--epochs", "1"], "--repeats"),  # was: MemoryError
+])
+def test_absurd_sizes_are_usage_errors(cli, digits_set, args, words):
+    assert words in one_line_error(cli(*args), 2)

@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional
 from ..data.condensed import CondensedSet
 from ..errors import IntegrityError, UsageError
 from ..store import Manifest, StageResult, Store, run_cached
-from .seeded import group_manifest, run_seeds
+from .seeded import check_run_count, group_manifest, run_seeds
 
 RUN_STAGE, STAGE, VERSION = "dynamics-run", "dynamics", 2  # 2: scores from float16 log-probs (spec 2.3)
 CHECKPOINT_EVERY_S = 30.0
@@ -121,11 +121,12 @@ def compute_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, *
     from ..nn import engine
     from ..nn.device import resolve_device
 
-    if seeds < 1:
-        raise UsageError(f"--seeds must be at least 1, got {seeds}")
+    check_run_count(seeds, "--seeds")
     dev = resolve_device(device)
     spec, cfg = plan(cset, **overrides)
     x, y, _ = cset.decoded()
+    together = engine.plan_batched(spec, dev, seeds, batched)
+    _check_memory(int(y.shape[0]), cfg.epochs, seeds if together else 1)
     norm = engine.set_normalization(cset.value_space, cset.dataset)
     test = _test_split(cset, cfg)
     params = {"model": spec, "train": cfg.params(), "normalize": list(map(list, norm)) if norm else None,
@@ -156,12 +157,26 @@ def compute_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, *
                                     "model": engine.save_model(res.model, tmp / "model.safetensors")}, meta=meta)
 
     seed_list = list(range(seeds))
-    together = engine.plan_batched(spec, dev, seeds, batched)
     runs, fresh = run_seeds(store, RUN_STAGE, VERSION, params, inputs, seed_list, fit, write, together)
     meta = _group_meta(cset, set_manifest, spec, cfg.epochs, seed_list, runs, "engine", int(y.shape[0]))
     group = group_manifest(store, STAGE, VERSION, params, inputs, dict(zip(seed_list, runs)), meta,
                            ref=ref or _default_ref(store, set_manifest))
     return group, {"computed": fresh, "runs": runs}
+
+
+def _check_memory(samples: int, epochs: int, runs_at_once: int) -> None:
+    """The recorder keeps an (epochs x samples) float32 error and bool correctness per run in memory:
+    refuse what cannot fit before allocating (a typo'd --epochs was an allocator RuntimeError)."""
+    import os
+
+    need = samples * epochs * 5 * runs_at_once
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX: only refuse the absurd
+        have = 1 << 40
+    if need > have // 2:
+        raise UsageError(f"{epochs} epochs of dynamics for {samples} samples need {need / 2**30:.3g} GiB for the "
+                         f"per-epoch statistics; this machine has {have / 2**30:.3g} GiB", "use fewer --epochs")
 
 
 def engine_device(dev) -> str:

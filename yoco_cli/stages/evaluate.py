@@ -26,7 +26,7 @@ from ..data.condensed import CondensedSet
 from ..errors import UsageError
 from ..store import Manifest, StageResult, Store
 from .dynamics import DIGITS_MODEL
-from .seeded import group_manifest, run_seeds
+from .seeded import check_run_count, group_manifest, run_seeds
 
 RUN_STAGE, STAGE, VERSION = "eval-run", "eval", 1
 
@@ -156,8 +156,7 @@ def _evaluate(store: Store, t: _Target, *, repeats: int = 3, device: str = "auto
     from ..nn import engine
     from ..nn.device import resolve_device
 
-    if repeats < 1:
-        raise UsageError(f"--repeats must be at least 1, got {repeats}")
+    check_run_count(repeats, "--repeats")
     if t.x.shape[0] == 0:
         raise UsageError(f"{t.label} has no images to train on")
     dev = resolve_device(device)

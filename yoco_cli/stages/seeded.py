@@ -16,8 +16,19 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+from ..errors import UsageError
 from ..store import Manifest, StageResult, Store, run_cached
 from ..store.manifest import run_key
+
+MAX_RUNS = 10_000  # each seed is a cached training run; more is a typo (and list(range(1e20)) an OverflowError)
+
+
+def check_run_count(n: int, option: str) -> None:
+    if n < 1:
+        raise UsageError(f"{option} must be at least 1, got {n}")
+    if n > MAX_RUNS:
+        raise UsageError(f"{option} {n} asks for more than {MAX_RUNS} training runs", f"use {option} 3 (the paper's)")
+
 
 # fit(seeds, partial_dir or None) -> one result per seed; write(tmpdir, seed, result) -> StageResult
 Fit = Callable[[list[int], "Path | None"], list[Any]]
