@@ -87,7 +87,7 @@ def load(path: Path | str, fmt: str = "auto", dataset: str | None = None, factor
     width = int(labels.shape[1]) if labels.dim() == 2 and fmt == "kip" else None
     labels = _as_labels(labels, fmt, info)
     if labels.dim() == 1 and labels.numel() and int(labels.min()) < 0:  # before validate: it would quote 2^30
-        raise IntegrityError(f"{files[0]}: labels must be class indices 0, 1, 2, ..., found {int(labels.min())}")
+        raise IntegrityError(f"{files[0]}: labels must lie in 0, 1, 2, ... (class indices), found {int(labels.min())}")
     try:
         validate(images, labels, 1 << 30)  # rank, counts, NaN/Inf first: they are the file's fault
     except IntegrityError as e:
