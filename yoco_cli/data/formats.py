@@ -20,12 +20,12 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import IntegrityError, UsageError
+from ..files import atomic_write
 from .condensed import VALUE_SPACES, CondensedSet, validate
 from .decode import check_factor
 from .real import NUM_CLASSES
@@ -389,7 +389,7 @@ def export(cset: CondensedSet, path: Path | str, fmt: str = "idc") -> list[str]:
     fmt = check_export(fmt, cset.value_space)
     out = _export_target(Path(path), fmt)
     if fmt == "yoco":
-        _atomic_write(out, lambda p: cset.save(p))
+        atomic_write(out, lambda p: cset.save(p))
         return []
     labels, order = torch.sort(cset.labels, stable=True)
     images = cset.images[order].contiguous()
@@ -401,15 +401,15 @@ def export(cset: CondensedSet, path: Path | str, fmt: str = "idc") -> list[str]:
         notes.append(f"this set has factor {cset.factor}; {fmt} readers assume {expected} for this image size: "
                      f"import it back with --factor {cset.factor}")
     if fmt == "mtt":
-        _atomic_write(out / MTT_IMAGES, lambda p: _save(images, p))
-        _atomic_write(out / MTT_LABELS, lambda p: _save(labels, p))
+        atomic_write(out / MTT_IMAGES, lambda p: _save(images, p))
+        atomic_write(out / MTT_LABELS, lambda p: _save(labels, p))
     elif fmt == "dsa":
-        _atomic_write(out, lambda p: _save({"data": [[images, labels]], "accs_all_exps": {}}, p))
+        atomic_write(out, lambda p: _save({"data": [[images, labels]], "accs_all_exps": {}}, p))
     elif fmt == "kip":
         one_hot = torch.nn.functional.one_hot(labels, cset.num_classes).float()
-        _atomic_write(out, lambda p: _save((images.permute(0, 2, 3, 1).contiguous(), one_hot), p))
+        atomic_write(out, lambda p: _save((images.permute(0, 2, 3, 1).contiguous(), one_hot), p))
     else:
-        _atomic_write(out, lambda p: _save([images, labels], p))
+        atomic_write(out, lambda p: _save([images, labels], p))
     return notes
 
 
@@ -447,34 +447,5 @@ def _save(obj, path: str) -> None:
         torch.save(obj, f)  # through a file object the archive name is fixed: same set => same bytes
 
 
-def atomic_write(out: Path, write) -> None:
-    """`write(tmp)` into a temp file next to `out`, then rename it into place (a crash leaves the
-    old file or none). The OS refusing the destination (read-only folder, a directory in the way,
-    a full disk) is the user's to fix: a usage error naming `out`, not an internal error."""
-    out = Path(out)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    except OSError as e:
-        raise UsageError(f"cannot write to {out.parent} ({e.strerror or e})", "choose a writable folder") from None
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except OSError as e:
-        _discard(tmp)
-        if e.filename not in (None, tmp, str(out)):  # a source that could not be read: not about `out`
-            raise
-        raise UsageError(f"cannot write {out} ({e.strerror or e})", "choose a writable file name") from None
-    except BaseException:
-        _discard(tmp)
-        raise
 
 
-_atomic_write = atomic_write
-
-
-def _discard(tmp: str) -> None:
-    if os.path.exists(tmp):
-        os.unlink(tmp)

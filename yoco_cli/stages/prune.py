@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UsageError
+from ..files import atomic_write, check_output_file
 from ..methods import presets, select
 from ..methods.scores import REGISTRY
 from ..store import Manifest, StageResult, Store
@@ -208,21 +209,9 @@ def _ranges(values, kept) -> dict:
 def write_indices(store: Store, m: Manifest, path: Path) -> None:
     import shutil
 
-    from ..data.formats import atomic_write
 
     check_output_file(path)
     atomic_write(path, lambda tmp: shutil.copyfile(store.object_path(m.digest("indices")), tmp))
-
-
-def check_output_file(path: Path, folder: bool = False) -> None:
-    """Fail before any work on a destination that cannot be written (checked again when writing)."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise UsageError(f"the folder {path.parent} does not exist", "create it first")
-    if path.is_dir() and not folder:
-        raise UsageError(f"{path} is a directory", "give a file name")
-    if path.exists() and not path.is_dir() and folder:
-        raise UsageError(f"{path} is a file; this layout is written into a folder", "give a folder name")
 
 
 def export(store: Store, m: Manifest, path: Path, fmt: str = "idc") -> list[str]:

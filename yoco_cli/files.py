@@ -1,0 +1,50 @@
+"""Writing user-named output files: checked before work starts, written atomically, refusals as usage errors."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import UsageError
+
+
+def check_output_file(path: Path, folder: bool = False) -> None:
+    """Fail before any work on a destination that cannot be written (checked again when writing)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise UsageError(f"the folder {path.parent} does not exist", "create it first")
+    if path.is_dir() and not folder:
+        raise UsageError(f"{path} is a directory", "give a file name")
+    if path.exists() and not path.is_dir() and folder:
+        raise UsageError(f"{path} is a file; this layout is written into a folder", "give a folder name")
+
+
+def atomic_write(out: Path, write) -> None:
+    """`write(tmp)` into a temp file next to `out`, then rename it into place (a crash leaves the
+    old file or none). The OS refusing the destination (read-only folder, a directory in the way,
+    a full disk) is the user's to fix: a usage error naming `out`, not an internal error."""
+    out = Path(out)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    except OSError as e:
+        raise UsageError(f"cannot write to {out.parent} ({e.strerror or e})", "choose a writable folder") from None
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except OSError as e:
+        _discard(tmp)
+        if e.filename not in (None, tmp, str(out)):  # a source that could not be read: not about `out`
+            raise
+        raise UsageError(f"cannot write {out} ({e.strerror or e})", "choose a writable file name") from None
+    except BaseException:
+        _discard(tmp)
+        raise
+
+
+def _discard(tmp: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
