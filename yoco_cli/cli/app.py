@@ -33,8 +33,21 @@ COMMAND_MODULES = [
 ]
 
 
+def _usage_error(e) -> typer.Exit:
+    """Click's usage errors as one line (its default is a boxed panel), exit code kept (2)."""
+    where = e.ctx.command_path if getattr(e, "ctx", None) is not None else "yoco"
+    output.get().error(f"{e.format_message().rstrip('.')}. see `{where} --help`")
+    return typer.Exit(e.exit_code)
+
+
 class YocoGroup(typer.core.TyperGroup):
     """Runs every command inside one error boundary (also under CliRunner in tests)."""
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except typer._click.exceptions.UsageError as e:
+            raise _usage_error(e) from None
 
     def invoke(self, ctx):
         try:
@@ -47,6 +60,8 @@ class YocoGroup(typer.core.TyperGroup):
         except KeyboardInterrupt:
             output.get().error("interrupted; the cache is consistent, run the command again to resume")
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except typer._click.exceptions.UsageError as e:  # a subcommand's bad or missing argument
+            raise _usage_error(e) from None
         except (typer.Exit, typer.Abort, typer._click.exceptions.ClickException):
             raise
         except Exception as e:  # a bug: say so in one line unless --debug
