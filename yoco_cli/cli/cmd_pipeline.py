@@ -68,6 +68,11 @@ def pipeline_cmd(
                             dynamics_epochs=dynamics_epochs, eval_epochs=eval_epochs, ccs_beta=ccs_beta,
                             device=device, seed=seed)
     req.check()
+    from ..files import check_output_file
+
+    for path in (plot, markdown):
+        if path is not None:
+            check_output_file(path)
     t0, trained0 = time.perf_counter(), P.training_runs(store)
     with o.progress() as prog:
         task = prog.add_task("pipeline", total=P.plan_size(req), status="")
@@ -114,6 +119,6 @@ def _write_document(rep, req, tables, result, trained, seconds, path: Path, plot
     plot_name = os.path.relpath(plot, path.parent) if plot is not None else None
     command = req.command_line(markdown=path, plot=plot)
     text = rep.results_document(tables, command, settings, plot_name)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    from ..files import atomic_write
+
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

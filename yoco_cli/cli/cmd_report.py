@@ -43,8 +43,10 @@ def report_cmd(
     """
     from ..stages import report as rep
 
+    from ..files import atomic_write, check_output_file
+
     o = set_json(json_)
-    if json_:
+    if o.json_mode:
         fmt = "json"
     if fmt not in FORMATS:
         raise UsageError(f"unknown --format {fmt!r}", f"use one of {', '.join(FORMATS)}")
@@ -53,16 +55,17 @@ def report_cmd(
     bad = [t for t in table or [] if t not in TABLE_NAMES]
     if bad:
         raise UsageError(f"unknown table {bad[0]!r}", f"use one of {', '.join(TABLE_NAMES)}")
+    for path in (out_file, plot):
+        if path is not None:
+            check_output_file(path)
     records = rep.filter_records(rep.collect(get_store()), dataset, source, model)
     tables = rep.build_tables(records, table or None, which, metric or None)
     if not tables:
         raise UsageError("no evaluations of pruned sets match", "run `yoco prune ...` then `yoco eval ...`, "
                          "or `yoco pipeline` for the whole workflow")
-    text = _render(rep, tables, fmt, o)
+    text = _render(rep, tables, fmt, o, to_file=out_file is not None)
     if out_file is not None:
-        tmp = out_file.with_name(f".{out_file.name}.tmp")
-        tmp.write_text(text if text is not None else "", encoding="utf-8")
-        tmp.replace(out_file)
+        atomic_write(out_file, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
         o.info(f"wrote {out_file}")
     elif text is not None:
         o.text(text.rstrip("\n"))
@@ -71,9 +74,12 @@ def report_cmd(
         o.info(f"wrote {plot}")
 
 
-def _render(rep, tables, fmt: str, o) -> Optional[str]:
-    """Markdown/CSV/JSON as text; the Rich table is printed directly (None returned)."""
+def _render(rep, tables, fmt: str, o, to_file: bool = False) -> Optional[str]:
+    """Markdown/CSV/JSON as text; Rich tables printed directly (None), or as plain text for a file."""
+    import io
     import json
+
+    from rich.console import Console
 
     if fmt == "markdown":
         return "\n".join(rep.to_markdown(t) for t in tables)
@@ -81,6 +87,11 @@ def _render(rep, tables, fmt: str, o) -> Optional[str]:
         return rep.to_csv(tables)
     if fmt == "json":
         return json.dumps(rep.to_json(tables), indent=2)
+    if to_file:
+        console = Console(file=io.StringIO(), width=200, no_color=True, emoji=False)
+        for t in tables:
+            console.print(rep.to_rich(t))
+        return console.file.getvalue()
     for t in tables:
         o.out.print(rep.to_rich(t))
     return None

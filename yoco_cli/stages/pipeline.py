@@ -61,6 +61,10 @@ class PipelineRequest:
 
     def check(self) -> None:
         self.metrics = [ALIASES.get(m, m) for m in self.metrics]
+        if self.ccs_beta is not None and "ccs" not in self.metrics:
+            from ..cli import output
+
+            output.get().warn("--ccs-beta has no effect without the ccs metric")
         bad = [m for m in self.metrics if m not in MAIN_METRICS + ["loss"]]
         if bad:
             raise UsageError(f"unknown metric {bad[0]!r}", f"use any of {', '.join(MAIN_METRICS)} (lbpe = yoco)")
@@ -70,11 +74,17 @@ class PipelineRequest:
         unknown = [t for t in self.tables if t not in TABLES]
         if unknown:
             raise UsageError(f"unknown table {unknown[0]!r}", f"use any of {', '.join(TABLES)} or all")
+        if self.ipc < 2:
+            raise UsageError(f"--ipc must be at least 2 to prune from, got {self.ipc}")
         if not self.targets or any(t < 1 or t >= self.ipc for t in self.targets):
             raise UsageError(f"--to must be between 1 and {self.ipc - 1} (below the source IPC {self.ipc})")
         for name in ("seeds", "repeats"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name} must be at least 1")
+        for name in ("condense_iterations", "dynamics_epochs", "eval_epochs"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
 @dataclass

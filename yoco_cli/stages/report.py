@@ -239,12 +239,11 @@ def plot(records: list[EvalRecord], path: Path, which: str = "best") -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    from ..files import atomic_write
+
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)
-    tmp.replace(path)
-    return path
+    return Path(path)
 
 
 def records_json(records: list[EvalRecord]) -> str:
