@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import __version__
+from ..errors import IntegrityError
 from .manifest import Manifest, run_key
 from .store import Store
 
@@ -42,6 +43,14 @@ def provenance(seconds: float) -> dict:
     return prov
 
 
+def _existing(store: Store, stage: str, key: str) -> Manifest | None:
+    """A committed run, or None; a damaged manifest is recomputed (the commit replaces it atomically)."""
+    try:
+        return store.load_run(stage, key)
+    except IntegrityError:
+        return None
+
+
 def run_cached(
     store: Store,
     stage: str,
@@ -56,10 +65,10 @@ def run_cached(
     """Return (manifest, cached). `compute(tmpdir, key)` runs only on a cache miss."""
     store.ensure()
     key = run_key(stage, version, params, inputs)
-    hit = store.load_run(stage, key)
+    hit = _existing(store, stage, key)
     if hit is None:
         with store.lock(stage, key, on_wait=on_wait):
-            hit = store.load_run(stage, key)  # another process may have finished it meanwhile
+            hit = _existing(store, stage, key)  # another process may have finished it meanwhile
             if hit is None:
                 t0 = time.perf_counter()
                 with store.staging() as tmp:

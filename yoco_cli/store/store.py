@@ -165,10 +165,17 @@ class Store:
         p = self.manifest_path(stage, key)
         if not p.is_file():
             return None
-        m = Manifest.from_json(p.read_text(encoding="utf-8"))
+        m = self._read_manifest(p)
         if require_objects and not all(self.has_object(o["digest"]) for o in m.outputs.values()):
             return None  # objects lost (e.g. deleted by hand): treat as not computed
         return m
+
+    def _read_manifest(self, p: Path) -> Manifest:
+        try:
+            return Manifest.from_json(p.read_text(encoding="utf-8"))
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            raise IntegrityError(f"the manifest {p.relative_to(self.root)} is damaged",
+                                 f"delete it (`rm {p}`) and run the command again to recompute") from None
 
     def commit_run(self, m: Manifest) -> None:
         for name, o in m.outputs.items():
@@ -241,9 +248,9 @@ class Store:
             name = p.relative_to(self.refs_dir).as_posix()[: -len(".json")]
             try:
                 doc = json.loads(p.read_text(encoding="utf-8"))
-                out[name] = (doc["stage"], doc["key"])
-            except (ValueError, KeyError):
-                continue
+                out[name] = (str(doc["stage"]), str(doc["key"]))
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                continue  # a damaged name is reported by verify and removed by gc
         return out
 
     def refs_to(self, stage: str, key: str) -> list[str]:
@@ -298,16 +305,27 @@ class Store:
             for name, o in m.outputs.items():
                 if not self.has_object(o["digest"]):
                     problems.append(f"{m.stage} {m.short}: output {name} ({o['digest'][:12]}) is missing")
-        for name, (s, k) in self.refs().items():
+        good = self.refs()
+        for name, (s, k) in good.items():
             if not self.manifest_path(s, k).is_file():
                 problems.append(f"ref {name} points to a missing {s} run {k[:12]}")
+        for name in self._ref_files():
+            if name not in good:
+                problems.append(f"ref {name} is damaged (not a name file yoco wrote)")
         return problems
+
+    def _ref_files(self) -> list[str]:
+        if not self.refs_dir.is_dir():
+            return []
+        return [p.relative_to(self.refs_dir).as_posix()[: -len(".json")] for p in self.refs_dir.rglob("*.json")]
 
     def gc(self, dry_run: bool = False) -> dict[str, list[str]]:
         """Remove objects no manifest references, dangling refs and abandoned staging files."""
         keep = self.referenced_digests()
         dead = [p for p in self.all_objects() if p.name not in keep]
-        dangling = [n for n, (s, k) in self.refs().items() if not self.manifest_path(s, k).is_file()]
+        good = self.refs()
+        dangling = [n for n, (s, k) in good.items() if not self.manifest_path(s, k).is_file()]
+        dangling += [n for n in self._ref_files() if n not in good]
         stale = [p for p in self.tmp.iterdir() if _abandoned(p)] if self.tmp.is_dir() else []
         freed = sum(p.stat().st_size for p in dead)  # before deleting: the files are gone after
         if not dry_run:
