@@ -261,6 +261,21 @@ class Outcome:
         self.info = info or {}
 
 
+def image_state(job: Job):
+    """The state a matching method optimises and checkpoints: mix-initialised stored images on the
+    device and their zeroed momentum buffer. Returns (state, labels)."""
+    import torch
+
+    images, labels = mix_init(job.real, job.ipc, job.factor)
+    images = images.to(job.device)
+    return {"images": images, "momentum": torch.zeros_like(images)}, labels
+
+
+def final_outcome(state: dict, labels, losses: list[float]) -> Outcome:
+    # IDC leaves the last update unclamped; we clamp, so a raw01 set really lies in [0, 1]
+    return Outcome(state["images"].detach().clamp(0.0, 1.0).cpu(), labels, losses)
+
+
 def run_loop(job: Job, state: dict, total: int, step: Callable[[int], float]) -> list[float]:
     """Run iterations [start, total) of `step(it) -> loss`, resuming from and writing checkpoints.
 

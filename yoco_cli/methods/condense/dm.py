@@ -12,8 +12,8 @@ No second-order gradients and no network training: the cheapest condensation on 
 from __future__ import annotations
 
 from ...errors import UsageError
-from .common import (Job, Outcome, check_numbers, class_indices, generator, iteration_seed, mix_init, run_loop,
-                     sample_indices, sgd_momentum_step)
+from .common import (Job, Outcome, check_numbers, class_indices, final_outcome, generator, image_state,
+                     iteration_seed, run_loop, sample_indices, sgd_momentum_step)
 from .idc import build_net
 
 NAME = "dm"
@@ -60,8 +60,7 @@ def run(job: Job) -> Outcome:
     s = job.params
     validate(s)
     real, ipc, f, dev = job.real, job.ipc, job.factor, job.device
-    images, labels = mix_init(real, ipc, f)
-    state = {"images": images.to(dev), "momentum": torch.zeros_like(images, device=dev)}
+    state, labels = image_state(job)
     x_all = real.train_x.to(dev)
     pools = class_indices(real.train_y, real.num_classes)
     aug = DSA(s["aug"], siamese=True)
@@ -91,5 +90,4 @@ def run(job: Job) -> Outcome:
         return total
 
     losses = run_loop(job, state, s["iterations"], step)
-    # IDC leaves the last update unclamped; we clamp, so a raw01 set really lies in [0, 1]
-    return Outcome(state["images"].detach().clamp(0.0, 1.0).cpu(), labels, losses)
+    return final_outcome(state, labels, losses)

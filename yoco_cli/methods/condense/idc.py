@@ -19,8 +19,8 @@ from __future__ import annotations
 import math
 
 from ...errors import UsageError
-from .common import (Job, Outcome, check_numbers, class_indices, generator, iteration_seed, mix_init, run_loop,
-                     sample_indices, seeded_global, sgd_momentum_step)
+from .common import (Job, Outcome, check_numbers, class_indices, final_outcome, generator, image_state,
+                     iteration_seed, run_loop, sample_indices, seeded_global, sgd_momentum_step)
 
 NAME = "idc"
 ITERATIVE = True
@@ -163,8 +163,7 @@ def run(job: Job) -> Outcome:
     s = job.params
     validate(s)
     real, ipc, f, dev = job.real, job.ipc, job.factor, job.device
-    images, labels = mix_init(real, ipc, f)
-    state = {"images": images.to(dev), "momentum": torch.zeros_like(images, device=dev)}
+    state, labels = image_state(job)
     x_all, y_all = real.train_x.to(dev), real.train_y.to(dev)
     pools = class_indices(real.train_y, real.num_classes)
     everything = torch.arange(len(y_all))
@@ -194,8 +193,7 @@ def run(job: Job) -> Outcome:
         return total / max(count, 1)
 
     losses = run_loop(job, state, s["iterations"], outer)
-    # IDC leaves the last update unclamped; we clamp, so a raw01 set really lies in [0, 1]
-    return Outcome(state["images"].detach().clamp(0.0, 1.0).cpu(), labels, losses)
+    return final_outcome(state, labels, losses)
 
 
 def _class_step(model, P, buf, c, ipc, f, x_all, pool, s, normalize, match_aug, lr, gen, decode_zoom) -> float:
