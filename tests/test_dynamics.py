@@ -13,8 +13,8 @@ from yoco_cli.data.condensed import CondensedSet
 from yoco_cli.data.dynamics import Recorder
 from yoco_cli.data.real import load
 from yoco_cli.stages import dynamics as D
-from yoco_cli.stages.sets import set_result, store_set
-from yoco_cli.store import Store
+from yoco_cli.stages.sets import set_result
+from yoco_cli.store import Store, run_cached
 
 FAST = ["--epochs", "3", "--model", "convnet:width=8,depth=2"]
 
@@ -27,7 +27,7 @@ def digits_subset(store, ipc: int, seed: int = 0, factor: int = 1):
                                                                             generator=g)[:ipc]] for c in range(10)])
     cset = CondensedSet(ds.train_x[idx].clone(), ds.train_y[idx].clone(), "digits", 10, factor=factor,
                         value_space="raw01", meta={"method": "test-random"})
-    m, _ = store_set(store, "test-subset", 1, {"ipc": ipc, "seed": seed, "factor": factor}, {},
+    m, _ = run_cached(store, "test-subset", 1, {"ipc": ipc, "seed": seed, "factor": factor}, {},
                      lambda tmp, key: set_result(tmp, cset, f"digits random ipc{ipc}"), ref=f"t/ipc{ipc}")
     return m, cset
 

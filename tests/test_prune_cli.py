@@ -16,14 +16,15 @@ def make_set(store, name="digits/test/ipc10", ipc=10, per_class_offset=0):
 
     from yoco_cli.data.condensed import CondensedSet
     from yoco_cli.data.digits import load_digits
-    from yoco_cli.stages.sets import set_result, store_set
+    from yoco_cli.stages.sets import set_result
+    from yoco_cli.store import run_cached
 
     ds = load_digits()
     idx = torch.cat([torch.nonzero(ds.train_y == c).flatten()[per_class_offset:per_class_offset + ipc]
                      for c in range(10)])
     cset = CondensedSet(ds.train_x[idx].clone(), ds.train_y[idx].clone(), "digits", 10, factor=2,
                         value_space="raw01", ipc=ipc, meta={"format": "idc"})
-    m, _ = store_set(store, "import", 1, {"test": name}, {},
+    m, _ = run_cached(store, "import", 1, {"test": name}, {},
                      lambda tmp, key: set_result(tmp, cset, f"test set {name}"), ref=name)
     return m, cset
 

@@ -72,13 +72,14 @@ def _fake_set(store):
     import torch
 
     from yoco_cli.data.condensed import CondensedSet
-    from yoco_cli.stages.sets import set_result, store_set
+    from yoco_cli.stages.sets import set_result
+    from yoco_cli.store import run_cached
 
     pruned = {"parent": "digits/x/ipc10", "from": 10, "to": 1, "metric": "lbpe", "direction": "easy",
               "balance": "balanced", "score_run": 0}
     cset = CondensedSet(torch.rand(10, 1, 8, 8), torch.arange(10), "digits", 10, 1, "raw01", 1,
                         meta={"pruned": pruned})
-    m, _ = store_set(store, "prune", 1, {"t": 1}, {}, lambda tmp, key: set_result(tmp, cset, "fake",
+    m, _ = run_cached(store, "prune", 1, {"t": 1}, {}, lambda tmp, key: set_result(tmp, cset, "fake",
                                                                                    {"pruned": pruned}), ref="p")
     return m
 

@@ -106,8 +106,7 @@ def pipeline_cmd(
 def _write_document(rep, req, tables, result, trained, seconds, path: Path, plot: Optional[Path]) -> None:
     import os
 
-    store = get_store()
-    dyn = store.resolve(result["dynamics"][:16])
+    dyn = get_store().load_run("dynamics", result["dynamics"])
     settings = {
         "source set": f"{result['source']} (IPC {req.ipc})",
         "dynamics": f"{req.seeds} seed(s), {dyn.meta.get('epochs', '?')} epochs, "

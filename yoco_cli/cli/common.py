@@ -71,26 +71,25 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random choi
 
 
 # -- shell completion helpers (run on every TAB: keep them cheap, no torch) ----------
-def complete_refs(incomplete: str) -> list[str]:
-    """Stored artifact names, read straight from the refs folder."""
+def _stored_refs() -> dict[str, tuple[str, str]]:
     from ..store import Store
 
     try:
-        names = Store(state.home).refs()
+        return Store(state.home).refs()
     except OSError:
-        return []
-    return [n for n in names if n.startswith(incomplete)]
+        return {}
+
+
+def complete_refs(incomplete: str) -> list[str]:
+    """Stored artifact names, read straight from the refs folder."""
+    return [n for n in _stored_refs() if n.startswith(incomplete)]
+
+
+SET_STAGES = {"import", "condense", "prune", "fetch"}  # the stages whose output is a condensed set
 
 
 def complete_set_refs(incomplete: str) -> list[str]:
-    from ..store import Store
-
-    try:
-        names = Store(state.home).refs()
-    except OSError:
-        return []
-    set_stages = {"import", "condense", "prune", "fetch"}
-    return [n for n, (stage, _) in names.items() if stage in set_stages and n.startswith(incomplete)]
+    return [n for n, (stage, _) in _stored_refs().items() if stage in SET_STAGES and n.startswith(incomplete)]
 
 
 METRICS = ["lbpe", "el2n", "forgetting", "aum", "entropy", "loss", "ssp", "ccs", "random"]

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import UsageError
-from ..store import Manifest, Store
-from .sets import set_result, store_set
+from ..store import Manifest, Store, run_cached
+from .sets import set_result
 
 STAGE = "condense"
 VERSION = 1
@@ -94,7 +94,7 @@ def run(store: Store, req: Request, on_iteration=None, on_start=None) -> Result:
     def compute(tmp, key):
         return _compute(store, tmp, key, req, real, params, digest, every, on_iteration, on_start)
 
-    manifest, cached = store_set(store, STAGE, VERSION, params, {"dataset": digest}, compute, ref=ref)
+    manifest, cached = run_cached(store, STAGE, VERSION, params, {"dataset": digest}, compute, ref=ref)
     return Result(manifest, cached, ref, params)
 
 

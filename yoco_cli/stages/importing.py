@@ -15,9 +15,9 @@ from typing import Callable
 
 from ..data.condensed import CondensedSet
 from ..data.formats import load
-from ..store import Manifest, Store
+from ..store import Manifest, Store, run_cached
 from ..store.store import sha256_file
-from .sets import set_result, store_set
+from .sets import set_result
 
 STAGE = "import"
 VERSION = 1
@@ -50,7 +50,7 @@ def import_file(store: Store, path: Path | str, fmt: str = "auto", dataset: str 
         _pause_for_tests()
         return result
 
-    return store_set(store, STAGE, VERSION, params, inputs, make, ref=ref)
+    return run_cached(store, STAGE, VERSION, params, inputs, make, ref=ref)
 
 
 def default_ref(cset: CondensedSet, fmt: str) -> str:

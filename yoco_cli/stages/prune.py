@@ -23,8 +23,8 @@ from ..errors import UsageError
 from ..files import atomic_write, check_output_file
 from ..methods import presets, select
 from ..methods.scores import REGISTRY
-from ..store import Manifest, StageResult, Store
-from .sets import set_label, set_result, store_set
+from ..store import Manifest, StageResult, Store, run_cached
+from .sets import set_label, set_result
 
 STAGE = "prune"
 VERSION = 1
@@ -106,7 +106,7 @@ def prune(store: Store, set_m: Manifest, cset, ipc_to: int, rule: select.Rule, o
     def make(tmp: Path, key: str) -> StageResult:
         return _compute(store, tmp, set_m, cset, ipc_to, rule, opts, params, source, scores, dyn_m)
 
-    return store_set(store, STAGE, VERSION, params, inputs, make, ref=ref_for(store, set_m, rule, ipc_to))
+    return run_cached(store, STAGE, VERSION, params, inputs, make, ref=ref_for(store, set_m, rule, ipc_to))
 
 
 def _choose(store, cset, labels, ipc_to, rule, opts, params, source, scores, dyn_m):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -245,9 +244,6 @@ def plot(records: list[EvalRecord], path: Path, which: str = "best") -> Path:
     plt.close(fig)
     return Path(path)
 
-
-def records_json(records: list[EvalRecord]) -> str:
-    return json.dumps([asdict(r) for r in records], indent=2)
 
 
 # -- from the store ------------------------------------------------------------------------------

@@ -7,11 +7,10 @@ filtered (by dataset, IPC) without opening their tensors.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 from ..data.condensed import CondensedSet
 from ..errors import UsageError
-from ..store import Manifest, StageResult, Store, run_cached
+from ..store import Manifest, StageResult, Store
 
 
 def set_result(tmp: Path, cset: CondensedSet, summary: str, extra: dict | None = None) -> StageResult:
@@ -19,11 +18,6 @@ def set_result(tmp: Path, cset: CondensedSet, summary: str, extra: dict | None =
     path = cset.save(tmp / "set.safetensors")
     meta = {"set": cset.describe(), "summary": summary, "made_by": cset.meta, **(extra or {})}
     return StageResult(outputs={"set": path}, meta=meta)
-
-
-def store_set(store: Store, stage: str, version: int, params: dict, inputs: dict[str, str],
-              make: Callable[[Path, str], StageResult], ref: str | None = None) -> tuple[Manifest, bool]:
-    return run_cached(store, stage, version, params, inputs, make, ref=ref)
 
 
 def is_set(m: Manifest) -> bool:

@@ -372,8 +372,8 @@ def _abandoned(p: Path, min_age_s: float = 5.0) -> bool:
     if m:
         pid = int(m.group(1))
         try:
-            os.kill(pid, 0)
-            return False if pid != os.getpid() else False
+            os.kill(pid, 0)  # alive (this process included): still in use
+            return False
         except ProcessLookupError:
             return True
         except PermissionError:
