@@ -6,7 +6,6 @@ model has to be built.
 """
 from __future__ import annotations
 
-import json
 
 import pytest
 

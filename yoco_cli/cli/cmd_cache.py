@@ -7,7 +7,7 @@ import typer
 
 from ..errors import IntegrityError, UsageError
 from . import output
-from .common import JsonOpt, get_store, out, set_json, state
+from .common import JsonOpt, get_store, set_json, state
 
 cache_app = typer.Typer(help="Inspect and maintain the cache every stage shares.", no_args_is_help=True)
 

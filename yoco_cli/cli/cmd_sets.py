@@ -8,7 +8,7 @@ import typer
 
 from ..errors import UsageError
 from . import output
-from .common import JsonOpt, complete_set_refs, get_store, out, set_json
+from .common import JsonOpt, complete_set_refs, get_store, set_json
 
 FORMAT_HELP = "idc | dream | mtt | dsa | kip | yoco | auto (detected from the file's structure)."
 

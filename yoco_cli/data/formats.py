@@ -18,7 +18,6 @@ its values in the set's own value space (an IDC file must hold raw pixels), see 
 from __future__ import annotations
 
 import difflib
-import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path

@@ -115,8 +115,6 @@ def compute_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, *
                      device: str = "auto", batched: str = "auto", on_epoch: Callable | None = None,
                      ref: str | None = None, **overrides) -> tuple[Manifest, dict]:
     """Train `seeds` models on the decoded set, recording dynamics; returns (group manifest, info)."""
-    import torch
-
     from ..data.dynamics import Recorder
     from ..nn import engine
     from ..nn.device import resolve_device
