@@ -177,7 +177,8 @@ def child_model(a) -> dict:
     import torch
 
     from yoco_cli.methods import select
-    from yoco_cli.methods.scores import embed_features, model_outputs
+    from yoco_cli.nn.engine import eval_pass
+    from yoco_cli.stages.score import model_outputs
 
     torch.manual_seed(0)
     from yoco_cli.nn.models import build_model
@@ -194,7 +195,7 @@ def child_model(a) -> dict:
     model_outputs(model, x, y, "cpu", want_features=True)
     out["one_pass_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    feats = embed_features(model, x, "cpu").numpy()
+    feats = eval_pass(model, x, "cpu", features=True)[1].numpy()
     out["embed_s"] = time.perf_counter() - t0
     labels = y.numpy()
     ipc_from = max(1, n // (a.classes * 4))

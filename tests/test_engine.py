@@ -116,7 +116,7 @@ def test_test_points_and_accuracy():
     assert sorted(r.evals) == [1, 2, 3, 4]
     assert r.last == r.evals[4] and r.best == max(r.evals.values())
     assert r.last == pytest.approx(E.accuracy(r.model, x, y, batch_size=7))
-    assert E.infer(r.model, x, what="embed").shape == (40, 32)
+    assert E.eval_pass(r.model, x, features=True)[1].shape == (40, 32)
 
 
 def test_checkpoint_resume_is_byte_identical(tmp_path):

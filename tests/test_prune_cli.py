@@ -225,7 +225,8 @@ def test_model_scores_on_cuda_match_cpu():
 
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    from yoco_cli.methods.scores import embed_features, model_outputs
+    from yoco_cli.nn.engine import eval_pass
+    from yoco_cli.stages.score import model_outputs
     from yoco_cli.nn.models import build_model
 
     torch.manual_seed(0)
@@ -235,4 +236,4 @@ def test_model_scores_on_cuda_match_cpu():
     gpu = model_outputs(model.cuda(), x, y, torch.device("cuda"), want_features=True)
     for k in ("entropy", "loss", "features"):
         assert torch.allclose(cpu[k], gpu[k], atol=1e-4), k
-    assert torch.allclose(embed_features(model, x, torch.device("cuda")), cpu["features"], atol=1e-4)
+    assert torch.allclose(eval_pass(model, x, torch.device("cuda"), features=True)[1], cpu["features"], atol=1e-4)

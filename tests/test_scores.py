@@ -173,7 +173,7 @@ def test_presets_table_and_scaling():
 def test_entropy_and_loss_from_the_final_model():
     import torch
 
-    from yoco_cli.methods.scores import model_outputs
+    from yoco_cli.stages.score import model_outputs
 
     class Logits(torch.nn.Module):  # logits = the input; embed = its double
         def forward(self, x):

@@ -33,6 +33,17 @@ COMMAND_MODULES = [
 ]
 
 
+def _click_exceptions():
+    """click's exceptions module, wherever this Typer keeps click: Typer 0.26+ vendors it as
+    `typer._click`, older releases depend on `click`. Found through TyperGroup's base class,
+    so no private name is spelled out."""
+    click_base = typer.core.TyperGroup.__mro__[1]  # click's Group or Command class
+    return importlib.import_module(click_base.__module__.rsplit(".", 1)[0] + ".exceptions")
+
+
+click_errors = _click_exceptions()
+
+
 def _usage_error(e) -> typer.Exit:
     """Click's usage errors as one line (its default is a boxed panel), exit code kept (2)."""
     where = e.ctx.command_path if getattr(e, "ctx", None) is not None else "yoco"
@@ -46,7 +57,7 @@ class YocoGroup(typer.core.TyperGroup):
     def parse_args(self, ctx, args):
         try:
             return super().parse_args(ctx, args)
-        except typer._click.exceptions.UsageError as e:
+        except click_errors.UsageError as e:
             raise _usage_error(e) from None
 
     def invoke(self, ctx):
@@ -60,9 +71,9 @@ class YocoGroup(typer.core.TyperGroup):
         except KeyboardInterrupt:
             output.get().error("interrupted; the cache is consistent, run the command again to resume")
             raise typer.Exit(EXIT_INTERRUPTED) from None
-        except typer._click.exceptions.UsageError as e:  # a subcommand's bad or missing argument
+        except click_errors.UsageError as e:  # a subcommand's bad or missing argument
             raise _usage_error(e) from None
-        except (typer.Exit, typer.Abort, typer._click.exceptions.ClickException):
+        except (typer.Exit, typer.Abort, click_errors.ClickException):
             raise
         except Exception as e:  # a bug: say so in one line unless --debug
             if output.get().debug:
@@ -101,6 +112,10 @@ def _global(
     """Global options apply to every command."""
     state.home = home
     state.store = None
+    # Process-wide settings are the CLI's to make (the library leaves its host process alone).
+    from ..nn.device import tune_malloc
+
+    tune_malloc()
     output.configure(json_mode=json_, quiet=quiet, debug=debug or bool(os.environ.get("YOCO_DEBUG")))
 
 

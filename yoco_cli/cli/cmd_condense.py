@@ -13,7 +13,7 @@ METHOD_HELP = "idc (gradient matching) | dm (distribution matching) | random | h
 
 
 def _complete_methods(incomplete: str) -> list[str]:
-    from ..methods.condense import METHODS
+    from ..condense import METHODS
 
     return [m for m in METHODS if m.startswith(incomplete)]
 
@@ -97,12 +97,12 @@ def condense(
 
 
 def _show_settings(o: output.Output, store, req) -> None:
-    from ..data import real as real_data
-    from ..methods import condense as methods
+    from .. import condense as methods
     from ..stages import condense as stage
+    from ..stages.datasets import load_real
 
     methods.get(req.method)
-    params, every = stage.plan(req, real_data.load(req.dataset, store=store))
+    params, every = stage.plan(req, load_real(req.dataset, store, reporter=o))
     rows = [[k, str(v)] for k, v in params["settings"].items()]
     rows += [["factor", str(params["factor"])], ["checkpoint_every", str(every)]]
     o.data(params | {"checkpoint_every": every}, output.table(f"{req.method} on {params['dataset']}",

@@ -78,13 +78,13 @@ def eval_cmd(
 
 def _resolve(store, target: str, full: bool):
     """-> (label, set manifest or None, set or None, dataset for a full-split evaluation)."""
-    from ..data import real
+    from ..stages.datasets import known
     from ..stages.sets import resolve_set
 
     try:
         set_m, cset = resolve_set(store, target)
     except UsageError:
-        if target in real.known() or target == "digits" or target.startswith("folder:"):
+        if target in known() or target.startswith("folder:"):
             return target, None, None, target
         raise
     if full:

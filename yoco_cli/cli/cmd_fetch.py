@@ -61,17 +61,17 @@ def fetch_cmd(
     opts = fetching.Options(offline=offline, timeout=timeout, retries=retries, source=source)
     folders = [n for n in names if n.startswith("folder:")]
     rest = [n for n in names if not n.startswith("folder:")]
-    outcomes = [_folder(store, n) for n in folders]
+    outcomes = [_folder(store, n, o) for n in folders]
     if rest:
-        outcomes += fetching.fetch(store, reg.select(rest), opts)
+        outcomes += fetching.fetch(store, reg.select(rest), opts, reporter=o)
     _report(o, outcomes)
 
 
-def _folder(store, spec: str):
-    from ..fetch import datasets
+def _folder(store, spec: str, o: output.Output):
+    from ..stages import datasets
     from ..stages.fetching import Outcome
 
-    m, hit = datasets.prepare_folder(store, Path(spec[len("folder:"):]).expanduser())
+    m, hit = datasets.prepare_folder(store, Path(spec[len("folder:"):]).expanduser(), reporter=o)
     return Outcome(spec, "dataset", m.stage, m.key, hit, m.meta.get("summary", ""))
 
 

@@ -67,7 +67,7 @@ def pipeline_cmd(
                             repeats=repeats, per_seed=not mean_scores, condense_iterations=condense_iterations,
                             dynamics_epochs=dynamics_epochs, eval_epochs=eval_epochs, ccs_beta=ccs_beta,
                             device=device, seed=seed)
-    req.check()
+    req.check(o)
     from ..files import check_output_file
 
     for path in (plot, markdown):
@@ -80,7 +80,7 @@ def pipeline_cmd(
         def on_step(step: P.Step) -> None:
             prog.update(task, advance=1, status=step.label + (" (cached)" if step.cached else ""))
 
-        result = P.run(store, req, on_step)
+        result = P.run(store, req, on_step, reporter=o)
     trained = P.training_runs(store) - trained0
     records = rep.filter_records(rep.collect(store), result["dataset"], result["source"])
     records = [r for r in records if r.ipc_to is None or r.ipc_to in req.targets]

@@ -9,7 +9,7 @@ import typer
 from ..errors import UsageError
 from . import output
 from .cmd_score import (AumMeanOpt, EpochsOpt, KOpt, NeverOpt, SeedsOpt, StopOpt, UseLossOpt, WindowOpt,
-                        compute_scores, dynamics_overrides, ensure_dynamics, score_options)
+                        dynamics_overrides, score_options)
 from .common import (DeviceOpt, JsonOpt, MultiTargetCommand, check_seed, complete_metrics, complete_refs,
                      complete_set_refs, get_store, interactive, parse_targets, prompt_choice, prompt_targets,
                      set_json)
@@ -207,7 +207,9 @@ def _check_destinations(cset, targets, export, export_format, indices) -> None:
 def _dynamics(o, store, set_m, cset, ref, device, overrides):
     if ref:
         return store.resolve(ref, stage="dynamics", what="dynamics artifact")
-    return ensure_dynamics(o, store, set_m, cset, device, overrides)
+    from ..stages.dynamics import ensure_dynamics
+
+    return ensure_dynamics(store, set_m, cset, reporter=o, device=device, **(overrides or {}))
 
 
 def _upstream(o, store, set_m, cset, rule, targets, sopts, scores_ref, dyn_ref, device, overrides):
@@ -225,7 +227,9 @@ def _upstream(o, store, set_m, cset, rule, targets, sopts, scores_ref, dyn_ref, 
     o.info(f"dynamics: {_name(store, dyn_m)} ({dyn_m.meta.get('summary', '')})")
     if all(P.needs(rule, None, t) == "model" for t in targets):
         return None, dyn_m
-    sm, cached, _ = compute_scores(o, store, set_m, cset, sopts, dyn_m, device)
+    from ..stages.score import scores_for_set
+
+    sm, cached, _ = scores_for_set(store, set_m, cset, sopts, dyn_m=dyn_m, device=device, reporter=o)
     o.info(f"scores: {sm.short}" + (" (cached)" if cached else " (computed)"))
     return load_scores(store, sm), dyn_m
 

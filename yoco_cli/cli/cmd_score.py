@@ -94,35 +94,6 @@ def resolve_target(store, spec: str):
     return m, set_m, load_set(store, set_m)
 
 
-def ensure_dynamics(o, store, set_m, cset, device="auto", overrides=None):
-    """The set's preset dynamics (computed now, with a progress bar, if not cached)."""
-    from ..stages.dynamics import ensure_dynamics as ensure
-
-    over = dict(overrides or {})
-    with o.progress() as prog:
-        task = prog.add_task("dynamics", total=None, status="")
-
-        def on_epoch(info):
-            if prog.tasks[task].total is None:
-                prog.update(task, total=over.get("seeds", 3) * info.epochs)
-            prog.update(task, advance=len(info.seeds), status=f"loss {sum(info.loss) / len(info.loss):.3f}")
-
-        return ensure(store, set_m, cset, device=device, on_epoch=on_epoch, **over)
-
-
-def compute_scores(o, store, set_m, cset, opts, dyn_m=None, device="auto", overrides=None):
-    """Dynamics (ensured with the preset when missing) -> scores; shows progress. Returns (scores m, cached, dyn m)."""
-    from ..stages.score import ensure_scores
-
-    if dyn_m is None:
-        dyn_m = ensure_dynamics(o, store, set_m, cset, device, overrides)
-    with o.progress(transient=True) as prog:
-        task = prog.add_task("scoring", total=None, status="")
-        m, cached = ensure_scores(store, dyn_m, set_m, cset, opts, device,
-                                  on_step=lambda s: prog.update(task, status=s))
-    return m, cached, dyn_m
-
-
 def summary_table(m) -> tuple[dict, object]:
     from ..stages.score import metric_order
 
@@ -174,8 +145,10 @@ def score_cmd(
                              "e.g. `yoco score idc/cifar10/ipc10`, or `--from-file data-score-….pickle`")
         opts = score_options(k, stop_epoch, use_loss, el2n_window, never_learned, aum_mean, seed)
         dyn_m, set_m, cset = resolve_target(store, target)
-        m, cached, dyn_m = compute_scores(o, store, set_m, cset, opts, dyn_m, device,
-                                          dynamics_overrides(dynamics_epochs, dynamics_seeds))
+        from ..stages.score import scores_for_set
+
+        m, cached, dyn_m = scores_for_set(store, set_m, cset, opts, dyn_m=dyn_m, device=device, reporter=o,
+                                          dynamics=dynamics_overrides(dynamics_epochs, dynamics_seeds))
         from ..stages.sets import set_label
 
         ref_name = f"{set_label(store, set_m)}@scores"

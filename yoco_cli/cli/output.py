@@ -1,5 +1,7 @@
 """The one output sink: data to stdout, messages and progress to stderr.
 
+`Output` is the CLI's reporter (yoco_cli/progress.py): commands pass it down to the stages.
+
 Modes: human (Rich tables), `--json` (one JSON document on stdout) and `--quiet`
 (no messages, no progress; data still printed). Progress bars appear only when
 stderr is a terminal, so pipes and CI logs stay clean. NO_COLOR is honoured by Rich.
@@ -16,12 +18,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
+    TransferSpeedColumn,
 )
 from rich.table import Table
 from rich.text import Text
@@ -71,20 +75,17 @@ class Output:
         return not self.quiet and not self.json_mode and self.err.is_terminal
 
     @contextmanager
-    def progress(self, transient: bool = False) -> Iterator[Progress]:
-        """A Rich Progress on stderr; disabled (but still usable) when not wanted."""
-        prog = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TaskProgressColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[status]}"),
-            console=self.err,
-            transient=transient,
-            disable=not self.show_progress,
-        )
+    def progress(self, transient: bool = False, unit: str = "steps") -> Iterator[Progress]:
+        """A Rich Progress on stderr; disabled (but still usable) when not wanted. `unit="bytes"`
+        shows sizes and transfer speed (downloads) instead of counts."""
+        if unit == "bytes":
+            columns = (TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+                       TransferSpeedColumn(), TimeRemainingColumn())
+        else:
+            columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TaskProgressColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                       TextColumn("{task.fields[status]}"))
+        prog = Progress(*columns, console=self.err, transient=transient, disable=not self.show_progress)
         with prog:
             yield prog
 

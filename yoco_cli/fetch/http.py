@@ -28,6 +28,7 @@ from typing import Callable, Iterator
 
 from .. import __version__
 from ..errors import FetchError
+from ..progress import SILENT, Reporter
 from .gdrive import classify_html, problem_error, DriveProblem
 
 CHUNK = 256 * 1024
@@ -254,27 +255,16 @@ def _stream(resp, part: Path, mode: str, done: int, total: int | None, progress:
 
 # -- progress bars ------------------------------------------------------------------
 @contextmanager
-def progress_bars(sink=None) -> Iterator[Callable[[str], Progress]]:
-    """`with progress_bars() as bar: cb = bar("cifar10")` -> cb(done, total) drives a Rich bar
-    with bytes, speed and ETA on the output sink's stderr (hidden off-terminal, --quiet, --json)."""
-    from rich.progress import (BarColumn, DownloadColumn, Progress as RichProgress, TextColumn,
-                               TimeRemainingColumn, TransferSpeedColumn)
+def progress_bars(reporter: Reporter = SILENT) -> Iterator[Callable[[str], Progress]]:
+    """`with progress_bars(reporter) as bar: cb = bar("cifar10")` -> cb(done, total) drives a
+    download bar (bytes, speed, ETA) on whatever display the caller's reporter gives."""
+    with reporter.progress(unit="bytes") as prog:
+        def bar(description: str) -> Progress:
+            task = prog.add_task(description, total=None)
 
-    if sink is None:
-        from ..cli import output
+            def update(done: int, total: int | None) -> None:
+                prog.update(task, completed=done, total=total)
 
-        sink = output.get()
-    prog = RichProgress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
-                        TransferSpeedColumn(), TimeRemainingColumn(), console=sink.err,
-                        disable=not sink.show_progress, transient=False)
+            return update
 
-    def bar(description: str) -> Progress:
-        task = prog.add_task(description, total=None)
-
-        def update(done: int, total: int | None) -> None:
-            prog.update(task, completed=done, total=total)
-
-        return update
-
-    with prog:
         yield bar

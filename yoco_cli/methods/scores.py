@@ -156,70 +156,12 @@ REGISTRY["ssp"] = Metric("ssp", "selection", True, None,
                          "k-means prototypes on the final model's embedding (chosen at prune time)")
 
 
-def _eval_setup(device, batch_size: int) -> int:
-    """The engine's eval batch for the device (64-128 beats 512 on CPU) and its malloc tuning."""
-    import torch
-
-    from ..nn.device import tune_malloc
-    from ..nn.engine import default_eval_batch
-
-    tune_malloc()  # keeps large activations in the heap: ~2x on CPU eval passes (engine's measurement)
-    return batch_size or default_eval_batch(torch.device(device))
-
-
-def model_outputs(model, x, y, device, batch_size: int = 0, want_features: bool = False) -> dict:
-    """One eval-mode pass: entropy and loss per sample (and `embed` features when asked).
-
-    `x` must already be in the model's input space (the caller normalises per value space).
-    """
-    import torch
+def logit_scores(logits, y) -> dict:
+    """Entropy and cross-entropy per sample from the final model's eval-mode logits (spec 3.5-3.6)."""
     import torch.nn.functional as F
 
-    batch_size = _eval_setup(device, batch_size)
-    model = model.to(device)
-    was_training = model.training
-    model.eval()
-    ent, nll, feats = [], [], []
-    # embed + classifier in one pass when the model is split that way (every engine model is)
-    split = want_features and hasattr(model, "embed") and hasattr(model, "classifier")
-    with torch.no_grad():
-        for i in range(0, x.shape[0], batch_size):
-            xb = x[i:i + batch_size].to(device)
-            yb = y[i:i + batch_size].to(device)
-            if split:
-                f = model.embed(xb)
-                feats.append(f.flatten(1).float().cpu())
-                logits = model.classifier(f).float()
-            else:
-                if want_features and hasattr(model, "embed"):
-                    feats.append(model.embed(xb).flatten(1).float().cpu())
-                logits = model(xb).float()
-            q = logits.softmax(1)
-            ent.append((-(q * (q + 1e-10).log()).sum(1)).cpu())
-            nll.append(F.cross_entropy(logits, yb, reduction="none").cpu())
-    model.train(was_training)
-    out = {"entropy": torch.cat(ent) if ent else torch.zeros(0), "loss": torch.cat(nll) if nll else torch.zeros(0)}
-    if want_features:
-        out["features"] = torch.cat(feats) if feats else torch.zeros(0, 0)
-    return out
-
-
-def embed_features(model, x, device, batch_size: int = 0):
-    """The model's `embed` output, flattened, eval mode (ssp's k-means space, spec 3.7)."""
-    import torch
-
-    if not hasattr(model, "embed"):
-        raise UsageError(f"the model {type(model).__name__} has no embed(); ssp needs one")
-    batch_size = _eval_setup(device, batch_size)
-    model = model.to(device)
-    was_training = model.training
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for i in range(0, x.shape[0], batch_size):
-            out.append(model.embed(x[i:i + batch_size].to(device)).flatten(1).float().cpu())
-    model.train(was_training)
-    return torch.cat(out)
+    q = logits.softmax(1)
+    return {"entropy": -(q * (q + 1e-10).log()).sum(1), "loss": F.cross_entropy(logits, y, reduction="none")}
 
 
 # -- all scores of several runs ----------------------------------------------------------------

@@ -44,7 +44,6 @@ import torch.nn.functional as F
 from .. import tensors
 from ..errors import UsageError
 from .augment import DSA, DEFAULT_STRATEGY, ImageNetAug, cutmix, mixed_loss
-from .device import tune_malloc
 from .models import model_from_spec, uses_batchnorm
 
 Hook = Callable[[int, torch.Tensor, torch.Tensor], None]
@@ -351,7 +350,6 @@ def train(spec: dict, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *, see
     A checkpoint is only taken when all seeds train as one group (one seed, or batched).
     """
     device = torch.device(device)
-    tune_malloc()
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise UsageError("no seeds to train")
@@ -535,51 +533,57 @@ class _GroupRun:
 
 # -- value spaces -------------------------------------------------------------------------------
 
-def dataset_stats(dataset: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) the reference normalizes `dataset` with (spec 1.2; digits: its train split)."""
-    from ..data import real
-
-    if dataset in real.STATS:
-        return real.STATS[dataset]
-    ds = real.load(dataset)
-    return tuple(ds.mean), tuple(ds.std)
+def set_normalization(value_space: str, stats: tuple) -> tuple | None:
+    """What the engine applies to a set's images: raw01 -> the dataset's (mean, std); normalized/zca -> nothing."""
+    return tuple(stats) if value_space == "raw01" else None
 
 
-def set_normalization(value_space: str, dataset: str) -> tuple | None:
-    """What the engine applies to a set's images: raw01 -> dataset stats; normalized/zca -> nothing."""
-    return dataset_stats(dataset) if value_space == "raw01" else None
-
-
-def prepare_test(value_space: str, dataset: str, x_test: torch.Tensor) -> torch.Tensor:
-    """A real (raw [0, 1]) test split brought into the space the set's network sees."""
+def prepare_test(value_space: str, stats: tuple, x_test: torch.Tensor) -> torch.Tensor:
+    """A real (raw [0, 1]) test split brought into the space the set's network sees; `stats` is
+    the dataset's (mean, std) (stages.datasets.dataset_stats)."""
     if value_space == "zca":
         raise UsageError("this set is ZCA-whitened; testing it needs the ZCA transform of its source, "
                          "which yoco does not have", "evaluate a raw01 or normalized set")
-    mean, std = dataset_stats(dataset)
+    mean, std = stats
     return _normalizer((mean, std), x_test.device)(x_test.float())
 
 
 # -- inference helpers (scores, eval) ------------------------------------------------------------
 
 @torch.no_grad()
-def infer(model: nn.Module, x: torch.Tensor, device: torch.device | str = "cpu", normalize: tuple | None = None,
-          what: str = "logits", batch_size: int = 0) -> torch.Tensor:
-    """Eval-mode logits (`what="logits"`) or `embed` features of x, batched; returned on the CPU."""
+def eval_pass(model: nn.Module, x: torch.Tensor, device: torch.device | str = "cpu", normalize: tuple | None = None,
+              batch_size: int = 0, features: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The one eval-mode batch loop: (logits, flattened `embed` features or None) of x, on the CPU.
+
+    Models split into `embed` + `classifier` (every engine model) give both in one pass.
+    """
     device = torch.device(device)
-    tune_malloc()
     norm = _normalizer(normalize, device)
+    was_training = model.training
     model = model.to(device).eval()
-    fn = model.embed if what == "embed" else model
+    split = hasattr(model, "embed") and hasattr(model, "classifier")
+    if features and not hasattr(model, "embed"):
+        raise UsageError(f"the model {type(model).__name__} has no embed(); its features cannot be taken")
     bs = batch_size or default_eval_batch(device)
-    outs = []
+    logits, feats = [], []
     for s in range(0, x.shape[0], bs):
         xb = x[s:s + bs].to(device, torch.float32)
-        outs.append(fn(norm(xb) if norm is not None else xb).float().cpu())
-    return torch.cat(outs) if outs else torch.zeros(0)
+        xb = norm(xb) if norm is not None else xb
+        if features and split:
+            f = model.embed(xb)
+            feats.append(f.flatten(1).float().cpu())
+            logits.append(model.classifier(f).float().cpu())
+            continue
+        if features:
+            feats.append(model.embed(xb).flatten(1).float().cpu())
+        logits.append(model(xb).float().cpu())
+    model.train(was_training)
+    out = torch.cat(logits) if logits else torch.zeros(0)
+    return out, ((torch.cat(feats) if feats else torch.zeros(0, 0)) if features else None)
 
 
 def accuracy(model: nn.Module, x, y, device="cpu", normalize=None, batch_size: int = 0) -> float:
-    logits = infer(model, x, device, normalize, "logits", batch_size)
+    logits, _ = eval_pass(model, x, device, normalize, batch_size)
     return float((logits.argmax(1) == y.cpu()).double().mean()) if len(y) else float("nan")
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from ..errors import UsageError
 from ..store import Manifest, Store, run_cached
+from .datasets import load_real
 from .sets import set_result
 
 STAGE = "condense"
@@ -53,8 +54,8 @@ def default_ref(dataset: str, method: str, ipc: int) -> str:
 
 def plan(req: Request, real) -> tuple[dict, int]:
     """Resolve the full parameter set (the cache key's params) and the checkpoint interval."""
-    from ..methods import condense as methods
-    from ..methods.condense.common import check_ipc
+    from .. import condense as methods
+    from ..condense.common import check_ipc
 
     mod = methods.get(req.method)
     factor = req.factor if req.factor is not None else default_factor(real.name)
@@ -80,12 +81,11 @@ def plan(req: Request, real) -> tuple[dict, int]:
 
 def run(store: Store, req: Request, on_iteration=None, on_start=None) -> Result:
     """Condense (or find in the cache) and name the result. `on_start(total)` fires on a cache miss."""
-    from ..data import real as real_data
-    from ..methods import condense as methods
-    from ..methods.condense.common import dataset_digest
+    from .. import condense as methods
+    from ..condense.common import dataset_digest
 
     methods.get(req.method)  # fail on an unknown method before loading any data
-    real = real_data.load(req.dataset, store=store)
+    real = load_real(req.dataset, store)
     params, every = plan(req, real)
     ref = req.name or default_ref(real.name, req.method, req.ipc)
     store.check_ref_name(ref)
@@ -100,8 +100,8 @@ def run(store: Store, req: Request, on_iteration=None, on_start=None) -> Result:
 
 def _compute(store, tmp, key, req, real, params, digest, every, on_iteration, on_start):
     from ..data.condensed import CondensedSet
-    from ..methods import condense as methods
-    from ..methods.condense.common import Checkpointer, Job
+    from .. import condense as methods
+    from ..condense.common import Checkpointer, Job
 
     mod = methods.get(req.method)
     device = _device(req.device) if mod.ITERATIVE else "cpu"

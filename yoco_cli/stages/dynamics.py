@@ -28,6 +28,8 @@ from typing import Any, Callable, Optional
 from ..data.condensed import CondensedSet
 from ..errors import IntegrityError, UsageError
 from ..store import Manifest, StageResult, Store, run_cached
+from ..progress import SILENT, Reporter
+from .datasets import dataset_stats, load_real
 from .seeded import check_run_count, group_manifest, run_seeds
 
 RUN_STAGE, STAGE, VERSION = "dynamics-run", "dynamics", 2  # 2: scores from float16 log-probs (spec 2.3)
@@ -125,8 +127,8 @@ def compute_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, *
     x, y, _ = cset.decoded()
     together = engine.plan_batched(spec, dev, seeds, batched)
     _check_memory(int(y.shape[0]), cfg.epochs, seeds if together else 1)
-    norm = engine.set_normalization(cset.value_space, cset.dataset)
-    test = _test_split(cset, cfg)
+    norm = engine.set_normalization(cset.value_space, dataset_stats(cset.dataset, store))
+    test = _test_split(store, cset, cfg)
     params = {"model": spec, "train": cfg.params(), "normalize": list(map(list, norm)) if norm else None,
               "value_space": cset.value_space}
     inputs = {"set": _set_digest(set_manifest)}
@@ -183,14 +185,13 @@ def engine_device(dev) -> str:
     return describe(dev)
 
 
-def _test_split(cset: CondensedSet, cfg) -> tuple | None:
+def _test_split(store: Store, cset: CondensedSet, cfg) -> tuple | None:
     if not cfg.eval_at:
         return None
-    from ..data import real
     from ..nn.engine import prepare_test
 
-    ds = real.load(cset.dataset)
-    return prepare_test(cset.value_space, cset.dataset, ds.test_x), ds.test_y
+    ds = load_real(cset.dataset, store)
+    return prepare_test(cset.value_space, (ds.mean, ds.std), ds.test_x), ds.test_y
 
 
 def _group_meta(cset, set_manifest, spec, epochs, seed_list, runs, source, n) -> dict:
@@ -326,9 +327,21 @@ def import_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, fi
 
 # -- for consumers (scores, prune) ------------------------------------------------------------------
 
-def ensure_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, **overrides) -> Manifest:
-    """The set's dynamics with its preset (plus overrides), computed now if not cached."""
-    return compute_dynamics(store, set_manifest, cset, **overrides)[0]
+def ensure_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, reporter: Reporter = SILENT,
+                    **overrides) -> Manifest:
+    """The set's dynamics with its preset (plus overrides), computed now if not cached, with a
+    progress bar over every seed's epochs on the reporter."""
+    with reporter.progress() as prog:
+        task = prog.add_task("dynamics", total=None, status="")
+        sized: list[bool] = []
+
+        def on_epoch(info) -> None:
+            if not sized:  # the epoch count is the preset's: known once training starts
+                sized.append(True)
+                prog.update(task, total=overrides.get("seeds", 3) * info.epochs)
+            prog.update(task, advance=len(info.seeds), status=f"loss {sum(info.loss) / len(info.loss):.3f}")
+
+        return compute_dynamics(store, set_manifest, cset, on_epoch=on_epoch, **overrides)[0]
 
 
 def load_dynamics(store: Store, manifest: Manifest) -> list[tuple[Any, Any, Optional[dict]]]:

@@ -26,6 +26,7 @@ from ..data.condensed import CondensedSet
 from ..errors import UsageError
 from ..store import Manifest, StageResult, Store
 from .dynamics import DIGITS_MODEL
+from .datasets import load_real
 from .seeded import check_run_count, group_manifest, run_seeds
 
 RUN_STAGE, STAGE, VERSION = "eval-run", "eval", 1
@@ -140,11 +141,9 @@ def _set_target(store: Store, m: Manifest, cset: CondensedSet) -> _Target:
 def _full_target(store: Store, dataset: str | None) -> _Target:
     import torch
 
-    from ..data import real
-
     if not dataset:
         raise UsageError("name a dataset to evaluate its full training split")
-    ds = real.load(dataset, store=store)
+    ds = load_real(dataset, store)
     ipc = int(torch.bincount(ds.train_y, minlength=ds.num_classes).max())
     return _Target(f"{dataset} (full train split)", dataset, ds.train_x, ds.train_y, "raw01", ds.num_classes,
                    ipc, 1, {"train": tensor_digest(ds.train_x, ds.train_y)})
@@ -152,7 +151,6 @@ def _full_target(store: Store, dataset: str | None) -> _Target:
 
 def _evaluate(store: Store, t: _Target, *, repeats: int = 3, device: str = "auto", batched: str = "auto",
               on_epoch: Callable | None = None, **overrides) -> tuple[Manifest, dict]:
-    from ..data import real
     from ..nn import engine
     from ..nn.device import resolve_device
 
@@ -161,9 +159,10 @@ def _evaluate(store: Store, t: _Target, *, repeats: int = 3, device: str = "auto
         raise UsageError(f"{t.label} has no images to train on")
     dev = resolve_device(device)
     spec, cfg = plan(t.dataset, t.num_classes, int(t.x.shape[1]), int(t.x.shape[-1]), t.ipc, t.factor, **overrides)
-    ds = real.load(t.dataset, store=store)
-    test = (engine.prepare_test(t.value_space, t.dataset, ds.test_x), ds.test_y)
-    norm = engine.set_normalization(t.value_space, t.dataset)
+    ds = load_real(t.dataset, store)
+    stats = (tuple(ds.mean), tuple(ds.std))
+    test = (engine.prepare_test(t.value_space, stats, ds.test_x), ds.test_y)
+    norm = engine.set_normalization(t.value_space, stats)
     params = {"dataset": t.dataset, "model": spec, "train": cfg.params(), "value_space": t.value_space,
               "normalize": list(map(list, norm)) if norm else None}
     inputs = {**t.inputs, "test": tensor_digest(ds.test_x, ds.test_y)}

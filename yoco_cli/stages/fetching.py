@@ -23,6 +23,7 @@ from typing import Callable
 from ..errors import FetchError, IntegrityError, UsageError
 from ..fetch import gdrive, http
 from ..fetch.registry import Entry
+from ..progress import SILENT, Reporter
 from ..store import Manifest, StageResult, Store, run_cached, run_key
 
 STAGE = "download"
@@ -218,8 +219,9 @@ def missing(store: Store, entries: list[Entry]) -> list[Entry]:
     return [e for e in entries if e.scheme != "local" and cached(store, e) is None]
 
 
-def download_all(store: Store, entries: list[Entry], opts: Options, bars: bool = True) -> list[Entry]:
-    """Download every missing file (with progress bars on the output sink); returns those fetched.
+def download_all(store: Store, entries: list[Entry], opts: Options, bars: bool = True,
+                 reporter: Reporter = SILENT) -> list[Entry]:
+    """Download every missing file (with progress bars on the reporter); returns those fetched.
     Offline: all or nothing, and the error names every missing file."""
     todo = missing(store, entries)
     if not todo:
@@ -231,16 +233,16 @@ def download_all(store: Store, entries: list[Entry], opts: Options, bars: bool =
             ensure_download(store, e, opts)
         return todo
     # the bars close before any import/decode starts: Rich allows one live display at a time
-    with http.progress_bars() as bar:
+    with http.progress_bars(reporter) as bar:
         with_bar = Options(**{**opts.__dict__, "bar": bar})
         for e in todo:
             ensure_download(store, e, with_bar)
     return todo
 
 
-def fetch(store: Store, entries: list[Entry], opts: Options) -> list[Outcome]:
+def fetch(store: Store, entries: list[Entry], opts: Options, reporter: Reporter = SILENT) -> list[Outcome]:
     """Download what is missing, then import/decode each group."""
-    fetched = {e.name for e in download_all(store, entries, opts)}
+    fetched = {e.name for e in download_all(store, entries, opts, reporter=reporter)}
     outcomes = [_finish(store, kind, group, es, opts) for kind, group, es in groups(entries)]
     for o in outcomes:
         o.cached = o.cached and not (set(o.sha256) & fetched)
@@ -249,7 +251,7 @@ def fetch(store: Store, entries: list[Entry], opts: Options) -> list[Outcome]:
 
 def _finish(store: Store, kind: str, group: str, entries: list[Entry], opts: Options) -> Outcome:
     if kind == "local":
-        from ..fetch import datasets
+        from . import datasets
 
         m, hit = datasets.prepare_local(store, group, opts.source)
         return Outcome(group, "dataset", m.stage, m.key, hit, m.meta.get("summary", ""))
@@ -260,7 +262,7 @@ def _finish(store: Store, kind: str, group: str, entries: list[Entry], opts: Opt
     if kind == "set":
         m, hit = import_set(store, group, entries, [m for m, _ in downloads])
     elif kind == "dataset":
-        from ..fetch import datasets
+        from . import datasets
 
         m, hit = datasets.prepare(store, group, opts)
     else:

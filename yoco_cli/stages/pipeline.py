@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import UsageError
+from ..progress import SILENT, Reporter
 from ..store import Manifest, Store
 
 # the main table's rows, in its order; "lbpe" with its defaults (easy, balanced) is YOCO
@@ -59,12 +60,10 @@ class PipelineRequest:
         parts += [f"--{k} {v}" for k, v in outputs.items() if v]
         return " ".join(parts)
 
-    def check(self) -> None:
+    def check(self, reporter: Reporter = SILENT) -> None:
         self.metrics = [ALIASES.get(m, m) for m in self.metrics]
         if self.ccs_beta is not None and "ccs" not in self.metrics:
-            from ..cli import output
-
-            output.get().warn("--ccs-beta has no effect without the ccs metric")
+            reporter.warn("--ccs-beta has no effect without the ccs metric")
         bad = [m for m in self.metrics if m not in MAIN_METRICS + ["loss"]]
         if bad:
             raise UsageError(f"unknown metric {bad[0]!r}", f"use any of {', '.join(MAIN_METRICS)} (lbpe = yoco)")
@@ -119,14 +118,15 @@ def plan_size(req: PipelineRequest) -> int:
     return 1 + 1 + 1 + pruned + pruned + 1  # source, dynamics, scores, prunes, evals, source eval
 
 
-def run(store: Store, req: PipelineRequest, on_step: Callable[[Step], None] | None = None) -> dict:
+def run(store: Store, req: PipelineRequest, on_step: Callable[[Step], None] | None = None,
+        reporter: Reporter = SILENT) -> dict:
     """Run (or find in the cache) every stage; returns what the report needs to filter on."""
-    req.check()
+    req.check(reporter)
     tell = on_step or (lambda s: None)
     set_m, cset, label = _source(store, req, tell)
     if req.ipc != cset.ipc:
         raise UsageError(f"the source set has IPC {cset.ipc}, not {req.ipc}", f"pass --ipc {cset.ipc}")
-    betas = ccs_betas(req, cset)  # every check that needs no training, before any training
+    betas = ccs_betas(req, cset, reporter)  # every check that needs no training, before any training
     dyn_m, table = _dynamics_and_scores(store, req, set_m, cset, tell)
     pruned = _prune_all(store, req, set_m, cset, table, dyn_m, tell, betas)
     evals = [_evaluate(store, req, m, tell) for m in [set_m] + pruned]
@@ -153,20 +153,19 @@ def _source(store: Store, req: PipelineRequest, tell) -> tuple[Manifest, object,
 def _dynamics_and_scores(store, req, set_m, cset, tell):
     from ..methods.scores import ScoreOptions
     from .dynamics import compute_dynamics
-    from .score import ensure_scores, load_scores
+    from .score import load_scores, scores_for_set
 
     over = {"epochs": req.dynamics_epochs} if req.dynamics_epochs else {}
     dyn_m, info = compute_dynamics(store, set_m, cset, seeds=req.seeds, device=req.device, **over)
     tell(Step("dynamics", f"dynamics x{req.seeds}", not info.get("computed")))
-    score_m, cached = ensure_scores(store, dyn_m, set_m, cset, ScoreOptions(), device=req.device)
+    score_m, cached, _ = scores_for_set(store, set_m, cset, ScoreOptions(), dyn_m=dyn_m, device=req.device)
     tell(Step("scores", "scores", cached))
     return dyn_m, load_scores(store, score_m)
 
 
-def ccs_betas(req: PipelineRequest, cset) -> dict[int, float]:
+def ccs_betas(req: PipelineRequest, cset, reporter: Reporter = SILENT) -> dict[int, float]:
     """CCS's hard-cut ratio per target: --ccs-beta, else the reference's table. The table has no
     digits row; digits (10 classes, like CIFAR-10) borrows CIFAR-10's ratio for the same IPCs."""
-    from ..cli import output
     from ..methods import presets
 
     if "ccs" not in req.metrics:
@@ -181,7 +180,7 @@ def ccs_betas(req: PipelineRequest, cset) -> dict[int, float]:
             if cset.dataset != "digits":
                 raise
             out[t] = presets.ccs_beta("cifar10", cset.ipc, t)
-            output.get().warn(f"no CCS cut ratio for digits {cset.ipc}->{t} in the reference; "
+            reporter.warn(f"no CCS cut ratio for digits {cset.ipc}->{t} in the reference; "
                               f"using CIFAR-10's ({out[t]}), or pass --ccs-beta")
     return out
 

@@ -146,8 +146,8 @@ def _check_targets(scores, labels) -> None:
 
 
 def _features(store: Store, cset, dyn_m: Manifest, opts: PruneOptions):
-    from ..methods.scores import embed_features
     from ..nn.device import resolve_device
+    from ..nn.engine import eval_pass
     from .dynamics import load_dynamics
     from .score import model_input
 
@@ -159,7 +159,7 @@ def _features(store: Store, cset, dyn_m: Manifest, opts: PruneOptions):
         raise UsageError("these dynamics carry no final model weights; ssp needs them",
                          "record dynamics with yoco (reference pickles hold no weights)")
     x = model_input(cset, cset.decoded()[0])
-    return embed_features(model, x, resolve_device(opts.device)).numpy()
+    return eval_pass(model, x, resolve_device(opts.device), features=True)[1].numpy()
 
 
 def _compute(store, tmp, set_m, cset, ipc_to, rule, opts, params, source, scores, dyn_m) -> StageResult:

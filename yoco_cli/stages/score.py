@@ -23,6 +23,7 @@ from typing import Callable
 
 from ..errors import IntegrityError, UsageError
 from ..methods import scores as S
+from ..progress import SILENT, Reporter
 from ..store import Manifest, StageResult, Store, run_cached
 
 STAGE = "score"
@@ -42,8 +43,9 @@ def condense_key(cset) -> str | None:
 def model_input(cset, x):
     """Decoded images -> the model's input space, exactly as the engine trained on them (P4: never twice)."""
     from ..nn.engine import set_normalization
+    from .datasets import dataset_stats
 
-    stats = set_normalization(cset.value_space, cset.dataset)
+    stats = set_normalization(cset.value_space, dataset_stats(cset.dataset))
     if stats is None:
         return x
     import torch
@@ -106,13 +108,42 @@ def _score_runs(runs, cset, opts, setting, device, on_step) -> dict:
                 x = model_input(cset, cset.decoded()[0])
             from ..nn.device import resolve_device
 
-            out = S.model_outputs(model, x, labels, resolve_device(device))
+            out = model_outputs(model, x, labels, resolve_device(device))
             values.update(entropy=out["entropy"], loss=out["loss"])
         for name, v in values.items():
             per_seed.setdefault(name, []).append(v.float())
             infos.setdefault(name, []).append(info.get(name, {}))
     # a metric only some runs have (a run without weights) is averaged over the runs that have it
     return {"targets": labels.long(), "per_seed": per_seed, "infos": infos}
+
+
+def scores_for_set(store: Store, set_m: Manifest, cset, opts: "S.ScoreOptions", *, dyn_m: Manifest | None = None,
+                   device: str = "auto", dynamics: dict | None = None,
+                   reporter: Reporter = SILENT) -> tuple[Manifest, bool, Manifest]:
+    """A set's scores: its dynamics (the preset's plus `dynamics` overrides, trained now when missing,
+    unless `dyn_m` names them), then every score. Returns (scores manifest, cached, dynamics manifest).
+    This is the one place that chains the two stages: prune, score and the pipeline all call it."""
+    from .dynamics import ensure_dynamics
+
+    if dyn_m is None:
+        dyn_m = ensure_dynamics(store, set_m, cset, reporter=reporter, device=device, **(dynamics or {}))
+    with reporter.progress(transient=True) as prog:
+        task = prog.add_task("scoring", total=None, status="")
+        m, cached = ensure_scores(store, dyn_m, set_m, cset, opts, device,
+                                  on_step=lambda step: prog.update(task, status=step))
+    return m, cached, dyn_m
+
+
+def model_outputs(model, x, y, device, batch_size: int = 0, want_features: bool = False) -> dict:
+    """One eval-mode pass of the final model: entropy and loss per sample (and its `embed`
+    features when asked). `x` must already be in the model's input space (see `model_input`)."""
+    from ..nn.engine import eval_pass
+
+    logits, feats = eval_pass(model, x, device, batch_size=batch_size, features=want_features)
+    out = S.logit_scores(logits, y.cpu())
+    if want_features:
+        out["features"] = feats
+    return out
 
 
 def _write(tmp: Path, res: dict, setting, source: str) -> StageResult:

@@ -11,7 +11,7 @@ No second-order gradients and no network training: the cheapest condensation on 
 """
 from __future__ import annotations
 
-from ...errors import UsageError
+from ..errors import UsageError
 from .common import (Job, Outcome, check_numbers, class_indices, final_outcome, generator, image_state,
                      iteration_seed, run_loop, sample_indices, sgd_momentum_step)
 from .idc import build_net
@@ -54,8 +54,8 @@ def embedding_loss(model, x_real, x_syn):
 def run(job: Job) -> Outcome:
     import torch
 
-    from ...data.decode import decode_zoom
-    from ...nn.augment import DSA
+    from ..data.decode import decode_zoom
+    from ..nn.augment import DSA
 
     s = job.params
     validate(s)

@@ -1,4 +1,4 @@
-"""Readers for the real datasets' published on-disk formats, and their cache in the store.
+"""Readers for the real datasets' published on-disk formats: files in, arrays out.
 
     cifar10, cifar100   the python tarballs (pickled dicts of uint8 arrays), canonical 50k/10k split
     svhn                train_32x32.mat / test_32x32.mat (label 10 means digit 0)
@@ -6,10 +6,9 @@
     imagenet10          the 10 classes of spec 1.5 from a local ImageNet folder, Resize 224 + CenterCrop 224
     folder:PATH         any ImageFolder tree of image files (PATH/train + PATH/test, or one tree split)
 
-Each is decoded once into the store (stage `dataset`: uint8 images, int64 labels, one
-safetensors file) and named (`cifar10`, ...), so later loads read one file. Pickles are
-read by an unpickler that can build numpy arrays and nothing else: no code runs.
-Importing this module registers the loaders with `data.real`.
+Pure functions: no store, no network, no output. The `dataset` stage (stages/datasets.py)
+downloads the files, calls these readers once and keeps the decoded arrays in the store.
+Pickles are read by an unpickler that can build numpy arrays and nothing else: no code runs.
 """
 from __future__ import annotations
 
@@ -17,18 +16,15 @@ import codecs
 import gzip
 import hashlib
 import io
-import os
 import pickle
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..data import real
+from . import real
 from ..errors import IntegrityError, UsageError
 
-STAGE = "dataset"
-VERSION = 1
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
 # Spec 1.5: the first 10 WNIDs of the reference's class list, labels 0..9 in this order.
 IMAGENET10_WNIDS = ("n02869837", "n01749939", "n02488291", "n02107142", "n13037406",
@@ -37,15 +33,6 @@ FOLDER_TEST_FRACTION = 0.2
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"]
-# Normalisation stats: CIFAR/ImageNet per spec 1.2; SVHN/MNIST/Fashion as in IDC's data.py.
-STATS = dict(real.STATS)
-STATS.update({
-    "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
-    "mnist": ((0.1307,), (0.3081,)),
-    "fashion": ((0.2861,), (0.3530,)),
-})
-
-
 @dataclass
 class Decoded:
     """What a reader returns: numpy uint8 images (N, C, H, W), int64 labels, class names."""
@@ -339,8 +326,8 @@ def read_folder(root: Path, rows, classes, crop: int | None = None, tick=lambda:
     return Decoded(tx, ty, vx, vy, list(classes), {"format": "imagefolder"})
 
 
-# -- the `dataset` stage ------------------------------------------------------------------
-SPECS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Path]], Decoded]]] = {
+# -- which files each downloadable dataset needs, and its reader -----------------------------
+READERS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Path]], Decoded]]] = {
     "cifar10": (("archive",), lambda f: read_cifar(f["archive"], 10)),
     "cifar100": (("archive",), lambda f: read_cifar(f["archive"], 100)),
     "svhn": (("train", "test"), lambda f: read_svhn(f["train"], f["test"])),
@@ -351,95 +338,15 @@ SPECS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Path]], Decoded]]] =
 }
 
 
-def _stats(name: str, d: Decoded) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    if name in STATS:
-        return STATS[name]
+def channel_stats(name: str, d: Decoded) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    if name in real.STATS:
+        return real.STATS[name]
     import numpy as np  # a user's folder: the train split's own per-channel stats
 
     x = d.train_x.astype(np.float64) / 255.0
     std = [round(float(v), 4) for v in x.std(axis=(0, 2, 3))]
     # a constant channel has std 0: leave it unscaled rather than divide by zero
     return (tuple(round(float(v), 4) for v in x.mean(axis=(0, 2, 3))), tuple(v if v > 0 else 1.0 for v in std))
-
-
-def _save(tmp: Path, name: str, d: Decoded, extra: dict, label: str | None = None):
-    import torch
-
-    from .. import tensors
-    from ..store import StageResult
-
-    mean, std = _stats(name, d)
-    meta = {"name": name, "classes": d.classes, "mean": list(mean), "std": list(std), **d.meta, **extra}
-    path = tensors.save(tmp / "dataset.safetensors", {
-        "train_x": torch.from_numpy(d.train_x), "train_y": torch.from_numpy(d.train_y),
-        "test_x": torch.from_numpy(d.test_x), "test_y": torch.from_numpy(d.test_y)}, meta)
-    shape = list(d.train_x.shape[1:])
-    summary = (f"{label or name}: {len(d.train_y)} train + {len(d.test_y)} test images {shape}, "
-               f"{len(d.classes)} classes")
-    return StageResult({"data": path}, {**meta, "summary": summary, "train": len(d.train_y),
-                                        "test": len(d.test_y), "shape": shape})
-
-
-def _store(store):
-    from ..store import Store
-
-    return (store or Store()).ensure()
-
-
-def prepare(store, name: str, opts=None):
-    """Download (if allowed) and decode a registered dataset; (manifest, cached)."""
-    from ..stages import fetching
-    from ..store import run_cached
-    from . import registry
-
-    if name not in SPECS:
-        raise UsageError(f"yoco has no reader for the dataset {name!r}",
-                         f"readers exist for {', '.join(SPECS)}; for image files use folder:PATH")
-    roles, reader = SPECS[name]
-    entries = {e.attrs.get("role"): e for e in registry.load() if e.kind == "dataset" and e.group == name}
-    lost = [r for r in roles if r not in entries]
-    if lost:
-        raise UsageError(f"the registry has no {name} file for {', '.join(lost)}",
-                         "add `<name> sha256:...|- URL kind=dataset dataset=NAME role=ROLE` with YOCO_REGISTRY")
-    opts = opts or fetching.Options()
-    todo = fetching.missing(store, [entries[r] for r in roles])
-    if todo and fetching.offline_requested(opts.offline):
-        raise fetching.offline_error(todo)
-    downloads = {r: fetching.ensure_download(store, entries[r], opts)[0] for r in roles}
-    inputs = {r: m.digest("file") for r, m in downloads.items()}
-
-    def compute(tmp: Path, key: str):
-        files = {r: store.object_path(d) for r, d in inputs.items()}
-        return _save(tmp, name, reader(files), {"source": "registry"})
-
-    return run_cached(store, STAGE, VERSION, {"name": name}, inputs, compute, ref=name)
-
-
-def prepare_folder(store, root: Path, crop: int | None = None, name: str | None = None, wnids=None):
-    """An ImageFolder tree (or the ImageNet-10 subset of one) into the store, keyed by content."""
-    from ..store import run_cached
-
-    if wnids is None:
-        classes, rows = scan_folder(root)
-        split = "train/ and test/ (or val/) folders" if (root / "train").is_dir() else \
-            f"one tree: per class, files ordered by sha256 of their path, first {FOLDER_TEST_FRACTION:.0%} to test"
-        params = {"reader": "imagefolder", "split": split}
-    else:
-        classes, rows = scan_imagenet(root, wnids)
-        params = {"reader": "imagenet-subset", "classes": list(wnids), "resize_crop": crop}
-    params["tree"] = tree_digest([(f"{r[3]}/{r[0]}", r[1]) for r in rows])
-    label = name or f"folder:{root}"
-
-    def compute(tmp: Path, key: str):
-        from ..cli import output
-
-        with output.get().progress(transient=True) as prog:
-            task = prog.add_task(f"reading {label}", total=len(rows), status="")
-            d = read_folder(root, rows, classes, crop=crop, tick=lambda: prog.advance(task))
-        d.meta["split"] = params.get("split", "train/ and val/ folders")
-        return _save(tmp, name or "folder", d, {"source": str(root)}, label=root.name if name is None else name)
-
-    return run_cached(store, STAGE, VERSION, params, {}, compute, ref=name)
 
 
 def scan_imagenet(root: Path, wnids) -> tuple[list[str], list[tuple[str, Path, int, str]]]:
@@ -457,74 +364,3 @@ def scan_imagenet(root: Path, wnids) -> tuple[list[str], list[tuple[str, Path, i
         for label, w in enumerate(wnids):
             rows.extend((p.relative_to(root).as_posix(), p, label, split) for p in _images_under(base / w))
     return list(wnids), rows
-
-
-def prepare_local(store, name: str, source: Path | None):
-    """Datasets that cannot be downloaded (ImageNet-10): read them from `source`."""
-    if name != "imagenet10":
-        raise UsageError(f"no reader for the local dataset {name}")
-    source = source or (Path(os.environ["YOCO_IMAGENET_DIR"]) if os.environ.get("YOCO_IMAGENET_DIR") else None)
-    if source is None:
-        hit = _ref_run(store, name)
-        if hit is not None:
-            return hit, True
-        raise UsageError("ImageNet cannot be downloaded: give a local copy",
-                         "`yoco fetch imagenet10 --source PATH` (PATH/train/<wnid>/, PATH/val/<wnid>/) "
-                         "or set YOCO_IMAGENET_DIR")
-    return prepare_folder(store, Path(source).expanduser(), crop=224, name=name, wnids=IMAGENET10_WNIDS)
-
-
-def _ref_run(store, name: str):
-    ref = store.refs().get(name)
-    return store.load_run(*ref) if ref and ref[0] == STAGE else None
-
-
-# -- loading into the RealDataset interface ---------------------------------------------------
-def to_real(store, m, name: str) -> real.RealDataset:
-    from .. import tensors
-
-    ts, meta = tensors.load(store.object_path(m.digest("data")))
-    f = lambda t: t.float().div_(255.0)  # noqa: E731 (stored as uint8: exact and 4x smaller)
-    return real.RealDataset(name=name, train_x=f(ts["train_x"]), train_y=ts["train_y"].long(),
-                            test_x=f(ts["test_x"]), test_y=ts["test_y"].long(), classes=list(meta["classes"]),
-                            mean=tuple(meta["mean"]), std=tuple(meta["std"]),
-                            meta={k: v for k, v in meta.items() if k not in ("classes", "mean", "std")})
-
-
-def _loader(name: str):
-    def load(store=None) -> real.RealDataset:
-        from ..stages.fetching import Options
-
-        from ..stages import fetching
-        from . import registry
-
-        s = _store(store)
-        entries = [e for e in registry.load() if e.kind == "dataset" and e.group == name]
-        if fetching.missing(s, entries) and not fetching.offline_requested():
-            from ..cli import output
-
-            output.get().info(f"{name} is not in the store yet: downloading it (`yoco fetch {name}` does this ahead)")
-        fetching.download_all(s, entries, Options())
-        m, _ = prepare(s, name, Options())
-        return to_real(s, m, name)
-
-    return load
-
-
-def load_imagenet10(store=None) -> real.RealDataset:
-    s = _store(store)
-    m, _ = prepare_local(s, "imagenet10", None)
-    return to_real(s, m, "imagenet10")
-
-
-def load_folder(path: str, store=None) -> real.RealDataset:
-    s = _store(store)
-    root = Path(path).expanduser()
-    m, _ = prepare_folder(s, root)
-    return to_real(s, m, f"folder:{path}")
-
-
-for _name in SPECS:
-    real.register(_name, _loader(_name))
-real.register("imagenet10", load_imagenet10)
-real.register("folder", load_folder)

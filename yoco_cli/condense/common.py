@@ -15,13 +15,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from ... import tensors
-from ...errors import UsageError
+from .. import tensors
+from ..errors import UsageError
 
 if TYPE_CHECKING:
     import torch
 
-    from ...data.real import RealDataset
+    from ..data.real import RealDataset
 
 
 # -- the real data ----------------------------------------------------------------------------
@@ -45,7 +45,7 @@ def class_indices(labels: "torch.Tensor", num_classes: int) -> list["torch.Tenso
 
 def check_ipc(real: "RealDataset", ipc: int, factor: int) -> None:
     """Each class must hold IPC*f^2 real images (what mix init and the random baseline consume)."""
-    from ...data.decode import check_factor
+    from ..data.decode import check_factor
 
     if ipc < 1:
         raise UsageError(f"--ipc must be at least 1, got {ipc}")

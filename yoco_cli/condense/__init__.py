@@ -10,7 +10,7 @@ import importlib
 import math
 from types import ModuleType
 
-from ...errors import UsageError
+from ..errors import UsageError
 
 METHODS = {
     "idc": "idc",            # Kim et al. ICML'22, multi-formation gradient matching (spec 6.1)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-from ...errors import UsageError
+from ..errors import UsageError
 from .common import (Job, Outcome, check_numbers, class_indices, final_outcome, generator, image_state,
                      iteration_seed, run_loop, sample_indices, seeded_global, sgd_momentum_step)
 
@@ -101,7 +101,7 @@ def grad_match_loss(model, x_real, y_real, x_syn, y_syn, metric: str):
 
 def build_net(job: Job, it: int):
     """A fresh network for outer iteration `it`, initialised from (seed, it) on the CPU, then moved."""
-    from ...nn.models import build_model, parse_model_arg
+    from ..nn.models import build_model, parse_model_arg
 
     name, options = parse_model_arg(job.params["model"])
     real = job.real
@@ -137,7 +137,7 @@ def train_net(model, opt, x_all, y_all, batches, s: dict, normalize, gen) -> Non
     The engine's `train` builds its own fresh models per run; IDC's network lives through an
     outer iteration, so this loop drives the same DSA/CutMix functions itself.
     """
-    from ...nn.augment import DSA, cutmix, mixed_loss
+    from ..nn.augment import DSA, cutmix, mixed_loss
 
     aug = DSA(s["net_aug"], siamese=False)
     model.train()
@@ -157,8 +157,8 @@ def train_net(model, opt, x_all, y_all, batches, s: dict, normalize, gen) -> Non
 def run(job: Job) -> Outcome:
     import torch
 
-    from ...data.decode import decode_zoom
-    from ...nn.augment import DSA
+    from ..data.decode import decode_zoom
+    from ..nn.augment import DSA
 
     s = job.params
     validate(s)
