@@ -5,6 +5,7 @@ import pytest
 
 from yoco_cli.errors import UsageError
 from yoco_cli.stages import evaluate as E
+from yoco_cli.stages import training
 
 from test_dynamics import digits_subset  # tests/ is on sys.path (no __init__.py)
 
@@ -57,7 +58,7 @@ def test_interrupted_eval_resumes_cleanly(cli, store):
 
 
 def test_presets_and_epoch_rule():
-    assert [E.ipc_epochs(ipc, 3) for ipc in (1, 5, 10, 20, 50, 100)] == [2000, 1500, 1000, 1000, 500, 300]
+    assert [training.ipc_epochs(ipc, 3) for ipc in (1, 5, 10, 20, 50, 100)] == [2000, 1500, 1000, 1000, 500, 300]
     spec, cfg = E.plan("imagenet10", 10, 3, 224, 10, 3)
     assert spec["name"] == "resnet10_ap" and cfg.epochs == 1000 and cfg.dsa == "" and cfg.cutmix_p == 1.0
     assert cfg.imagenet_aug and cfg.schedule == "epoch" and cfg.eval_at == (250, 500, 750, 1000)

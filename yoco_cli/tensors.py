@@ -35,8 +35,14 @@ def load(path: Path | str, device: str = "cpu") -> tuple[dict[str, Any], dict]:
     return tensors, json.loads(meta_raw)
 
 
-def read_meta(path: Path | str) -> dict:
-    from safetensors import safe_open
+def digest(*tensors: Any) -> str:
+    """sha256 over tensors' shape, dtype and bytes, in order: the one name of in-memory data (a
+    real split) in cache keys. Files are named by `store.sha256_file` of their bytes instead."""
+    import hashlib
 
-    with safe_open(str(path), framework="pt") as f:
-        return json.loads((f.metadata() or {}).get("yoco", "{}"))
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().contiguous().cpu()
+        h.update(f"{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()

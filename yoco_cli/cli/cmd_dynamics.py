@@ -9,8 +9,10 @@ import typer
 from ..errors import UsageError
 from . import output
 from .common import DeviceOpt, JsonOpt, complete_set_refs, get_store, set_json
+from .training_options import check_switches, options
 
 TRAIN_PANEL = "Training (defaults: the dataset's preset, spec section 2)"
+TRAIN = options("dynamics", TRAIN_PANEL, "seeds")
 REF_PANEL = "Reading the reference's files"
 
 
@@ -23,31 +25,17 @@ def dynamics_cmd(
         metavar="SET", help="A condensed set: name, key prefix or file.", autocompletion=complete_set_refs,
         show_default=False)],
     seeds: Annotated[int, typer.Option("--seeds", help="Number of runs (seeds 0..N-1), as the paper's 3.")] = 3,
-    epochs: Annotated[Optional[int], typer.Option(
-        "--epochs", help="Epochs (preset: 1000; digits 100).", rich_help_panel=TRAIN_PANEL, show_default=False)] = None,
-    batch_size: Annotated[Optional[int], typer.Option(
-        "--batch-size", help="Batch size (preset 64).", rich_help_panel=TRAIN_PANEL, show_default=False)] = None,
-    lr: Annotated[Optional[float], typer.Option(
-        "--lr", help="SGD learning rate (preset 0.01).", rich_help_panel=TRAIN_PANEL, show_default=False)] = None,
-    model: Annotated[Optional[str], typer.Option(
-        "--model", help="convnet | resnet10_ap | resnet10_bn | resnet18_bn | densenet | tv:NAME, options as "
-                        "convnet:width=64,depth=2 (preset: ConvNet-3; ResNetAP-10 for imagenet10).",
-        rich_help_panel=TRAIN_PANEL, show_default=False)] = None,
-    aug: Annotated[Optional[str], typer.Option(
-        "--aug", help="DSA strategy, e.g. color_crop_flip_scale_rotate (the preset), or none.",
-        rich_help_panel=TRAIN_PANEL, show_default=False)] = None,
-    cutmix: Annotated[Optional[float], typer.Option(
-        "--cutmix", help="CutMix probability per batch (preset 0.5; 0 disables).", rich_help_panel=TRAIN_PANEL,
-        show_default=False)] = None,
+    epochs: TRAIN.epochs = None,
+    batch_size: TRAIN.batch_size = None,
+    lr: TRAIN.lr = None,
+    model: TRAIN.model = None,
+    aug: TRAIN.aug = None,
+    cutmix: TRAIN.cutmix = None,
     test_every: Annotated[Optional[int], typer.Option(
         "--test-every", help="Also test on the real test split every K epochs (off by default: no score uses it).",
         rich_help_panel=TRAIN_PANEL, show_default=False)] = None,
-    batched: Annotated[str, typer.Option(
-        "--batched", help="auto | on | off: train the seeds as one stacked model (auto: on CUDA).",
-        rich_help_panel=TRAIN_PANEL)] = "auto",
-    compile_: Annotated[str, typer.Option(
-        "--compile", help="auto | on | off: torch.compile the model (auto: long CPU runs on >= 32 px).",
-        rich_help_panel=TRAIN_PANEL)] = "auto",
+    batched: TRAIN.batched = "auto",
+    compile_: TRAIN.compile = "auto",
     from_file: Annotated[Optional[list[Path]], typer.Option(
         "--from-file", help="Read the reference's td-ipc*.pickle instead of training (repeat: one per seed). "
                             "No code in it runs; a pickle that asks to run code is refused (exit 3).",
@@ -67,34 +55,34 @@ def dynamics_cmd(
     Examples: `yoco dynamics digits/random/ipc10 --seeds 3`,
     `yoco dynamics idc/cifar10/ipc10 --from-file td-ipc10.pickle --checkpoint ckpt-last.pt`
     """
-    from ..stages import dynamics as D
+    from ..stages import dynamics as dynamics_stage
     from ..stages.sets import resolve_set
 
     o = set_json(json_)
     store = get_store()
     if name is not None:
         store.check_ref_name(name)
-    for opt, value in (("--batched", batched), ("--compile", compile_)):
-        if value not in ("auto", "on", "off"):
-            raise UsageError(f"{opt} {value!r}", "use auto, on or off")
+    check_switches(batched=batched, compile=compile_)
     set_m, cset = resolve_set(store, target)
     if from_file:
         if checkpoint and len(checkpoint) != len(from_file):
             raise UsageError(f"{len(checkpoint)} --checkpoint for {len(from_file)} --from-file",
                              "give one checkpoint per dynamics file")
         o.info(f"reading {len(from_file)} reference dynamics file(s) for {target}")
-        group, info = D.import_dynamics(store, set_m, cset, list(from_file), list(checkpoint or []), model=model,
-                                        ref=name)
+        group, info = dynamics_stage.import_dynamics(store, set_m, cset, list(from_file), list(checkpoint or []),
+                                                     model=model, ref=name)
     else:
         if checkpoint:
             raise UsageError("--checkpoint goes with --from-file", "drop it to train here")
-        group, info = _train(o, store, set_m, cset, D, seeds=seeds, device=device, batched=batched, ref=name,
+        group, info = _train(o, store, set_m, cset, seeds=seeds, device=device, batched=batched, ref=name,
                              epochs=epochs, batch_size=batch_size, lr=lr, model=model, aug=aug, cutmix=cutmix,
                              test_every=test_every, compile=compile_)
-    _report(o, store, group, info, D)
+    _report(o, store, group, info)
 
 
-def _train(o, store, set_m, cset, D, seeds: int, **kw):
+def _train(o, store, set_m, cset, seeds: int, **kw):
+    from ..stages import dynamics as dynamics_stage
+
     with o.progress() as prog:
         tasks: dict[tuple, int] = {}
 
@@ -108,11 +96,13 @@ def _train(o, store, set_m, cset, D, seeds: int, **kw):
             test = f" test {sum(ev.test_acc) / len(ev.test_acc):.3f}" if ev.test_acc else ""
             prog.update(tasks[key], completed=ev.epoch + 1, status=f"loss {loss:.3f} acc {acc:.3f}{test}")
 
-        return D.compute_dynamics(store, set_m, cset, seeds=seeds, on_epoch=on_epoch, **kw)
+        return dynamics_stage.compute_dynamics(store, set_m, cset, seeds=seeds, on_epoch=on_epoch, **kw)
 
 
-def _report(o, store, group, info, D) -> None:
-    rows = D.summary_rows(store, group)
+def _report(o, store, group, info) -> None:
+    from ..stages import dynamics as dynamics_stage
+
+    rows = dynamics_stage.summary_rows(store, group)
     computed = set(info.get("computed") or [])
     refs = store.refs_to(group.stage, group.key)
     meta = group.meta

@@ -1,15 +1,17 @@
 """`yoco eval SET`: the paper's evaluation protocol (spec 5) on the real test split, cached."""
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from ..errors import UsageError
 from . import output
 from .common import DeviceOpt, JsonOpt, complete_set_refs, get_store, set_json
+from .training_options import check_switches, options
 
 TRAIN_PANEL = "Training (defaults: the dataset's preset, spec section 5)"
+TRAIN = options("eval", TRAIN_PANEL, "repeats")
 
 
 def register(app: typer.Typer) -> None:
@@ -22,31 +24,16 @@ def eval_cmd(
                                "(e.g. digits) for its full training split.", autocompletion=complete_set_refs,
         show_default=False)],
     repeats: Annotated[int, typer.Option("--repeats", help="Seeded training runs per set (seeds 0..N-1).")] = 3,
-    model: Annotated[Optional[str], typer.Option(
-        "--model", help="Cross-architecture: convnet | resnet10_bn | densenet | resnet10_ap | resnet18_bn | "
-                        "tv:NAME, options as convnet:width=64 (preset: ConvNet-3; ResNetAP-10 for imagenet10).",
-        rich_help_panel=TRAIN_PANEL, show_default=False)] = None,
-    epochs: Annotated[Optional[int], typer.Option(
-        "--epochs", help="Epochs (preset 1000; digits 200; imagenet10 by IPC).", rich_help_panel=TRAIN_PANEL,
-        show_default=False)] = None,
-    batch_size: Annotated[Optional[int], typer.Option(
-        "--batch-size", help="Batch size (preset 64).", rich_help_panel=TRAIN_PANEL, show_default=False)] = None,
-    lr: Annotated[Optional[float], typer.Option(
-        "--lr", help="SGD learning rate (preset 0.01).", rich_help_panel=TRAIN_PANEL, show_default=False)] = None,
-    aug: Annotated[Optional[str], typer.Option(
-        "--aug", help="DSA strategy (preset color_crop_flip_scale_rotate; imagenet10 none), or none.",
-        rich_help_panel=TRAIN_PANEL, show_default=False)] = None,
-    cutmix: Annotated[Optional[float], typer.Option(
-        "--cutmix", help="CutMix probability per batch (preset 0.5; imagenet10 1.0).", rich_help_panel=TRAIN_PANEL,
-        show_default=False)] = None,
+    model: TRAIN.model = None,
+    epochs: TRAIN.epochs = None,
+    batch_size: TRAIN.batch_size = None,
+    lr: TRAIN.lr = None,
+    aug: TRAIN.aug = None,
+    cutmix: TRAIN.cutmix = None,
     full: Annotated[bool, typer.Option(
         "--full", help="Evaluate the full real training split of each SET's dataset instead of the set.")] = False,
-    batched: Annotated[str, typer.Option(
-        "--batched", help="auto | on | off: train the repeats as one stacked model (auto: on CUDA).",
-        rich_help_panel=TRAIN_PANEL)] = "auto",
-    compile_: Annotated[str, typer.Option(
-        "--compile", help="auto | on | off: torch.compile the model (auto: long CPU runs on >= 32 px).",
-        rich_help_panel=TRAIN_PANEL)] = "auto",
+    batched: TRAIN.batched = "auto",
+    compile_: TRAIN.compile = "auto",
     device: DeviceOpt = "auto",
     json_: JsonOpt = False,
 ) -> None:
@@ -57,9 +44,7 @@ def eval_cmd(
     """
     o = set_json(json_)
     store = get_store()
-    for opt, value in (("--batched", batched), ("--compile", compile_)):
-        if value not in ("auto", "on", "off"):
-            raise UsageError(f"{opt} {value!r}", "use auto, on or off")
+    check_switches(batched=batched, compile=compile_)
     params = dict(repeats=repeats, model=model, epochs=epochs, batch_size=batch_size, lr=lr, aug=aug,
                   cutmix=cutmix, batched=batched, compile=compile_, device=device)
     resolved = [_resolve(store, t, full) for t in targets]  # fail on a bad name before any training
@@ -93,7 +78,7 @@ def _resolve(store, target: str, full: bool):
 
 
 def _one(prog, store, label, set_m, cset, dataset, params) -> dict:
-    from ..stages import evaluate as E
+    from ..stages import evaluate as eval_stage
 
     task = prog.add_task(f"eval {label}", total=None, status="")
 
@@ -104,6 +89,6 @@ def _one(prog, store, label, set_m, cset, dataset, params) -> dict:
         test = f" test {max(ev.test_acc):.3f}" if ev.test_acc else ""
         prog.update(task, advance=len(ev.seeds), status=f"seed {ev.seeds[0]} loss {ev.loss[0]:.3f}{test}")
 
-    m, info = E.run_eval(store, set_m, cset, dataset, on_epoch=on_epoch, **params)
+    m, info = eval_stage.run_eval(store, set_m, cset, dataset, on_epoch=on_epoch, **params)
     prog.update(task, visible=False)
-    return E.result_row(m, cached=not info["computed"])
+    return eval_stage.result_row(m, cached=not info["computed"])

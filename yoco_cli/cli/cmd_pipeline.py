@@ -56,13 +56,13 @@ def pipeline_cmd(
     """
     import time
 
-    from ..stages import pipeline as P
+    from ..stages import pipeline as pipeline_stage
     from ..stages import report as rep
 
     o = out()
     store = get_store()
-    req = P.PipelineRequest(dataset=dataset, set_ref=set_ref, method=method, ipc=ipc, factor=factor,
-                            targets=parse_targets(to), metrics=metrics or list(P.MAIN_METRICS),
+    req = pipeline_stage.PipelineRequest(dataset=dataset, set_ref=set_ref, method=method, ipc=ipc, factor=factor,
+                            targets=parse_targets(to), metrics=metrics or list(pipeline_stage.MAIN_METRICS),
                             tables=tables or ["main"], seeds=seeds,
                             repeats=repeats, per_seed=not mean_scores, condense_iterations=condense_iterations,
                             dynamics_epochs=dynamics_epochs, eval_epochs=eval_epochs, ccs_beta=ccs_beta,
@@ -73,15 +73,15 @@ def pipeline_cmd(
     for path in (plot, markdown):
         if path is not None:
             check_output_file(path)
-    t0, trained0 = time.perf_counter(), P.training_runs(store)
+    t0, trained0 = time.perf_counter(), pipeline_stage.training_runs(store)
     with o.progress() as prog:
-        task = prog.add_task("pipeline", total=P.plan_size(req), status="")
+        task = prog.add_task("pipeline", total=pipeline_stage.plan_size(req), status="")
 
-        def on_step(step: P.Step) -> None:
+        def on_step(step: pipeline_stage.Step) -> None:
             prog.update(task, advance=1, status=step.label + (" (cached)" if step.cached else ""))
 
-        result = P.run(store, req, on_step, reporter=o)
-    trained = P.training_runs(store) - trained0
+        result = pipeline_stage.run(store, req, on_step, reporter=o)
+    trained = pipeline_stage.training_runs(store) - trained0
     records = rep.filter_records(rep.collect(store), result["dataset"], result["source"])
     records = [r for r in records if r.ipc_to is None or r.ipc_to in req.targets]
     tables = rep.build_tables(records, req.tables, "best", req.metrics)

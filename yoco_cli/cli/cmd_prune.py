@@ -147,7 +147,7 @@ def prune_cmd(
     Examples: `yoco prune --from 10 --to 1 --metric lbpe --balanced`,
     `yoco prune idc/cifar10/ipc10 --to 1 2 5 --key forgetting_easy_balance`
     """
-    from ..stages import prune as P
+    from ..stages import prune as prune_stage
 
     o = set_json(json_)
     store = get_store()
@@ -168,24 +168,24 @@ def prune_cmd(
     from ..methods import presets, select
 
     for t in targets:  # every check that needs no computation, before any training starts
-        select.keep_counts(cset.ipc, t, P.unit(cset), cset.decoded_count)
+        select.keep_counts(cset.ipc, t, prune_stage.unit(cset), cset.decoded_count)
         if rule.metric == "ccs":
             presets.cut_count(ccs_beta if ccs_beta is not None else presets.ccs_beta(cset.dataset, cset.ipc, t), 1)
     _check_destinations(cset, targets, export, export_format, indices)
-    popts = P.PruneOptions(seed=seed, score_run=score_run, ccs_beta=ccs_beta, ccs_strata=ccs_strata,
+    popts = prune_stage.PruneOptions(seed=seed, score_run=score_run, ccs_beta=ccs_beta, ccs_strata=ccs_strata,
                            ccs_random=ccs_random, ssp_duplicates=ssp_duplicates, ssp_run=ssp_run, device=device)
     table, dyn_m = _upstream(o, store, set_m, cset, rule, targets, sopts, scores, dynamics, device,
                              dynamics_overrides(dynamics_epochs, dynamics_seeds))
     results = []
     for t in targets:
         # a model for ssp at an IPC the given score file has no list for: train only when no --scores
-        # were named (else P.prune says to give --dynamics rather than start a long run unasked)
-        if P.needs(rule, table, t) == "model" and dyn_m is None and not scores:
+        # were named (else prune_stage.prune says to give --dynamics rather than start a long run unasked)
+        if prune_stage.needs(rule, table, t) == "model" and dyn_m is None and not scores:
             dyn_m = _dynamics(o, store, set_m, cset, dynamics, device,
                               dynamics_overrides(dynamics_epochs, dynamics_seeds))
         with o.progress(transient=True) as prog:
             prog.add_task(f"pruning to IPC {t}", total=None, status=rule.label)
-            m, cached = P.prune(store, set_m, cset, t, rule, popts, table, dyn_m)
+            m, cached = prune_stage.prune(store, set_m, cset, t, rule, popts, table, dyn_m)
         results.append(_outputs(o, store, m, cached, t, targets, export, export_format, indices))
     _report(o, results, cset)
 
@@ -193,15 +193,15 @@ def prune_cmd(
 def _check_destinations(cset, targets, export, export_format, indices) -> None:
     """--export/--indices that cannot be written fail now, not after the dynamics have trained."""
     from ..data.formats import check_export
-    from ..stages import prune as P
+    from ..stages import prune as prune_stage
 
     if export is not None:
         fmt = check_export(export_format, cset.value_space)
         for t in targets:
-            P.check_output_file(_target_path(export, t, len(targets) > 1), folder=fmt == "mtt")
+            prune_stage.check_output_file(_target_path(export, t, len(targets) > 1), folder=fmt == "mtt")
     if indices is not None:
         for t in targets:
-            P.check_output_file(_target_path(indices, t, len(targets) > 1))
+            prune_stage.check_output_file(_target_path(indices, t, len(targets) > 1))
 
 
 def _dynamics(o, store, set_m, cset, ref, device, overrides):
@@ -214,18 +214,18 @@ def _dynamics(o, store, set_m, cset, ref, device, overrides):
 
 def _upstream(o, store, set_m, cset, rule, targets, sopts, scores_ref, dyn_ref, device, overrides):
     """The score table the rule reads (None for random), computing dynamics and scores when missing."""
-    from ..stages import prune as P
+    from ..stages import prune as prune_stage
     from ..stages.score import load_scores
 
     if scores_ref:
         sm = store.resolve(scores_ref, stage="score", what="score artifact")
         dyn_m = _dynamics(o, store, set_m, cset, dyn_ref, device, overrides) if dyn_ref else None
         return load_scores(store, sm), dyn_m
-    if all(P.needs(rule, None, t) == "set" for t in targets):
+    if all(prune_stage.needs(rule, None, t) == "set" for t in targets):
         return None, None
     dyn_m = _dynamics(o, store, set_m, cset, dyn_ref, device, overrides)
     o.info(f"dynamics: {_name(store, dyn_m)} ({dyn_m.meta.get('summary', '')})")
-    if all(P.needs(rule, None, t) == "model" for t in targets):
+    if all(prune_stage.needs(rule, None, t) == "model" for t in targets):
         return None, dyn_m
     from ..stages.score import scores_for_set
 
@@ -248,7 +248,7 @@ def _target_path(path: Path, t: int, several: bool) -> Path:
 
 
 def _outputs(o, store, m, cached, t, targets, export, export_format, indices) -> dict:
-    from ..stages import prune as P
+    from ..stages import prune as prune_stage
 
     ref = store.refs_to(m.stage, m.key)
     doc = {"ref": ref[0] if ref else None, "key": m.key, "cached": cached, "to": t,
@@ -257,12 +257,12 @@ def _outputs(o, store, m, cached, t, targets, export, export_format, indices) ->
     several = len(targets) > 1
     if export is not None:
         path = _target_path(export, t, several)
-        for note in P.export(store, m, path, export_format):
+        for note in prune_stage.export(store, m, path, export_format):
             o.info(f"note: {note}")
         doc["export"] = str(path)
     if indices is not None:
         path = _target_path(indices, t, several)
-        P.write_indices(store, m, path)
+        prune_stage.write_indices(store, m, path)
         doc["indices"] = str(path)
     return doc
 

@@ -9,7 +9,6 @@ an uninterrupted one whatever the checkpoint interval.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
 from pathlib import Path
@@ -27,13 +26,8 @@ if TYPE_CHECKING:
 # -- the real data ----------------------------------------------------------------------------
 
 def dataset_digest(real: "RealDataset") -> str:
-    """sha256 of the training split's tensors (shape, dtype, bytes): what a condensed set came from."""
-    h = hashlib.sha256()
-    for t in (real.train_x, real.train_y):
-        t = t.detach().contiguous().cpu()
-        h.update(f"{tuple(t.shape)}|{t.dtype}|".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
+    """What a condensed set came from: the digest of the training split's tensors."""
+    return tensors.digest(real.train_x, real.train_y)
 
 
 def class_indices(labels: "torch.Tensor", num_classes: int) -> list["torch.Tensor"]:

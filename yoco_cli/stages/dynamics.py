@@ -20,78 +20,38 @@ result is byte-identical to an uninterrupted one.
 """
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..data.condensed import CondensedSet
 from ..errors import IntegrityError, UsageError
 from ..store import Manifest, StageResult, Store, run_cached
+from ..store.store import sha256_file
 from ..progress import SILENT, Reporter
+from . import training
 from .datasets import dataset_stats, load_real
+from .training import TrainPreset
 from .seeded import check_run_count, group_manifest, run_seeds
 
 RUN_STAGE, STAGE, VERSION = "dynamics-run", "dynamics", 2  # 2: scores from float16 log-probs (spec 2.3)
 CHECKPOINT_EVERY_S = 30.0
 
 
-@dataclass(frozen=True)
-class Preset:
-    model: str = "convnet"
-    model_options: dict = field(default_factory=dict)
-    epochs: int = 1000
-    batch_size: int = 64
-    lr: float = 0.01
-    dsa: str = "color_crop_flip_scale_rotate"
-    cutmix_p: float = 0.5
-    imagenet_aug: bool = False
-
-
-# spec 2.2. digits is ours: on 8x8 inputs a third conv block instance-normalizes 2x2 maps
-# (measured on 100 random digits, 100 epochs: 66% test accuracy with three blocks, 88% with
-# two), so digits uses ConvNet-2 of width 64; 100 epochs keep it to seconds on a CPU.
-DIGITS_MODEL = {"width": 64, "depth": 2}
-PRESETS: dict[str, Preset] = {
-    "cifar10": Preset(),
-    "cifar100": Preset(),
-    "imagenet10": Preset(model="resnet10_ap", imagenet_aug=True),
-    "digits": Preset(model_options=DIGITS_MODEL, epochs=100),
-}
-
-
-def preset_for(dataset: str) -> Preset:
-    return PRESETS.get(dataset, PRESETS["cifar10"])
+def preset_for(dataset: str) -> TrainPreset:
+    return training.preset("dynamics", dataset)
 
 
 def _set_digest(m: Manifest) -> str:
     return m.digest("set")
 
 
-def plan(cset: CondensedSet, *, epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
-         model: str | None = None, aug: str | None = None, cutmix: float | None = None,
-         test_every: int | None = None, compile: str = "auto"):
-    """(model spec, TrainConfig) for a set: its dataset's preset with the given overrides."""
-    from ..nn.engine import TrainConfig
-    from ..nn.models import parse_model_arg
-    from .modelcheck import checked_spec
-
-    p = preset_for(cset.dataset)
-    name, options = (parse_model_arg(model) if model else (p.model, dict(p.model_options)))
+def plan(cset: CondensedSet, *, test_every: int | None = None, **overrides):
+    """(model spec, TrainConfig) for a set: its dataset's preset with the given overrides (epochs,
+    batch_size, lr, model, aug, cutmix, compile); the LR decays per iteration as in the reference."""
     shape = cset.images.shape
-    spec = checked_spec(name, options, cset.num_classes, int(shape[1]), int(shape[-1]))
-    eps = epochs if epochs is not None else p.epochs
-    eval_at: tuple[int, ...] = ()
-    if test_every is not None:  # 0 is refused, not taken as "off" (leaving the option out is off)
-        if test_every < 1:
-            raise UsageError(f"--test-every must be at least 1, got {test_every}")
-        eval_at = tuple(range(test_every, eps + 1, test_every)) + (eps,)
-    dsa = p.dsa if aug is None else ("" if aug.lower() in ("", "none", "off") else aug)
-    cfg = TrainConfig(epochs=eps, batch_size=p.batch_size if batch_size is None else batch_size,
-                      lr=p.lr if lr is None else lr, schedule="iteration",
-                      dsa=dsa, cutmix_p=p.cutmix_p if cutmix is None else cutmix, imagenet_aug=p.imagenet_aug,
-                      eval_at=eval_at, compile=compile)
-    return spec, cfg
+    return training.plan(preset_for(cset.dataset), num_classes=cset.num_classes, channels=int(shape[1]),
+                         image_size=int(shape[-1]), schedule="iteration",
+                         eval_at=lambda eps: training.every_k_epochs(test_every, eps), **overrides)
 
 
 # -- recording with the engine -------------------------------------------------------------------
@@ -119,7 +79,7 @@ def compute_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, *
     """Train `seeds` models on the decoded set, recording dynamics; returns (group manifest, info)."""
     from ..data.dynamics import Recorder
     from ..nn import engine
-    from ..nn.device import resolve_device
+    from ..nn.device import describe, resolve_device
 
     check_run_count(seeds, "--seeds")
     dev = resolve_device(device)
@@ -150,7 +110,7 @@ def compute_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, *
         last = res.history[-1] if res.history else {}
         meta = {"seed": seed, "epochs": cfg.epochs, "num_samples": int(y.shape[0]),
                 "final_loss": last.get("loss"), "final_acc": last.get("acc"),
-                "test_acc": {str(k): v for k, v in res.evals.items()}, "device": engine_device(dev),
+                "test_acc": {str(k): v for k, v in res.evals.items()}, "device": describe(dev),
                 "compiled": res.compiled, "batched": res.batched,
                 "summary": f"seed {seed}: {cfg.epochs} epochs of {spec['name']} on {int(y.shape[0])} decoded images"}
         return StageResult(outputs={"stats": dyn.save(tmp / "dynamics.safetensors"),
@@ -179,12 +139,6 @@ def _check_memory(samples: int, epochs: int, runs_at_once: int) -> None:
                          f"per-epoch statistics; this machine has {have / 2**30:.3g} GiB", "use fewer --epochs")
 
 
-def engine_device(dev) -> str:
-    from ..nn.device import describe
-
-    return describe(dev)
-
-
 def _test_split(store: Store, cset: CondensedSet, cfg) -> tuple | None:
     if not cfg.eval_at:
         return None
@@ -210,14 +164,6 @@ def _default_ref(store: Store, set_manifest: Manifest) -> str:
 
 
 # -- the reference's td-*.pickle files -------------------------------------------------------------
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def read_reference_pickle(path: Path, targets, num_classes: int, seed: int = 0):
     """Replay a reference `td-ipc*.pickle` (spec 2.3) through the same Recorder the engine feeds."""
@@ -293,8 +239,8 @@ def import_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, fi
             raise UsageError(f"{p} does not exist or is not a file")
     spec = plan(cset, model=model)[0] if checkpoints else None
     _, y, _ = cset.decoded()
-    digests = [_sha256(Path(f)) for f in files]
-    ck_digests = [_sha256(Path(c)) for c in checkpoints]
+    digests = [sha256_file(Path(f)) for f in files]
+    ck_digests = [sha256_file(Path(c)) for c in checkpoints]
     runs: dict[int, Manifest] = {}
     epochs = 0
     for seed, (f, d) in enumerate(zip(files, digests)):
@@ -359,13 +305,6 @@ def load_dynamics(store: Store, manifest: Manifest) -> list[tuple[Any, Any, Opti
             model = load_model(store.object_path(manifest.digest(f"seed{s}/model")))
         out.append((dyn, model, getattr(model, "spec", None) or manifest.meta.get("model")))
     return out
-
-
-def find_dynamics(store: Store, set_manifest: Manifest) -> list[Manifest]:
-    """Every dynamics group recorded for a set (newest last)."""
-    digest = _set_digest(set_manifest)
-    runs = [m for m in store.all_runs(STAGE) if m.inputs.get("set") == digest]
-    return sorted(runs, key=lambda m: m.provenance.get("created", ""))
 
 
 def summary_rows(store: Store, group: Manifest) -> list[dict]:

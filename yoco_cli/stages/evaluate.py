@@ -9,90 +9,42 @@ into the same space.
 
 Storage: stage "eval-run" per repeat (output "result", a small JSON with best/last/curve),
 stage "eval" for the group (outputs "seed{r}/result"; meta holds the means and stds), keyed
-by the set's digest (or the real training split's digest for `evaluate_full`), the test
+by the set's digest (or the real training split's digest for a full-split run), the test
 split's digest, the model spec and the training config. The same request twice is instant;
 more repeats later compute only the new ones.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from .. import tensors
 from ..data.condensed import CondensedSet
 from ..errors import UsageError
 from ..store import Manifest, StageResult, Store
-from .dynamics import DIGITS_MODEL
+from . import training
 from .datasets import load_real
 from .seeded import check_run_count, group_manifest, run_seeds
+from .training import TrainPreset
 
-RUN_STAGE, STAGE, VERSION = "eval-run", "eval", 1
-
-
-@dataclass(frozen=True)
-class EvalPreset:
-    model: str = "convnet"
-    model_options: dict = field(default_factory=dict)
-    epochs: Optional[int] = 1000  # None: ImageNet's ipc_epoch rule
-    batch_size: int = 64
-    lr: float = 0.01
-    dsa: str = "color_crop_flip_scale_rotate"
-    cutmix_p: float = 0.5
-    imagenet_aug: bool = False
+RUN_STAGE, STAGE, VERSION = "eval-run", "eval", 2  # 2: real splits named by tensors.digest
 
 
-EVAL_PRESETS: dict[str, EvalPreset] = {
-    "cifar10": EvalPreset(),
-    "cifar100": EvalPreset(),
-    "imagenet10": EvalPreset(model="resnet10_ap", epochs=None, dsa="", cutmix_p=1.0, imagenet_aug=True),
-    "digits": EvalPreset(model_options=DIGITS_MODEL, epochs=200),
-}
+def eval_preset(dataset: str) -> TrainPreset:
+    return training.preset("eval", dataset)
 
 
-def eval_preset(dataset: str) -> EvalPreset:
-    return EVAL_PRESETS.get(dataset, EVAL_PRESETS["cifar10"])
+def plan(dataset: str, num_classes: int, channels: int, image_size: int, ipc: int, factor: int, **overrides):
+    """(model spec, TrainConfig) of the evaluation preset with overrides (model, epochs, batch_size,
+    lr, aug, cutmix, compile); the LR steps per epoch and the test points are spec 5's."""
+    from ..nn.engine import eval_epochs
 
-
-def ipc_epochs(ipc: int, factor: int) -> int:
-    """ImageNet's epoch rule on decoded images per class (spec 5.2): 2000/1500/1000/500/300."""
-    n = ipc * factor * factor
-    for limit, epochs in ((10, 2000), (50, 1500), (200, 1000), (500, 500)):
-        if n <= limit:
-            return epochs
-    return 300
-
-
-def plan(dataset: str, num_classes: int, channels: int, image_size: int, ipc: int, factor: int, *,
-         model: str | None = None, epochs: int | None = None, batch_size: int | None = None,
-         lr: float | None = None, aug: str | None = None, cutmix: float | None = None, compile: str = "auto"):
-    """(model spec, TrainConfig) of the evaluation preset with overrides."""
-    from ..nn.engine import TrainConfig, eval_epochs
-    from ..nn.models import parse_model_arg
-    from .modelcheck import checked_spec
-
-    p = eval_preset(dataset)
-    name, options = parse_model_arg(model) if model else (p.model, dict(p.model_options))
-    spec = checked_spec(name, options, num_classes, channels, image_size)
-    eps = epochs if epochs is not None else (p.epochs or ipc_epochs(ipc, factor))
-    dsa = p.dsa if aug is None else ("" if aug.lower() in ("", "none", "off") else aug)
-    cfg = TrainConfig(epochs=eps, batch_size=p.batch_size if batch_size is None else batch_size,
-                      lr=p.lr if lr is None else lr, schedule="epoch",
-                      dsa=dsa, cutmix_p=p.cutmix_p if cutmix is None else cutmix, imagenet_aug=p.imagenet_aug,
-                      eval_at=eval_epochs(eps), compile=compile)
-    return spec, cfg
-
-
-def tensor_digest(*ts) -> str:
-    """sha256 over tensors' dtype, shape and bytes (names a real split in cache keys)."""
-    h = hashlib.sha256()
-    for t in ts:
-        t = t.detach().cpu().contiguous()
-        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
+    return training.plan(eval_preset(dataset), num_classes=num_classes, channels=channels, image_size=image_size,
+                         schedule="epoch", default_epochs=training.ipc_epochs(ipc, factor), eval_at=eval_epochs,
+                         **overrides)
 
 
 @dataclass
@@ -114,14 +66,9 @@ def evaluate_set(store: Store, set_manifest: Manifest, cset: CondensedSet, **par
     return run_eval(store, set_manifest, cset, **params)[0]
 
 
-def evaluate_full(store: Store, dataset: str, **params) -> Manifest:
-    """Spec-5 evaluation of the whole real training split of `dataset` (the upper bound)."""
-    return run_eval(store, None, None, dataset, **params)[0]
-
-
 def run_eval(store: Store, set_manifest: Manifest | None, cset: CondensedSet | None, dataset: str | None = None,
              **params) -> tuple[Manifest, dict]:
-    """evaluate_set (a set) or evaluate_full (cset None, a dataset name); also says which repeats ran now."""
+    """evaluate_set (a set) or the full training split (cset None, a dataset name); also says which repeats ran now."""
     target = _set_target(store, set_manifest, cset) if cset is not None else _full_target(store, dataset)
     return _evaluate(store, target, **params)
 
@@ -146,13 +93,13 @@ def _full_target(store: Store, dataset: str | None) -> _Target:
     ds = load_real(dataset, store)
     ipc = int(torch.bincount(ds.train_y, minlength=ds.num_classes).max())
     return _Target(f"{dataset} (full train split)", dataset, ds.train_x, ds.train_y, "raw01", ds.num_classes,
-                   ipc, 1, {"train": tensor_digest(ds.train_x, ds.train_y)})
+                   ipc, 1, {"train": tensors.digest(ds.train_x, ds.train_y)})
 
 
 def _evaluate(store: Store, t: _Target, *, repeats: int = 3, device: str = "auto", batched: str = "auto",
               on_epoch: Callable | None = None, **overrides) -> tuple[Manifest, dict]:
     from ..nn import engine
-    from ..nn.device import resolve_device
+    from ..nn.device import describe, resolve_device
 
     check_run_count(repeats, "--repeats")
     if t.x.shape[0] == 0:
@@ -165,7 +112,7 @@ def _evaluate(store: Store, t: _Target, *, repeats: int = 3, device: str = "auto
     norm = engine.set_normalization(t.value_space, stats)
     params = {"dataset": t.dataset, "model": spec, "train": cfg.params(), "value_space": t.value_space,
               "normalize": list(map(list, norm)) if norm else None}
-    inputs = {**t.inputs, "test": tensor_digest(ds.test_x, ds.test_y)}
+    inputs = {**t.inputs, "test": tensors.digest(ds.test_x, ds.test_y)}
 
     def fit(seeds: list[int], partial: Optional[Path]):
         ck = engine.Checkpoint(partial, 30.0) if partial is not None else None
@@ -179,7 +126,7 @@ def _evaluate(store: Store, t: _Target, *, repeats: int = 3, device: str = "auto
         path = tmp / "result.json"
         path.write_text(json.dumps(doc, sort_keys=True, indent=1) + "\n")
         return StageResult(outputs={"result": path},
-                           meta={**doc, "device": engine_device(dev), "compiled": res.compiled, "batched": res.batched,
+                           meta={**doc, "device": describe(dev), "compiled": res.compiled, "batched": res.batched,
                                  "summary": f"repeat {seed}: best {res.best:.4f} last {res.last:.4f}"})
 
     seeds = list(range(repeats))
@@ -197,12 +144,6 @@ def _evaluate(store: Store, t: _Target, *, repeats: int = 3, device: str = "auto
     return group, {"computed": fresh}
 
 
-def engine_device(dev) -> str:
-    from ..nn.device import describe
-
-    return describe(dev)
-
-
 def summarize(best: list[float], last: list[float]) -> dict:
     def ms(v):
         mean = sum(v) / len(v)
@@ -211,11 +152,6 @@ def summarize(best: list[float], last: list[float]) -> dict:
     bm, bs = ms(best)
     lm, ls = ms(last)
     return {"best_mean": bm, "best_std": bs, "last_mean": lm, "last_std": ls}
-
-
-def find_evals(store: Store, set_manifest: Manifest) -> list[Manifest]:
-    digest = set_manifest.digest("set")
-    return [m for m in store.all_runs(STAGE) if m.inputs.get("set") == digest]
 
 
 def result_row(m: Manifest, cached: bool | None = None) -> dict:

@@ -186,7 +186,7 @@ def ccs_betas(req: PipelineRequest, cset, reporter: Reporter = SILENT) -> dict[i
 
 
 def _prune_all(store, req, set_m, cset, table, dyn_m, tell, betas) -> list[Manifest]:
-    from . import prune as P
+    from . import prune as prune_stage
 
     out = []
     runs = range(req.seeds) if req.per_seed else [None]
@@ -194,9 +194,9 @@ def _prune_all(store, req, set_m, cset, table, dyn_m, tell, betas) -> list[Manif
         for run_ in runs:
             s = run_ if run_ is not None else req.seed
             for t in req.targets:
-                opts = P.PruneOptions(seed=s, score_run=run_, ssp_run=run_ or 0, device=req.device,
+                opts = prune_stage.PruneOptions(seed=s, score_run=run_, ssp_run=run_ or 0, device=req.device,
                                       ccs_beta=betas.get(t))
-                m, cached = P.prune(store, set_m, cset, t, rule, opts, table, dyn_m)
+                m, cached = prune_stage.prune(store, set_m, cset, t, rule, opts, table, dyn_m)
                 tell(Step("prune", f"{rule.label} ipc{t}" + (f" run {run_}" if run_ is not None else ""), cached))
                 out.append(m)
     return out

@@ -22,14 +22,12 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import IntegrityError, UsageError
-from ..methods import scores as S
+from ..methods import scores as score_methods
 from ..progress import SILENT, Reporter
 from ..store import Manifest, StageResult, Store, run_cached
 
 STAGE = "score"
 VERSION = 1
-DYNAMICS_METRICS = ("lbpe", "el2n", "forgetting", "aum", "random")
-MODEL_METRICS = ("entropy", "loss")
 
 
 # -- where a set's numbers live ------------------------------------------------------------------
@@ -70,7 +68,7 @@ def _dyn_inputs(dyn_m: Manifest) -> dict[str, str]:
     return {f"dynamics.{name}": o["digest"] for name, o in sorted(dyn_m.outputs.items())}
 
 
-def ensure_scores(store: Store, dyn_m: Manifest, set_m: Manifest, cset, opts: S.ScoreOptions,
+def ensure_scores(store: Store, dyn_m: Manifest, set_m: Manifest, cset, opts: score_methods.ScoreOptions,
                   device: str = "auto", on_step: Callable[[str], None] | None = None) -> tuple[Manifest, bool]:
     """Score every run of `dyn_m` (computed once; later calls are cache hits)."""
     setting = [condense_key(cset), cset.dataset]
@@ -100,7 +98,7 @@ def _score_runs(runs, cset, opts, setting, device, on_step) -> dict:
         if dyn.num_samples != len(labels) or not torch.equal(dyn.targets.long(), labels.long()):
             raise IntegrityError(f"dynamics run {j} has {dyn.num_samples} samples whose labels do not match "
                                  f"the set's {len(labels)} decoded images", "record dynamics on this set")
-        values, info = S.dynamics_scores(dyn, opts, setting)
+        values, info = score_methods.dynamics_scores(dyn, opts, setting)
         if model is not None:
             if on_step:
                 on_step(f"run {j + 1}/{len(runs)}: entropy and loss (final model)")
@@ -117,8 +115,8 @@ def _score_runs(runs, cset, opts, setting, device, on_step) -> dict:
     return {"targets": labels.long(), "per_seed": per_seed, "infos": infos}
 
 
-def scores_for_set(store: Store, set_m: Manifest, cset, opts: "S.ScoreOptions", *, dyn_m: Manifest | None = None,
-                   device: str = "auto", dynamics: dict | None = None,
+def scores_for_set(store: Store, set_m: Manifest, cset, opts: score_methods.ScoreOptions, *,
+                   dyn_m: Manifest | None = None, device: str = "auto", dynamics: dict | None = None,
                    reporter: Reporter = SILENT) -> tuple[Manifest, bool, Manifest]:
     """A set's scores: its dynamics (the preset's plus `dynamics` overrides, trained now when missing,
     unless `dyn_m` names them), then every score. Returns (scores manifest, cached, dynamics manifest).
@@ -140,7 +138,7 @@ def model_outputs(model, x, y, device, batch_size: int = 0, want_features: bool 
     from ..nn.engine import eval_pass
 
     logits, feats = eval_pass(model, x, device, batch_size=batch_size, features=want_features)
-    out = S.logit_scores(logits, y.cpu())
+    out = score_methods.logit_scores(logits, y.cpu())
     if want_features:
         out["features"] = feats
     return out
@@ -153,7 +151,7 @@ def _write(tmp: Path, res: dict, setting, source: str) -> StageResult:
     for name, vals in res["per_seed"].items():
         for j, v in enumerate(vals):
             ts[f"{name}/seed{j}"] = v
-        ts[f"{name}/mean"] = S.average(vals)
+        ts[f"{name}/mean"] = score_methods.average(vals)
     for name, idx in res.get("ssp", {}).items():
         ts[f"ssp/{name}"] = idx
     stats = summarize({n: ts[f"{n}/mean"] for n in res["per_seed"]})
@@ -167,7 +165,7 @@ def _write(tmp: Path, res: dict, setting, source: str) -> StageResult:
 
 
 def metric_order(name: str) -> int:
-    order = list(S.REGISTRY)
+    order = list(score_methods.REGISTRY)
     return order.index(name) if name in order else len(order)
 
 
@@ -177,7 +175,7 @@ def summarize(means: dict) -> dict:
     ref = means.get("lbpe")
     for name, v in sorted(means.items(), key=lambda kv: metric_order(kv[0])):
         a = v.double()
-        rho = S.spearman(a.numpy(), ref.double().numpy()) if ref is not None else None
+        rho = score_methods.spearman(a.numpy(), ref.double().numpy()) if ref is not None else None
         out[name] = {"min": float(a.min()), "max": float(a.max()), "mean": float(a.mean()), "spearman_lbpe": rho}
     return out
 

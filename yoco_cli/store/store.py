@@ -131,13 +131,6 @@ class Store:
             p.write_bytes(data)
             return self.put_file(p)
 
-    def copy_in(self, src: Path) -> tuple[str, int]:
-        """Copy an outside file into the store (staged, then moved)."""
-        with self.staging() as tmp:
-            p = tmp / "blob"
-            shutil.copyfile(src, p)
-            return self.put_file(p)
-
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:
         """A private temp folder inside the store, removed on exit whatever happens."""

@@ -1,0 +1,58 @@
+"""The training options `yoco dynamics` and `yoco eval` share, declared once.
+
+Their help text quotes the preset tables (stages/training.py) rather than copies of them, so
+`--help` cannot drift from what runs. `options(table)` builds the Annotated types of one
+command: the two commands differ only in which table their defaults come from.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ..errors import UsageError
+from ..stages.training import preset_help
+
+MODELS = "convnet | resnet10_ap | resnet10_bn | resnet18_bn | densenet | tv:NAME, options as convnet:width=64"
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """Annotated parameter types for one command's training options."""
+    epochs: Any
+    batch_size: Any
+    lr: Any
+    model: Any
+    aug: Any
+    cutmix: Any
+    batched: Any
+    compile: Any
+
+
+def options(table: str, panel: str, runs: str) -> TrainingOptions:
+    def opt(flag: str, help_: str):
+        return typer.Option(flag, help=help_, rich_help_panel=panel, show_default=False)
+
+    return TrainingOptions(
+        epochs=Annotated[Optional[int], opt("--epochs", f"Epochs ({preset_help(table, 'epochs')}).")],
+        batch_size=Annotated[Optional[int], opt("--batch-size", f"Batch size ({preset_help(table, 'batch_size')}).")],
+        lr=Annotated[Optional[float], opt("--lr", f"SGD learning rate ({preset_help(table, 'lr')}).")],
+        model=Annotated[Optional[str], opt("--model", f"{MODELS} ({preset_help(table, 'model')}).")],
+        aug=Annotated[Optional[str], opt("--aug", f"DSA strategy, or none ({preset_help(table, 'dsa')}).")],
+        cutmix=Annotated[Optional[float], opt(
+            "--cutmix", f"CutMix probability per batch, 0 disables ({preset_help(table, 'cutmix_p')}).")],
+        batched=Annotated[str, typer.Option(
+            "--batched", help=f"auto | on | off: train the {runs} as one stacked model (auto: on CUDA).",
+            rich_help_panel=panel)],
+        compile=Annotated[str, typer.Option(
+            "--compile", help="auto | on | off: torch.compile the model (auto: long CPU runs on >= 32 px).",
+            rich_help_panel=panel)],
+    )
+
+
+def check_switches(**switches: str) -> None:
+    """--batched / --compile take auto, on or off."""
+    for name, value in switches.items():
+        if value not in ("auto", "on", "off"):
+            raise UsageError(f"--{name} {value!r}", "use auto, on or off")
