@@ -43,7 +43,7 @@ def time_outer(device, inner: int, warmup: int = 1) -> dict:
     import torch
 
     from yoco_cli.data.decode import decode_zoom
-    from yoco_cli.condense import common, idc
+    from yoco_cli.condensation import common, idc
     from yoco_cli.nn.augment import DSA
 
     real = fake_cifar()

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from yoco_cli.data.decode import decode_zoom
 from yoco_cli.data.real import RealDataset
 from yoco_cli.errors import UsageError
-from yoco_cli.condense import common, dm, idc
+from yoco_cli.condensation import common, dm, idc
 from yoco_cli.stages import condense as stage
 
 TINY_IDC = {"iterations": 3, "inner_loop": 2, "n_data": 32, "net_batch": 16, "batch_real": 16,
@@ -99,7 +99,7 @@ def test_herding_ignores_the_seed(store):
 
 
 def test_herding_picks_the_mean_first():
-    from yoco_cli.condense.herding import herd
+    from yoco_cli.condensation.herding import herd
 
     feats = torch.tensor([[0.0], [10.0], [4.0], [6.0], [5.2]], dtype=torch.float64)
     assert herd(feats, 3).tolist()[0] == 4  # closest to the mean 5.04

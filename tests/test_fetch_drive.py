@@ -8,9 +8,9 @@ import pytest
 
 from loopback import Loopback
 from yoco_cli.errors import FetchError
-from yoco_cli.fetch import gdrive, registry
-from yoco_cli.fetch.gdrive import DriveFile
-from yoco_cli.fetch.registry import Entry
+from yoco_cli.remote import gdrive, registry
+from yoco_cli.remote.gdrive import DriveFile
+from yoco_cli.remote.registry import Entry
 from yoco_cli.stages import fetching
 
 PAGES = Path(__file__).parent / "fixtures" / "drive"

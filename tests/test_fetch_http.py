@@ -11,8 +11,8 @@ import pytest
 
 from loopback import Loopback
 from yoco_cli.errors import FetchError, IntegrityError, UsageError
-from yoco_cli.fetch import http
-from yoco_cli.fetch.registry import Entry
+from yoco_cli.remote import http
+from yoco_cli.remote.registry import Entry
 from yoco_cli.stages import fetching
 
 DATA = random.Random(0).randbytes(600_000)  # three 256 KiB chunks: progress moves several times
@@ -250,7 +250,7 @@ def test_registry_lines_are_validated(cli, tmp_path, monkeypatch):
 
 
 def test_bundled_registry_lists_every_published_artifact(cli):
-    from yoco_cli.fetch import registry
+    from yoco_cli.remote import registry
 
     reg = registry.load()
     sets = {e.group for e in reg if e.kind == "set"}

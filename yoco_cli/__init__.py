@@ -1,3 +1,19 @@
-"""yoco: You Only Condense Once -- resize condensed datasets to any IPC."""
+"""yoco: You Only Condense Once -- resize condensed datasets to any IPC.
+
+The command line is `yoco`; from Python the same workflow is these functions (yoco_cli/api.py):
+
+    import yoco_cli as yoco
+    src = yoco.condense("digits", ipc=10, method="random")
+    [one] = yoco.prune(src, to=1, metric="lbpe", balanced=True)
+    print(yoco.evaluate(one, repeats=1).best_mean)
+
+Importing this package does not import torch (the functions import it when they run).
+"""
 
 __version__ = "0.1.0"
+
+from .api import (DynamicsResult, EvalResult, FetchResult, ScoreResult, SetResult, condense,  # noqa: E402
+                  dynamics, evaluate, fetch, load_set, prune, report, score, tune_process)
+
+__all__ = ["load_set", "fetch", "condense", "dynamics", "score", "prune", "evaluate", "report", "tune_process",
+           "SetResult", "DynamicsResult", "ScoreResult", "EvalResult", "FetchResult", "__version__"]

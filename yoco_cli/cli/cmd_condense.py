@@ -13,7 +13,7 @@ METHOD_HELP = "idc (gradient matching) | dm (distribution matching) | random | h
 
 
 def _complete_methods(incomplete: str) -> list[str]:
-    from ..condense import METHODS
+    from ..condensation import METHODS
 
     return [m for m in METHODS if m.startswith(incomplete)]
 
@@ -97,7 +97,7 @@ def condense(
 
 
 def _show_settings(o: output.Output, store, req) -> None:
-    from .. import condense as methods
+    from .. import condensation as methods
     from ..stages import condense as stage
     from ..stages.datasets import load_real
 

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _complete_names(incomplete: str) -> list[str]:
-    from ..fetch import registry
+    from ..remote import registry
 
     try:
         names = registry.load().names_and_groups()
@@ -48,7 +48,7 @@ def fetch_cmd(
     `yoco fetch imagenet10 --source /data/imagenet`, `yoco fetch folder:./my-images`.
     """
     o = set_json(json_)
-    from ..fetch import registry
+    from ..remote import registry
     from ..stages import fetching
 
     reg = registry.load()

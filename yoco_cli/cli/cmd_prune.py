@@ -174,15 +174,15 @@ def prune_cmd(
     _check_destinations(cset, targets, export, export_format, indices)
     popts = prune_stage.PruneOptions(seed=seed, score_run=score_run, ccs_beta=ccs_beta, ccs_strata=ccs_strata,
                            ccs_random=ccs_random, ssp_duplicates=ssp_duplicates, ssp_run=ssp_run, device=device)
-    table, dyn_m = _upstream(o, store, set_m, cset, rule, targets, sopts, scores, dynamics, device,
-                             dynamics_overrides(dynamics_epochs, dynamics_seeds))
+    overrides = dynamics_overrides(dynamics_epochs, dynamics_seeds)
+    table, dyn_m = prune_stage.upstream(store, set_m, cset, rule, targets, sopts, scores_ref=scores,
+                                        dyn_ref=dynamics, device=device, dynamics=overrides, reporter=o)
     results = []
     for t in targets:
         # a model for ssp at an IPC the given score file has no list for: train only when no --scores
         # were named (else prune_stage.prune says to give --dynamics rather than start a long run unasked)
         if prune_stage.needs(rule, table, t) == "model" and dyn_m is None and not scores:
-            dyn_m = _dynamics(o, store, set_m, cset, dynamics, device,
-                              dynamics_overrides(dynamics_epochs, dynamics_seeds))
+            dyn_m = prune_stage.dynamics_for(store, set_m, cset, dynamics, device, overrides, reporter=o)
         with o.progress(transient=True) as prog:
             prog.add_task(f"pruning to IPC {t}", total=None, status=rule.label)
             m, cached = prune_stage.prune(store, set_m, cset, t, rule, popts, table, dyn_m)
@@ -202,41 +202,6 @@ def _check_destinations(cset, targets, export, export_format, indices) -> None:
     if indices is not None:
         for t in targets:
             prune_stage.check_output_file(_target_path(indices, t, len(targets) > 1))
-
-
-def _dynamics(o, store, set_m, cset, ref, device, overrides):
-    if ref:
-        return store.resolve(ref, stage="dynamics", what="dynamics artifact")
-    from ..stages.dynamics import ensure_dynamics
-
-    return ensure_dynamics(store, set_m, cset, reporter=o, device=device, **(overrides or {}))
-
-
-def _upstream(o, store, set_m, cset, rule, targets, sopts, scores_ref, dyn_ref, device, overrides):
-    """The score table the rule reads (None for random), computing dynamics and scores when missing."""
-    from ..stages import prune as prune_stage
-    from ..stages.score import load_scores
-
-    if scores_ref:
-        sm = store.resolve(scores_ref, stage="score", what="score artifact")
-        dyn_m = _dynamics(o, store, set_m, cset, dyn_ref, device, overrides) if dyn_ref else None
-        return load_scores(store, sm), dyn_m
-    if all(prune_stage.needs(rule, None, t) == "set" for t in targets):
-        return None, None
-    dyn_m = _dynamics(o, store, set_m, cset, dyn_ref, device, overrides)
-    o.info(f"dynamics: {_name(store, dyn_m)} ({dyn_m.meta.get('summary', '')})")
-    if all(prune_stage.needs(rule, None, t) == "model" for t in targets):
-        return None, dyn_m
-    from ..stages.score import scores_for_set
-
-    sm, cached, _ = scores_for_set(store, set_m, cset, sopts, dyn_m=dyn_m, device=device, reporter=o)
-    o.info(f"scores: {sm.short}" + (" (cached)" if cached else " (computed)"))
-    return load_scores(store, sm), dyn_m
-
-
-def _name(store, m) -> str:
-    names = store.refs_to(m.stage, m.key)
-    return names[0] if names else m.short
 
 
 def _target_path(path: Path, t: int, several: bool) -> Path:

@@ -54,8 +54,8 @@ def default_ref(dataset: str, method: str, ipc: int) -> str:
 
 def plan(req: Request, real) -> tuple[dict, int]:
     """Resolve the full parameter set (the cache key's params) and the checkpoint interval."""
-    from .. import condense as methods
-    from ..condense.common import check_ipc
+    from .. import condensation as methods
+    from ..condensation.common import check_ipc
 
     mod = methods.get(req.method)
     factor = req.factor if req.factor is not None else default_factor(real.name)
@@ -81,8 +81,8 @@ def plan(req: Request, real) -> tuple[dict, int]:
 
 def run(store: Store, req: Request, on_iteration=None, on_start=None) -> Result:
     """Condense (or find in the cache) and name the result. `on_start(total)` fires on a cache miss."""
-    from .. import condense as methods
-    from ..condense.common import dataset_digest
+    from .. import condensation as methods
+    from ..condensation.common import dataset_digest
 
     methods.get(req.method)  # fail on an unknown method before loading any data
     real = load_real(req.dataset, store)
@@ -100,8 +100,8 @@ def run(store: Store, req: Request, on_iteration=None, on_start=None) -> Result:
 
 def _compute(store, tmp, key, req, real, params, digest, every, on_iteration, on_start):
     from ..data.condensed import CondensedSet
-    from .. import condense as methods
-    from ..condense.common import Checkpointer, Job
+    from .. import condensation as methods
+    from ..condensation.common import Checkpointer, Job
 
     mod = methods.get(req.method)
     device = _device(req.device) if mod.ITERATIVE else "cpu"

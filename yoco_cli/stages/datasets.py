@@ -48,7 +48,7 @@ def _store(store):
 
 def prepare(store, name: str, opts=None):
     """Download (if allowed) and decode a registered dataset; (manifest, cached)."""
-    from ..fetch import registry
+    from ..remote import registry
     from ..store import run_cached
     from . import fetching
 
@@ -163,7 +163,7 @@ def load_real(name: str, store=None, reporter: Reporter = SILENT) -> real.RealDa
 
 
 def _load_registered(name: str, store, reporter: Reporter) -> real.RealDataset:
-    from ..fetch import registry
+    from ..remote import registry
     from . import fetching
 
     entries = [e for e in registry.load() if e.kind == "dataset" and e.group == name]

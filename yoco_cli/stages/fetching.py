@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import FetchError, IntegrityError, UsageError
-from ..fetch import gdrive, http
-from ..fetch.registry import Entry
+from ..remote import gdrive, http
+from ..remote.registry import Entry
 from ..progress import SILENT, Reporter
 from ..store import Manifest, StageResult, Store, run_cached, run_key
 

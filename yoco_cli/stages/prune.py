@@ -23,6 +23,7 @@ from ..errors import UsageError
 from ..files import atomic_write, check_output_file
 from ..methods import presets, select
 from ..methods.scores import REGISTRY
+from ..progress import SILENT, Reporter
 from ..store import Manifest, StageResult, Store, run_cached
 from .sets import set_label, set_result
 
@@ -84,6 +85,43 @@ def plan(cset, ipc_to: int, rule: select.Rule, opts: PruneOptions, source: str) 
 
 def ref_for(store: Store, set_m: Manifest, rule: select.Rule, ipc_to: int) -> str:
     return f"{set_label(store, set_m)}@{rule.label}-ipc{ipc_to}"
+
+
+def dynamics_for(store: Store, set_m: Manifest, cset, ref: str | None, device: str = "auto",
+                 overrides: dict | None = None, reporter: Reporter = SILENT) -> Manifest:
+    """The dynamics named `ref`, else the set's preset dynamics (trained now when missing)."""
+    if ref:
+        return store.resolve(ref, stage="dynamics", what="dynamics artifact")
+    from .dynamics import ensure_dynamics
+
+    return ensure_dynamics(store, set_m, cset, reporter=reporter, device=device, **(overrides or {}))
+
+
+def upstream(store: Store, set_m: Manifest, cset, rule: select.Rule, targets: list[int], sopts, *,
+             scores_ref: str | None = None, dyn_ref: str | None = None, device: str = "auto",
+             dynamics: dict | None = None, reporter: Reporter = SILENT):
+    """(score table or None, dynamics manifest or None) that `rule` reads for `targets`: the named
+    artifacts, else the set's own, computed on the way when missing. Random needs neither."""
+    from .score import load_scores, scores_for_set
+
+    if scores_ref:
+        sm = store.resolve(scores_ref, stage="score", what="score artifact")
+        dyn_m = dynamics_for(store, set_m, cset, dyn_ref, device, dynamics, reporter) if dyn_ref else None
+        return load_scores(store, sm), dyn_m
+    if all(needs(rule, None, t) == "set" for t in targets):
+        return None, None
+    dyn_m = dynamics_for(store, set_m, cset, dyn_ref, device, dynamics, reporter)
+    reporter.info(f"dynamics: {_name(store, dyn_m)} ({dyn_m.meta.get('summary', '')})")
+    if all(needs(rule, None, t) == "model" for t in targets):
+        return None, dyn_m
+    sm, cached, _ = scores_for_set(store, set_m, cset, sopts, dyn_m=dyn_m, device=device, reporter=reporter)
+    reporter.info(f"scores: {sm.short}" + (" (cached)" if cached else " (computed)"))
+    return load_scores(store, sm), dyn_m
+
+
+def _name(store: Store, m: Manifest) -> str:
+    names = store.refs_to(m.stage, m.key)
+    return names[0] if names else m.short
 
 
 def prune(store: Store, set_m: Manifest, cset, ipc_to: int, rule: select.Rule, opts: PruneOptions,

@@ -1,0 +1,109 @@
+"""yoco_cli's public functions: the CLI's workflow from a script, the same artifacts as the CLI."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+EPOCHS = "12"
+
+
+def _digests(home: Path) -> dict[str, str]:
+    """ref name -> the digest of the artifact it names (the cache's own record)."""
+    from yoco_cli.store import Store
+
+    store = Store(home)
+    out = {}
+    for name, (stage, key) in store.refs().items():
+        m = store.load_run(stage, key)
+        out[name] = {k: o["digest"] for k, o in m.outputs.items()}
+    return out
+
+
+def test_script_gives_the_same_artifacts_as_the_cli(tmp_path, monkeypatch):
+    import yoco_cli as yoco
+    from typer.testing import CliRunner
+
+    from yoco_cli.cli.app import app
+
+    api_home, cli_home = tmp_path / "api", tmp_path / "cli"
+    src = yoco.condense("digits", ipc=10, method="random", home=api_home)
+    dyn = yoco.dynamics(src, seeds=1, epochs=int(EPOCHS), home=api_home)
+    [small] = yoco.prune(src, to=1, metric="lbpe", balanced=True, dynamics=dyn.ref, home=api_home)
+    ev = yoco.evaluate(small, repeats=1, epochs=int(EPOCHS), home=api_home)
+
+    assert src.ref == "digits/random/ipc10" and src.set.ipc == 10
+    assert dyn.seeds == [0] and dyn.runs[0].epochs == int(EPOCHS)
+    per_class = src.set.factor ** 2  # IPC 1 of a factor-f set keeps f*f decoded images per class
+    assert small.set.ipc == 1 and small.set.class_counts() == [per_class] * 10 and len(small.indices) == 10 * per_class
+    assert 0.0 <= ev.last_mean <= 1.0 and len(ev.per_repeat) == 1
+
+    run = CliRunner()
+    for args in (["condense", "digits", "--ipc", "10", "--method", "random"],
+                 ["dynamics", "digits/random/ipc10", "--seeds", "1", "--epochs", EPOCHS],
+                 ["prune", "digits/random/ipc10", "--to", "1", "--metric", "lbpe", "--balanced",
+                  "--dynamics", "digits/random/ipc10@dynamics"],
+                 ["eval", small.ref, "--repeats", "1", "--epochs", EPOCHS]):
+        r = run.invoke(app, ["--home", str(cli_home), *args])
+        assert r.exit_code == 0, (args, r.output)
+    assert _digests(api_home) == _digests(cli_home)
+
+
+def test_results_carry_the_data_a_script_needs(tmp_path):
+    import torch
+
+    import yoco_cli as yoco
+
+    src = yoco.condense("digits", ipc=2, method="random", seed=1, home=tmp_path)
+    scores = yoco.score(src, dynamics_epochs=4, dynamics_seeds=2, home=tmp_path)
+    assert set(scores.scores) >= {"lbpe", "el2n", "forgetting", "aum", "entropy", "loss", "random"}
+    assert scores.scores["el2n"].shape == (src.set.decoded_count,) and len(scores.per_run["el2n"]) == 2
+    assert torch.allclose(scores.scores["el2n"].double(), torch.stack(scores.per_run["el2n"]).double().mean(0),
+                          atol=1e-6)
+    again = yoco.load_set(src.ref, home=tmp_path)
+    assert again.key == src.key and torch.equal(again.set.images, src.set.images)
+
+
+def test_bad_input_raises_the_cli_errors(tmp_path):
+    import yoco_cli as yoco
+    from yoco_cli.errors import UsageError
+
+    with pytest.raises(UsageError, match="unknown condensation method"):
+        yoco.condense("digits", ipc=2, method="nope", home=tmp_path)
+    with pytest.raises(UsageError):
+        yoco.load_set("no/such/set", home=tmp_path)
+
+
+def test_the_library_leaves_the_process_alone(tmp_path):
+    """Importing and running yoco_cli applies no malloc tuning; tune_process() does."""
+    code = ("import yoco_cli as yoco, sys; from yoco_cli.nn import device; "
+            "assert 'torch' not in sys.modules; "
+            f"yoco.condense('digits', ipc=2, method='random', home={str(tmp_path)!r}); "
+            "assert device._malloc_tuned is None, 'tuned by the library'; "
+            "yoco.tune_process(); assert device._malloc_tuned is not None")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_readme_python_example_runs(tmp_path, monkeypatch):
+    section = README.split("## Using yoco from Python", 1)
+    assert len(section) == 2, "README.md needs a 'Using yoco from Python' section"
+    code = re.search(r"```python\n(.*?)```", section[1], re.S)
+    assert code, "that section needs a ```python example"
+    monkeypatch.setenv("YOCO_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code.group(1), "README.md", "exec"), {})
+
+
+def test_no_subpackage_shadows_a_public_function():
+    """`import yoco_cli.X` sets the attribute X on the package: a subpackage named like a public
+    function would replace the function once anything imported it."""
+    import pkgutil
+
+    import yoco_cli
+
+    subs = {m.name for m in pkgutil.iter_modules(yoco_cli.__path__)}
+    assert not subs & set(yoco_cli.__all__)

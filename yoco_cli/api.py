@@ -1,0 +1,310 @@
+"""yoco from Python: the whole workflow as plain functions, the same stages and cache as the CLI.
+
+Every function takes plain arguments (a ref name, a key prefix, a file path or a result object
+for a set; keywords named like the CLI's options) and returns a small result object with what
+a script needs: tensors, kept indices, accuracies, and the ref and key of what it stored.
+The same arguments give the same artifacts as the CLI, from the same cache (`home=`, else
+YOCO_HOME, else the user data folder).
+
+Nothing here touches the host process's settings: call `tune_process()` to apply what the
+CLI applies (glibc malloc tuning; a torch thread count). Progress and notes are dropped
+unless you pass a `reporter` (see yoco_cli/progress.py).
+
+    >>> import yoco_cli as yoco
+    >>> src = yoco.condense("digits", ipc=10, method="random")          # doctest: +SKIP
+    >>> small = yoco.prune(src, to=1, metric="lbpe", balanced=True)      # doctest: +SKIP
+    >>> yoco.evaluate(small[0], repeats=1).best_mean                     # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from .progress import SILENT, Reporter
+
+
+# -- results ----------------------------------------------------------------------------------
+@dataclass
+class SetResult:
+    """A stored condensed (or pruned) set: `set` holds its tensors (`set.decoded()` for images)."""
+    ref: Optional[str]
+    key: str
+    set: Any  # data.condensed.CondensedSet
+    cached: bool = False
+    indices: Optional[list[int]] = None  # pruned sets: kept decoded indices in the parent
+
+
+@dataclass
+class DynamicsResult:
+    """Recorded training dynamics: one `data.dynamics.Dynamics` per seed (per-epoch statistics)."""
+    ref: Optional[str]
+    key: str
+    runs: list
+    seeds: list[int]
+    computed: list[int] = field(default_factory=list)  # the seeds trained by this call
+
+
+@dataclass
+class ScoreResult:
+    """Every score of a set: `scores[metric]` is the per-sample score (mean over runs), and
+    `per_run[metric]` one tensor per dynamics run."""
+    ref: Optional[str]
+    key: str
+    scores: dict
+    per_run: dict
+    cached: bool = False
+
+
+@dataclass
+class EvalResult:
+    """Test accuracy (fractions, not percent) of fresh networks trained on a set, over repeats."""
+    key: str
+    best_mean: float
+    best_std: float
+    last_mean: float
+    last_std: float
+    per_repeat: list
+    cached: bool = False
+
+
+@dataclass
+class FetchResult:
+    name: str
+    kind: str
+    key: str
+    cached: bool
+    summary: str
+
+
+SetLike = Union[str, Path, SetResult]
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def _store(home: Optional[Union[str, Path]]):
+    from .store import Store
+
+    return Store(Path(home).expanduser() if home is not None else None).ensure()
+
+
+def _set(store, target: SetLike):
+    """(manifest, CondensedSet) of a ref, key prefix, file path or SetResult."""
+    from .stages.sets import resolve_set
+
+    if isinstance(target, SetResult):
+        return resolve_set(store, target.key)
+    return resolve_set(store, str(target))
+
+
+def _ref(store, m) -> Optional[str]:
+    names = store.refs_to(m.stage, m.key)
+    return names[0] if names else None
+
+
+def tune_process(threads: Optional[int] = None) -> None:
+    """Apply the process-wide settings the CLI applies: glibc malloc tuning (large activations stay
+    in the heap) and, when given, torch's intra-op thread count. The library never does this itself."""
+    from .nn.device import tune_malloc
+
+    tune_malloc()
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
+# -- the workflow -------------------------------------------------------------------------------
+def load_set(target: SetLike, *, home=None) -> SetResult:
+    """A condensed set by ref (`digits/random/ipc10`), key prefix or file (imported on the way).
+
+    >>> import yoco_cli as yoco
+    >>> s = yoco.load_set("digits/random/ipc10")                         # doctest: +SKIP
+    >>> images, labels = s.set.decoded()                                 # doctest: +SKIP
+    """
+    store = _store(home)
+    m, cset = _set(store, target)
+    return SetResult(_ref(store, m), m.key, cset)
+
+
+def fetch(*names: str, home=None, offline: Optional[bool] = None, timeout: float = 60.0, retries: int = 3,
+          reporter: Reporter = SILENT) -> list[FetchResult]:
+    """Download published sets, dynamics or datasets into the store (verified, resumable).
+
+    >>> import yoco_cli as yoco
+    >>> yoco.fetch("idc", "cifar10")                                     # doctest: +SKIP
+    """
+    from .remote import registry
+    from .stages import fetching
+
+    store = _store(home)
+    opts = fetching.Options(offline=offline, timeout=timeout, retries=retries)
+    outcomes = fetching.fetch(store, registry.load().select(list(names)), opts, reporter=reporter)
+    return [FetchResult(o.name, o.kind, o.key, o.cached, o.summary) for o in outcomes]
+
+
+def condense(dataset: str = "digits", *, ipc: int = 10, method: str = "idc", factor: Optional[int] = None,
+             seed: int = 0, iterations: Optional[int] = None, name: Optional[str] = None, device: str = "auto",
+             home=None) -> SetResult:
+    """Condense a real dataset (idc, dm, random, herding) into `ipc` images per class.
+
+    >>> import yoco_cli as yoco
+    >>> src = yoco.condense("digits", ipc=10, method="random", seed=0)   # doctest: +SKIP
+    >>> src.ref                                                          # doctest: +SKIP
+    'digits/random/ipc10'
+    """
+    from .stages import condense as condense_stage
+    from .stages.sets import load_set as load
+
+    store = _store(home)
+    overrides = {"iterations": iterations} if iterations is not None else {}
+    res = condense_stage.run(store, condense_stage.Request(dataset=dataset, method=method, ipc=ipc, factor=factor,
+                                                           seed=seed, device=device, overrides=overrides,
+                                                           name=name))
+    return SetResult(res.ref, res.manifest.key, load(store, res.manifest), res.cached)
+
+
+def dynamics(target: SetLike, *, seeds: int = 3, epochs: Optional[int] = None, batch_size: Optional[int] = None,
+             lr: Optional[float] = None, model: Optional[str] = None, aug: Optional[str] = None,
+             cutmix: Optional[float] = None, device: str = "auto", name: Optional[str] = None, home=None,
+             reporter: Reporter = SILENT) -> DynamicsResult:
+    """Train `seeds` models on a set and record their per-epoch, per-sample statistics.
+
+    >>> import yoco_cli as yoco
+    >>> d = yoco.dynamics("digits/random/ipc10", seeds=1, epochs=20)     # doctest: +SKIP
+    >>> d.runs[0].epochs                                             # doctest: +SKIP
+    20
+    """
+    from .stages import dynamics as dynamics_stage
+
+    store = _store(home)
+    set_m, cset = _set(store, target)
+    over = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, model=model, aug=aug,
+                                  cutmix=cutmix).items() if v is not None}
+    group, info = dynamics_stage.compute_dynamics(store, set_m, cset, seeds=seeds, device=device, ref=name, **over)
+    runs = [dyn for dyn, _model, _spec in dynamics_stage.load_dynamics(store, group)]
+    return DynamicsResult(_ref(store, group), group.key, runs, list(group.meta["seeds"]),
+                          sorted(info.get("computed") or []))
+
+
+def score(target: Union[SetLike, DynamicsResult], *, k: Optional[int] = None, stop_epoch: Optional[int] = None,
+          use_loss: bool = False, el2n_window: tuple[int, int] = (0, 10), never_learned: str = "zero",
+          aum_mean: bool = False, seed: int = 0, dynamics_epochs: Optional[int] = None,
+          dynamics_seeds: Optional[int] = None, device: str = "auto", home=None,
+          reporter: Reporter = SILENT) -> ScoreResult:
+    """Every score (lbpe, el2n, forgetting, aum, entropy, loss, random) of a set's dynamics,
+    computing the dynamics with the preset first when the set has none.
+
+    >>> import yoco_cli as yoco
+    >>> s = yoco.score("digits/random/ipc10", dynamics_epochs=20)        # doctest: +SKIP
+    >>> s.scores["lbpe"].shape                                           # doctest: +SKIP
+    torch.Size([100])
+    """
+    from .methods.scores import ScoreOptions
+    from .stages.score import find_set, load_scores, scores_for_set
+    from .stages.sets import load_set as load
+
+    store = _store(home)
+    opts = ScoreOptions(k=k, stop_epoch=stop_epoch, use_loss=use_loss, el2n_window=tuple(el2n_window),
+                        never_learned=never_learned, aum_mean=aum_mean, seed=seed)
+    dyn_m = None
+    if isinstance(target, DynamicsResult):
+        dyn_m = store.resolve(target.key, stage="dynamics", what="dynamics artifact")
+        set_m = next((s for d in sorted(set(dyn_m.inputs.values())) if (s := find_set(store, d)) is not None), None)
+        cset = load(store, set_m)
+    else:
+        set_m, cset = _set(store, target)
+    over = {k_: v for k_, v in (("epochs", dynamics_epochs), ("seeds", dynamics_seeds)) if v is not None}
+    m, cached, _ = scores_for_set(store, set_m, cset, opts, dyn_m=dyn_m, device=device, dynamics=over,
+                                  reporter=reporter)
+    table = load_scores(store, m)
+    mean = {name: table.tensors[f"{name}/mean"] for name in table.metrics if f"{name}/mean" in table.tensors}
+    per_run = {name: [table.tensors[f"{name}/seed{r}"] for r in range(table.runs)
+                      if f"{name}/seed{r}" in table.tensors] for name in mean}
+    return ScoreResult(_ref(store, m), m.key, mean, per_run, cached)
+
+
+def prune(target: SetLike, *, to: Union[int, list[int]], metric: str = "lbpe", hard: Optional[bool] = None,
+          balanced: Optional[bool] = None, key: Optional[str] = None, seed: int = 0,
+          score_run: Optional[int] = None, k: Optional[int] = None, stop_epoch: Optional[int] = None,
+          scores: Optional[str] = None, dynamics: Optional[str] = None, dynamics_epochs: Optional[int] = None,
+          dynamics_seeds: Optional[int] = None, device: str = "auto", home=None,
+          reporter: Reporter = SILENT) -> list[SetResult]:
+    """Prune a set to smaller IPCs with one of the paper's rules (YOCO: metric="lbpe", easy,
+    balanced; `key="forgetting_easy_balance"` names a rule the reference's way). One result per
+    target, each with the kept decoded indices.
+
+    >>> import yoco_cli as yoco
+    >>> [one] = yoco.prune("digits/random/ipc10", to=1, metric="lbpe", balanced=True)  # doctest: +SKIP
+    >>> len(one.indices)                                                 # doctest: +SKIP
+    10
+    """
+    from .methods import select
+    from .methods.scores import ScoreOptions
+    from .stages import prune as prune_stage
+    from .stages.sets import load_set as load
+
+    store = _store(home)
+    set_m, cset = _set(store, target)
+    rule = select.parse_key(key) if key else select.rule_for(metric, hard, balanced)
+    targets = [to] if isinstance(to, int) else list(to)
+    for t in targets:  # every check that needs no computation, before any training starts
+        select.keep_counts(cset.ipc, t, prune_stage.unit(cset), cset.decoded_count)
+    over = {k_: v for k_, v in (("epochs", dynamics_epochs), ("seeds", dynamics_seeds)) if v is not None}
+    table, dyn_m = prune_stage.upstream(store, set_m, cset, rule, targets, ScoreOptions(k=k, stop_epoch=stop_epoch),
+                                        scores_ref=scores, dyn_ref=dynamics, device=device, dynamics=over,
+                                        reporter=reporter)
+    opts = prune_stage.PruneOptions(seed=seed, score_run=score_run, device=device)
+    out = []
+    for t in targets:
+        if prune_stage.needs(rule, table, t) == "model" and dyn_m is None and not scores:
+            dyn_m = prune_stage.dynamics_for(store, set_m, cset, dynamics, device, over, reporter)
+        m, cached = prune_stage.prune(store, set_m, cset, t, rule, opts, table, dyn_m)
+        pruned = load(store, m)
+        kept = [int(i) for i in pruned.origin.tolist()] if pruned.origin is not None else None
+        out.append(SetResult(_ref(store, m), m.key, pruned, cached, kept))
+    return out
+
+
+def evaluate(target: Union[SetLike, str], *, repeats: int = 3, model: Optional[str] = None,
+             epochs: Optional[int] = None, batch_size: Optional[int] = None, lr: Optional[float] = None,
+             aug: Optional[str] = None, cutmix: Optional[float] = None, full: bool = False, device: str = "auto",
+             home=None) -> EvalResult:
+    """The paper's evaluation (spec 5): train `repeats` fresh networks on the set, test on the real
+    test split. `full=True` (or a dataset name such as "digits") evaluates the whole training split.
+
+    >>> import yoco_cli as yoco
+    >>> r = yoco.evaluate("digits/random/ipc10", repeats=1, epochs=20)   # doctest: +SKIP
+    >>> 0.0 <= r.best_mean <= 1.0                                        # doctest: +SKIP
+    True
+    """
+    from .stages import evaluate as eval_stage
+    from .stages.datasets import known
+
+    store = _store(home)
+    params = {k_: v for k_, v in dict(model=model, epochs=epochs, batch_size=batch_size, lr=lr, aug=aug,
+                                       cutmix=cutmix).items() if v is not None}
+    if isinstance(target, str) and (target in known() or target.startswith("folder:")):
+        set_m, cset, dataset = None, None, target
+    else:
+        set_m, cset = _set(store, target)
+        dataset = cset.dataset if full else None
+        if full:
+            set_m, cset = None, None
+    m, info = eval_stage.run_eval(store, set_m, cset, dataset, repeats=repeats, device=device, **params)
+    meta = m.meta
+    return EvalResult(m.key, meta["best_mean"], meta["best_std"], meta["last_mean"], meta["last_std"],
+                      list(meta["per_repeat"]), not info.get("computed"))
+
+
+def report(*, table: Optional[list[str]] = None, which: str = "best", dataset: str = "", source: str = "",
+           model: str = "", home=None) -> list:
+    """The paper's tables from every evaluation in the store: `stages.report.Table` objects
+    (`to_markdown(t)`, `to_json([t])` there render them).
+
+    >>> import yoco_cli as yoco
+    >>> tables = yoco.report(table=["main"])                             # doctest: +SKIP
+    """
+    from .stages import report as report_stage
+
+    records = report_stage.filter_records(report_stage.collect(_store(home)), dataset, source, model)
+    return report_stage.build_tables(records, table or None, which)
