@@ -89,9 +89,13 @@ def test_verify_detects_corruption_and_missing_objects(cli, store, tmp_path):
     _corrupt(store)
     r = cli("cache", "verify")
     assert r.exit_code == 3 and "corrupted" in r.stderr and "Traceback" not in r.stderr
+    assert _objects(store) == [] and len(store.quarantined()) == 1  # moved aside: its run now recomputes
+    r = cli("cache", "verify", "--json")
+    assert r.exit_code == 3 and any("damaged copy is in quarantine" in p for p in r.json()["problems"])
+    import_file(store, _set_file(tmp_path))  # recomputed
     _objects(store)[0].unlink()
     r = cli("cache", "verify", "--json")
-    assert r.exit_code == 3 and any("missing" in p for p in r.json()["problems"])
+    assert r.exit_code == 3 and any("is missing" in p for p in r.json()["problems"])
 
 
 def test_gc_and_rm_with_dry_run(cli, store, tmp_path):

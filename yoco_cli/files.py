@@ -48,3 +48,39 @@ def atomic_write(out: Path, write) -> None:
 def _discard(tmp: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
+
+
+# -- reading user-named input files --------------------------------------------------------------
+def stamp(path: Path) -> tuple:
+    """What changes when a file is rewritten: size, modification time (ns), inode."""
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev
+
+
+def check_unchanged(path: Path, before: tuple) -> None:
+    """A file hashed for a cache key must not change before it has been read: else the key would
+    name bytes that were not the ones read (a copy still being written, say)."""
+    from .errors import IntegrityError
+
+    if stamp(path) != before:
+        raise IntegrityError(f"{path} changed while yoco was reading it",
+                             "wait until it is completely written, then run the command again")
+
+
+def load_reference_pickle(path: Path):
+    """A reference pickle through the restricted unpickler. A file whose declared sizes ask for more
+    memory than exists (a 15 KB file declaring a 7 GiB buffer) is a damaged or hostile file: exit 3
+    with one line, never an internal MemoryError."""
+    from .data import safe_pickle
+    from .errors import IntegrityError
+
+    try:
+        return safe_pickle.load(path)
+    except MemoryError:
+        raise IntegrityError(f"{path} declares more data than memory can hold "
+                             f"({os.path.getsize(path)} bytes on disk)", "it is damaged or not a reference pickle") from None
+    except RuntimeError as e:  # torch's allocator: "DefaultCPUAllocator: can't allocate memory"
+        if "allocat" not in str(e).lower():
+            raise
+        raise IntegrityError(f"{path} declares a tensor larger than memory can hold "
+                             f"({os.path.getsize(path)} bytes on disk)", "it is damaged or not a reference pickle") from None

@@ -96,19 +96,25 @@ def _j(d: dict) -> str:
 
 @cache_app.command("verify")
 def cache_verify(json_: JsonOpt = False) -> None:
-    """Re-hash every object and check every manifest; exit 3 on any problem.  Example: `yoco cache verify`"""
+    """Re-hash every object and check every manifest; exit 3 on any problem.  Example: `yoco cache verify`
+
+    Damaged objects are moved to quarantine/, so the runs that made them recompute on their next use;
+    lock files and empty partial folders left by killed processes are removed."""
     o = set_json(json_)
     store = get_store()
     n = len(store.all_objects())
     with o.progress(transient=True) as prog:
         task = prog.add_task("verifying", total=n, status="")
         problems = store.verify(progress=lambda: prog.advance(task))
-    o.data({"objects": n, "problems": problems},
-           output.table(None, ["objects checked", "problems"], [[n, len(problems)]]))
+    tidy = store.tidy()
+    o.data({"objects": n, "problems": problems, "cleaned": tidy},
+           output.table(None, ["objects checked", "problems", "stale locks removed", "empty partial folders removed"],
+                        [[n, len(problems), len(tidy["locks"]), len(tidy["partial"])]]))
     if problems:
         for p in problems:
             o.error(p)
-        raise IntegrityError(f"{len(problems)} problem(s) in the cache", "`yoco cache rm` the damaged runs, then recompute")
+        raise IntegrityError(f"{len(problems)} problem(s) in the cache",
+                             "damaged objects are in quarantine/; rerun the commands named above to recompute them")
 
 
 @cache_app.command("gc")
@@ -116,14 +122,16 @@ def cache_gc(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be deleted.")] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Delete objects no run uses, dangling names and abandoned temp files.  Example: `yoco cache gc --dry-run`"""
+    """Delete objects no run uses, dangling names, abandoned temp files and quarantined objects.
+    Safe while other yoco commands run.  Example: `yoco cache gc --dry-run`"""
     o = set_json(json_)
     res = get_store().gc(dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
     o.data({"dry_run": dry_run, **res},
            output.table(None, ["", verb],
                         [["objects", len(res["objects"])], ["names", len(res["refs"])], ["temp files", len(res["tmp"])],
-                         ["bytes", _human(int(res["bytes"][0]))]]))
+                         ["quarantined objects", len(res["quarantine"])], ["stale lock files", len(res["locks"])],
+                         ["partial folders", len(res["partial"])], ["bytes", _human(int(res["bytes"][0]))]]))
 
 
 @cache_app.command("rm")

@@ -169,19 +169,28 @@ def read_reference_pickle(path: Path, targets, num_classes: int, seed: int = 0):
     """Replay a reference `td-ipc*.pickle` (spec 2.3) through the same Recorder the engine feeds."""
     import torch
 
-    from ..data import safe_pickle
     from ..data.dynamics import Recorder
+    from ..files import load_reference_pickle
 
-    doc = safe_pickle.load(path)
+    doc = load_reference_pickle(path)
     records = doc.get("training_dynamics") if isinstance(doc, dict) else None
     if not isinstance(records, list) or not records:
         raise IntegrityError(f"{path} is not a reference dynamics pickle",
                              "expected a dict with a non-empty 'training_dynamics' list (spec 2.3)")
     n = int(targets.shape[0])
     try:
-        epochs = 1 + max(int(r["epoch"]) for r in records)
+        first, epochs = min(int(r["epoch"]) for r in records), 1 + max(int(r["epoch"]) for r in records)
     except (KeyError, TypeError, ValueError):
         raise IntegrityError(f"{path}: a record lacks an integer 'epoch'") from None
+    # the reference logs every batch of every epoch: an epoch number beyond the record count is a
+    # damaged or hostile file, refused before the (epochs x samples) statistics are allocated
+    if first < 0 or epochs > len(records):
+        raise IntegrityError(f"{path}: records name epochs {first}..{epochs - 1} but the file holds only "
+                             f"{len(records)} records", "the reference records every epoch; this file is damaged")
+    try:
+        _check_memory(n, epochs, 1)
+    except UsageError as e:
+        raise IntegrityError(f"{path}: {e.message}", "the file is damaged or not a reference dynamics pickle") from None
     rec = Recorder(targets, epochs, num_classes)
     for i, r in enumerate(records):
         try:
@@ -227,6 +236,7 @@ def import_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, fi
                     checkpoints: list[Path] | None = None, model: str | None = None,
                     ref: str | None = None) -> tuple[Manifest, dict]:
     """`--from-file`: one reference pickle per seed (e.g. reproduce_1..3), optional final weights."""
+    from ..files import check_unchanged, stamp
     from ..nn import engine
     from ..nn.models import model_from_spec
 
@@ -239,6 +249,7 @@ def import_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, fi
             raise UsageError(f"{p} does not exist or is not a file")
     spec = plan(cset, model=model)[0] if checkpoints else None
     _, y, _ = cset.decoded()
+    stamps = [stamp(Path(f)) for f in files]
     digests = [sha256_file(Path(f)) for f in files]
     ck_digests = [sha256_file(Path(c)) for c in checkpoints]
     runs: dict[int, Manifest] = {}
@@ -250,6 +261,7 @@ def import_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, fi
 
         def compute(tmp: Path, key: str, f=Path(files[seed]), seed=seed) -> StageResult:
             dyn, n_records = read_reference_pickle(f, y, cset.num_classes, seed)
+            check_unchanged(f, stamps[seed])  # the key's digest is of the bytes just read
             outputs = {"stats": dyn.save(tmp / "dynamics.safetensors")}
             if checkpoints:
                 net = model_from_spec(spec)
@@ -299,10 +311,10 @@ def load_dynamics(store: Store, manifest: Manifest) -> list[tuple[Any, Any, Opti
         raise UsageError(f"{manifest.short} is a {manifest.stage} artifact, not dynamics", "see `yoco cache ls`")
     out = []
     for s in manifest.meta["seeds"]:
-        dyn = Dynamics.load(store.object_path(manifest.digest(f"seed{s}/stats")))
+        dyn = Dynamics.load(store.read_output(manifest, f"seed{s}/stats"))
         model = None
         if f"seed{s}/model" in manifest.outputs:
-            model = load_model(store.object_path(manifest.digest(f"seed{s}/model")))
+            model = load_model(store.read_output(manifest, f"seed{s}/model"))
         out.append((dyn, model, getattr(model, "spec", None) or manifest.meta.get("model")))
     return out
 

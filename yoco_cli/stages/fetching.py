@@ -286,12 +286,15 @@ def import_set(store: Store, name: str, entries: list[Entry], downloads: list[Ma
         kw["experiment"] = int(a["experiment"])
     if "value_space" in a:
         kw["value_space"] = a["value_space"]
+    # the downloads are hashed first (a damaged one is quarantined, so the next fetch downloads it
+    # again); import_file hashes what it reads before and after reading, and keys the set by that
+    files = [store.verified_path(m, "file") for m in downloads]
     if len(entries) == 1:
-        return import_file(store, store.object_path(downloads[0].digest("file")), **kw)
+        return import_file(store, files[0], **kw)
     # several files (MTT: images_best.pt + labels_best.pt): a folder of links with their published names
     with store.staging() as tmp:
         folder = tmp / name.replace("/", "_")
         folder.mkdir()
-        for e, m in zip(entries, downloads):
-            os.symlink(store.object_path(m.digest("file")), folder / e.attrs.get("file", e.name.rsplit("/", 1)[-1]))
+        for e, f in zip(entries, files):
+            os.symlink(f, folder / e.attrs.get("file", e.name.rsplit("/", 1)[-1]))
         return import_file(store, folder, **kw)

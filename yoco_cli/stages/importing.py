@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..data.condensed import CondensedSet
-from ..data.formats import load
+from ..data.formats import load, locate
+from ..files import check_unchanged, stamp
 from ..store import Manifest, Store, run_cached
 from ..store.store import sha256_file
 from .sets import set_result
@@ -30,7 +31,12 @@ def import_file(store: Store, path: Path | str, fmt: str = "auto", dataset: str 
                 factor: int | None = None, ipc: int | None = None, name: str | None = None,
                 experiment: int = 0, value_space: str | None = None,
                 on_note: Callable[[str], None] | None = None) -> tuple[Manifest, bool]:
-    """Read PATH (see data/formats.py) and store it; returns (manifest, cached)."""
+    """Read PATH (see data/formats.py) and store it; returns (manifest, cached).
+
+    The key holds the digests of the files read, hashed after reading. A file that changed between
+    the start of the read and the end of the hash (size, mtime or inode differ: a copy still being
+    written) is refused rather than stored under a digest that is not the one of the bytes read."""
+    before = {f.resolve(): stamp(f) for f in locate(Path(path), fmt)}
     loaded = load(path, fmt, dataset=dataset, factor=factor, ipc=ipc, experiment=experiment,
                   value_space=value_space)
     cset = loaded.cset
@@ -40,6 +46,8 @@ def import_file(store: Store, path: Path | str, fmt: str = "auto", dataset: str 
     ref = name or default_ref(cset, loaded.fmt)
     store.check_ref_name(ref)  # before any work is committed
     digests = [sha256_file(f) for f in loaded.files]
+    for f in loaded.files:
+        check_unchanged(f, before.get(Path(f).resolve(), ()))
     inputs = {"file": digests[0], **({"labels": digests[1]} if len(digests) > 1 else {})}
     params = {"format": loaded.fmt, "dataset": cset.dataset, "factor": cset.factor, "ipc": cset.ipc,
               "experiment": cset.meta.get("experiment") if loaded.fmt == "dsa" else None,
@@ -51,6 +59,7 @@ def import_file(store: Store, path: Path | str, fmt: str = "auto", dataset: str 
         return result
 
     return run_cached(store, STAGE, VERSION, params, inputs, make, ref=ref)
+
 
 
 def default_ref(cset: CondensedSet, fmt: str) -> str:

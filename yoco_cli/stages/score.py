@@ -220,7 +220,7 @@ def load_scores(store: Store, m: Manifest) -> ScoreTable:
 
     if m.stage != STAGE or "scores" not in m.outputs:
         raise UsageError(f"{m.short} is a {m.stage} artifact, not scores", "see `yoco cache ls --stage score`")
-    ts, meta = tensors.load(store.object_path(m.digest("scores")))
+    ts, meta = tensors.load(store.read_output(m, "scores"))
     if meta.get("format") != "yoco-scores/1":
         raise IntegrityError(f"scores {m.short} are not in the yoco score format")
     return ScoreTable(m, ts)
@@ -233,7 +233,7 @@ REF_KEYS = {"el2n": ("el2n", "LBPE_0_10"), "forgetting": ("forgetting",), "aum":
 
 def from_file(store: Store, path: Path | str, name: str | None = None, seed: int = 0) -> tuple[Manifest, bool]:
     """Store a reference `data-score-*.pickle` as a score artifact (no code from the pickle runs)."""
-    from ..data import safe_pickle
+    from ..files import check_unchanged, load_reference_pickle, stamp
     from ..store.store import sha256_file
 
     path = Path(path)
@@ -242,15 +242,19 @@ def from_file(store: Store, path: Path | str, name: str | None = None, seed: int
     ref = name or f"reference/{re.sub(r'[^A-Za-z0-9._-]+', '-', path.stem)}"
     store.check_ref_name(ref)
 
+    before = stamp(path)
+    digest = sha256_file(path)
+
     def compute(tmp: Path, key: str) -> StageResult:  # only on a cache miss: the pickle is read once
-        doc = safe_pickle.load(path)
+        doc = load_reference_pickle(path)
+        check_unchanged(path, before)  # the key's digest is of the bytes just read
         if not isinstance(doc, dict) or "targets" not in doc:
             raise IntegrityError(f"{path} is not a reference score file (no 'targets' key)",
                                  "expected data-score-ipc*-ep*.pickle from the reference's generate_importance_score.py")
         return _write(tmp, _read_reference(doc, seed), ["reference", None], f"file {path.name}")
 
     return run_cached(store, STAGE, VERSION, {"source": "reference-pickle", "seed": seed},
-                      {"file": sha256_file(path)}, compute, ref=ref)
+                      {"file": digest}, compute, ref=ref)
 
 
 def _vector(v, what: str, n: int | None = None):

@@ -12,7 +12,6 @@ resumable checkpoint in `store.partial_dir(run_stage, key)`.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -66,7 +65,7 @@ def group_manifest(store: Store, stage: str, version: int, params: dict, inputs:
         for s, m in runs.items():
             for name in m.outputs:
                 dest = tmp / f"seed{s}-{name}"
-                shutil.copyfile(store.object_path(m.digest(name)), dest)  # same bytes -> same object
+                dest.write_bytes(store.read_output(m, name).data)  # verified bytes -> the same object
                 outputs[f"seed{s}/{name}"] = dest
         return StageResult(outputs=outputs, meta={**meta, "runs": {str(s): m.key for s, m in runs.items()}})
 

@@ -29,7 +29,8 @@ def all_sets(store: Store) -> list[Manifest]:
 
 
 def load_set(store: Store, m: Manifest) -> CondensedSet:
-    return CondensedSet.load(store.object_path(m.digest("set")))
+    """The stored set, parsed from bytes checked against their digest (a damaged one is quarantined)."""
+    return CondensedSet.load(store.read_output(m, "set"))
 
 
 def resolve_set(store: Store, spec: str) -> tuple[Manifest, CondensedSet]:

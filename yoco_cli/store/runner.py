@@ -62,28 +62,47 @@ def run_cached(
     ref: str | None = None,
     on_wait: Callable[[], None] | None = None,
 ) -> tuple[Manifest, bool]:
-    """Return (manifest, cached). `compute(tmpdir, key)` runs only on a cache miss."""
+    """Return (manifest, cached). `compute(tmpdir, key)` runs only on a cache miss.
+
+    A name is written with its run or not at all: it is checked before any work, and if writing it
+    still fails after a fresh commit, the commit is undone (its objects are left for gc)."""
     store.ensure()
+    if ref:
+        store.check_ref_name(ref)
     key = run_key(stage, version, params, inputs)
-    hit = _existing(store, stage, key)
-    if hit is None:
-        with store.lock(stage, key, on_wait=on_wait):
-            hit = _existing(store, stage, key)  # another process may have finished it meanwhile
-            if hit is None:
-                t0 = time.perf_counter()
-                with store.staging() as tmp:
-                    result = compute(tmp, key)
-                    outputs = {}
-                    for name, path in result.outputs.items():
-                        digest, size = store.put_file(Path(path))
-                        outputs[name] = {"digest": digest, "size": size}
+    hit = _named_hit(store, stage, key, ref)
+    if hit is not None:
+        return hit, True
+    with store.lock(stage, key, on_wait=on_wait):
+        hit = _named_hit(store, stage, key, ref)  # another process may have finished it meanwhile
+        if hit is not None:
+            return hit, True
+        t0 = time.perf_counter()
+        with store.staging() as tmp:
+            result = compute(tmp, key)
+            with store.writing():  # gc waits until the manifest references the objects moved in here
+                outputs = {}
+                for name, path in result.outputs.items():
+                    digest, size = store.put_file(Path(path))
+                    outputs[name] = {"digest": digest, "size": size}
                 manifest = Manifest(stage, version, key, params, inputs, outputs, result.meta,
                                     provenance(time.perf_counter() - t0))
                 store.commit_run(manifest)
-                store.clear_partial(stage, key)
                 if ref:
-                    store.set_ref(ref, stage, key)
-                return manifest, False
-    if ref:
-        store.set_ref(ref, stage, key)
-    return hit, True
+                    try:
+                        store.set_ref(ref, stage, key)
+                    except BaseException:
+                        store.uncommit_run(manifest)
+                        raise
+        store.clear_partial(stage, key)
+        return manifest, False
+
+
+def _named_hit(store: Store, stage: str, key: str, ref: str | None) -> Manifest | None:
+    """The committed run, named `ref`; checked under the store lock so `rm` cannot remove it between
+    the check and the naming (it may still remove it afterwards: readers then fail cleanly)."""
+    with store.writing():
+        hit = _existing(store, stage, key)
+        if hit is not None and ref:
+            store.set_ref(ref, stage, key)
+    return hit

@@ -5,11 +5,19 @@
     <home>/refs/<name>.json             friendly names -> (stage, key)
     <home>/tmp/                         staging on the same filesystem, so renames are atomic
     <home>/partial/<stage>/<key>/       checkpoints of resumable stages, removed on commit
-    <home>/locks/                       one lock file per stage key
+    <home>/locks/                       one lock file per stage key, and store.lock (see locks.py)
+    <home>/quarantine/                  objects that failed their digest check when read
 
 Write protocol: write into tmp/, hash, os.replace into objects/, then write the manifest
 the same way. A crash at any point leaves at most unreferenced tmp files, never a
-visible half-artifact; `gc` sweeps them.
+visible half-artifact; `gc` sweeps them. Moving objects in and committing their manifest
+happen under the store lock held shared, gc/rm/quarantine hold it exclusive, so gc never
+deletes an object whose manifest is about to be written (locks.py says why that suffices).
+
+Read protocol: a stage reads an object only through `read_output` / `read_object`, which
+hash the very bytes they return. A mismatch moves the object to quarantine/ (its manifests
+then count as not computed, so the next run recomputes or refetches it) and raises a
+one-line integrity error naming the artifact and the command that made it.
 """
 from __future__ import annotations
 
@@ -24,9 +32,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from filelock import FileLock, Timeout
-
 from ..errors import IntegrityError, LockTimeout, UsageError
+from . import locks
 from .manifest import Manifest
 
 _CHUNK = 1 << 20
@@ -65,6 +72,24 @@ def _atomic_write_text(path: Path, text: str, tmp_dir: Path) -> None:
         raise
 
 
+class Blob:
+    """Bytes read from the store and checked against their digest; `str()` names where they came from
+    (readers put it in their error messages). Parsers take it where they would take a path."""
+
+    def __init__(self, data: bytearray, name: str, digest: str):
+        self.data, self.name, self.digest = data, name, digest
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+NAME_MAX = 255  # bytes in one path component on every filesystem yoco targets
+PATH_MAX = 4096
+
+
 class Store:
     def __init__(self, root: Path | str | None = None):
         self.root = Path(root).expanduser() if root is not None else default_home()
@@ -87,15 +112,24 @@ class Store:
     def tmp(self) -> Path:
         return self.root / "tmp"
 
+    @property
+    def locks_dir(self) -> Path:
+        return self.root / "locks"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.root / "quarantine"
+
     def ensure(self) -> "Store":
         """Create the layout; fail with a usage error when the home is not writable."""
         if self._ready:
             return self
         try:
-            for d in (self.objects, self.runs, self.refs_dir, self.tmp, self.root / "locks", self.root / "partial"):
+            for d in (self.objects, self.runs, self.refs_dir, self.tmp, self.locks_dir, self.root / "partial"):
                 d.mkdir(parents=True, exist_ok=True)
-            probe = tempfile.NamedTemporaryFile(dir=self.tmp, prefix=".probe-", delete=True)
-            probe.close()
+            with self.writing():  # gc (exclusive) never sees the probe half-made
+                probe = tempfile.NamedTemporaryFile(dir=self.tmp, prefix=".probe-", delete=True)
+                probe.close()
         except OSError as e:
             raise UsageError(
                 f"the yoco home {self.root} is not writable ({e.strerror or e})",
@@ -103,6 +137,23 @@ class Store:
             ) from None
         self._ready = True
         return self
+
+    # -- the store lock (see locks.py) ----------------------------------------------
+    def _store_lock(self) -> locks.StoreLock:
+        self.locks_dir.mkdir(parents=True, exist_ok=True)
+        return locks.StoreLock(self.locks_dir / "store.lock")
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Held (shared) while objects enter objects/ until the manifest that uses them is written."""
+        with self._store_lock().shared():
+            yield
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Held by gc, rm and quarantine: no writer is between moving objects in and committing."""
+        with self._store_lock().exclusive():
+            yield
 
     # -- objects -------------------------------------------------------------
     def object_path(self, digest: str) -> Path:
@@ -112,14 +163,15 @@ class Store:
         return self.object_path(digest).is_file()
 
     def put_file(self, path: Path, digest: str | None = None) -> tuple[str, int]:
-        """Move a staged file into the object store (it must live on the store's filesystem)."""
+        """Move a staged file into the object store (it must live on the store's filesystem).
+
+        An object that already exists is replaced by the fresh copy: same name, same bytes when it
+        is sound, and a silently damaged copy is repaired instead of being reused."""
         self.ensure()
         digest = digest or sha256_file(path)
         size = path.stat().st_size
         dest = self.object_path(digest)
-        if dest.exists():
-            path.unlink()  # identical content already stored: one object
-        else:
+        with self.writing():
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(path, 0o444)
             os.replace(path, dest)
@@ -131,18 +183,86 @@ class Store:
             p.write_bytes(data)
             return self.put_file(p)
 
+    def read_object(self, digest: str, what: str | None = None, hint: str | None = None) -> Blob:
+        """The object's bytes, checked against its digest; a damaged object is quarantined (exit 3)."""
+        what = what or f"object {digest[:12]}"
+        path = self.object_path(digest)
+        try:
+            data = _read_all(path)
+        except FileNotFoundError:
+            raise IntegrityError(f"{what} (object {digest[:12]}) is missing from the store",
+                                 hint or "run `yoco cache verify`, then recompute it") from None
+        if hashlib.sha256(data).hexdigest() != digest:
+            moved = self.quarantine(digest)
+            where = f"moved it to {moved}" if moved else "it was repaired meanwhile"
+            raise IntegrityError(f"{what} is damaged: object {digest[:12]} does not match its digest ({where})",
+                                 hint or "run the command that made it again to recompute it")
+        return Blob(data, what, digest)
+
+    def read_output(self, m: Manifest, name: str) -> Blob:
+        """Output `name` of a run, verified; errors name the artifact and the command that made it."""
+        return self.read_object(m.digest(name), self.describe_output(m, name), self.recompute_hint(m))
+
+    def verified_path(self, m: Manifest, name: str) -> Path:
+        """For readers that need a file (torch.load, tarfile): hash the object first, quarantine on a mismatch."""
+        blob = self.read_output(m, name)
+        del blob
+        return self.object_path(m.digest(name))
+
+    def describe_output(self, m: Manifest, name: str) -> str:
+        refs = self.refs_to(m.stage, m.key)
+        label = refs[0] if refs else m.short
+        return f"{name!r} of the {m.stage} run {label}"
+
+    @staticmethod
+    def recompute_hint(m: Manifest) -> str:
+        """How to make a run's outputs again: the command line recorded in its provenance."""
+        argv = m.provenance.get("argv") if isinstance(m.provenance, dict) else None
+        if argv and isinstance(argv, list):
+            import shlex
+
+            return f"run `yoco {shlex.join(str(a) for a in argv)}` to make it again"
+        return "run the command that made it again"
+
+    def quarantine(self, digest: str) -> Path | None:
+        """Move a damaged object out of objects/ (under the exclusive lock, after hashing it again: a
+        writer may have replaced it with a sound copy meanwhile). Returns where it went, or None."""
+        path = self.object_path(digest)
+        with self.exclusive():
+            try:
+                if sha256_file(path) == digest:
+                    return None
+            except FileNotFoundError:
+                return None
+            self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+            dest = self.quarantine_dir / digest
+            n = 1
+            while dest.exists():
+                dest = self.quarantine_dir / f"{digest}.{n}"
+                n += 1
+            os.replace(path, dest)
+            return dest
+
+    def quarantined(self) -> list[Path]:
+        return sorted(self.quarantine_dir.iterdir()) if self.quarantine_dir.is_dir() else []
+
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:
-        """A private temp folder inside the store, removed on exit whatever happens."""
+        """A private temp folder inside the store, removed on exit whatever happens. Its owner holds
+        the lock file inside it until then, so gc knows a folder whose lock it can take is abandoned."""
         self.ensure()
-        d = Path(tempfile.mkdtemp(dir=self.tmp, prefix=f"stage-{os.getpid()}-"))
+        with self.writing():
+            d = Path(tempfile.mkdtemp(dir=self.tmp, prefix=f"stage-{os.getpid()}-"))
+            owner = locks.KeyLock(d / OWNER)
+            owner.acquire(timeout=0)
         try:
             yield d
         finally:
             shutil.rmtree(d, ignore_errors=True)
+            owner.release()
 
     def partial_dir(self, stage: str, key: str) -> Path:
-        """Where a resumable stage keeps its checkpoints until it commits."""
+        """Where a resumable stage keeps its checkpoints until it commits (use it under the key's lock)."""
         d = self.root / "partial" / stage / key
         d.mkdir(parents=True, exist_ok=True)
         return d
@@ -158,9 +278,12 @@ class Store:
         p = self.manifest_path(stage, key)
         if not p.is_file():
             return None
-        m = self._read_manifest(p)
+        try:
+            m = self._read_manifest(p)
+        except FileNotFoundError:
+            return None  # removed by rm meanwhile
         if require_objects and not all(self.has_object(o["digest"]) for o in m.outputs.values()):
-            return None  # objects lost (e.g. deleted by hand): treat as not computed
+            return None  # objects lost or quarantined: treat as not computed
         return m
 
     def _read_manifest(self, p: Path) -> Manifest:
@@ -171,10 +294,16 @@ class Store:
                                  f"delete it (`rm {p}`) and run the command again to recompute") from None
 
     def commit_run(self, m: Manifest) -> None:
-        for name, o in m.outputs.items():
-            if not self.has_object(o["digest"]):
-                raise IntegrityError(f"output {name!r} of {m.stage} is not in the store")
-        _atomic_write_text(self.manifest_path(m.stage, m.key), m.to_json(), self.tmp)
+        with self.writing():
+            for name, o in m.outputs.items():
+                if not self.has_object(o["digest"]):
+                    raise IntegrityError(f"output {name!r} of {m.stage} is not in the store")
+            _atomic_write_text(self.manifest_path(m.stage, m.key), m.to_json(), self.tmp)
+
+    def uncommit_run(self, m: Manifest) -> None:
+        """Undo a commit this process just made (its name could not be written): all or nothing."""
+        with self.writing():
+            _unlink(self.manifest_path(m.stage, m.key))
 
     def all_runs(self, stage: str | None = None) -> list[Manifest]:
         if not self.runs.is_dir():
@@ -184,28 +313,24 @@ class Store:
         for p in sorted(self.runs.glob(pattern)):
             try:
                 out.append(Manifest.from_json(p.read_text(encoding="utf-8")))
-            except (ValueError, KeyError, TypeError):
-                continue  # a damaged manifest is reported by verify, not here
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # a damaged manifest is reported by verify, a removed one is gone
         return out
+
+    def lock_path(self, stage: str, key: str) -> Path:
+        return self.locks_dir / f"{stage}-{key}.lock"
 
     @contextlib.contextmanager
     def lock(self, stage: str, key: str, timeout: float | None = None, on_wait=None) -> Iterator[None]:
         self.ensure()
         if timeout is None:
             timeout = float(os.environ.get("YOCO_LOCK_TIMEOUT", "-1"))
-        lock = FileLock(str(self.root / "locks" / f"{stage}-{key}.lock"))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            if on_wait is not None:
-                on_wait()
-            try:
-                lock.acquire(timeout=timeout)
-            except Timeout:
-                raise LockTimeout(
-                    f"another yoco process has held the lock for {stage} {key[:12]} for over {timeout:g} s",
-                    "wait for it to finish or raise YOCO_LOCK_TIMEOUT",
-                ) from None
+        lock = locks.KeyLock(self.lock_path(stage, key))
+        if not lock.acquire(timeout=timeout, on_wait=on_wait):
+            raise LockTimeout(
+                f"another yoco process has held the lock for {stage} {key[:12]} for over {timeout:g} s",
+                "wait for it to finish or raise YOCO_LOCK_TIMEOUT",
+            )
         try:
             yield
         finally:
@@ -215,13 +340,24 @@ class Store:
     def ref_path(self, name: str) -> Path:
         return self.refs_dir / f"{name}.json"
 
-    @staticmethod
-    def check_ref_name(name: str) -> str:
+    def check_ref_name(self, name: str) -> str:
+        """A name yoco can write: allowed characters, and short enough for the filesystem (checked
+        before any work, so a run is never committed without the name it was asked for)."""
         if not _REF_RE.match(name) or ".." in name.split("/"):
             raise UsageError(
                 f"invalid name {name!r}",
                 "use letters, digits and . _ - @ + = , separated by '/' (e.g. idc/cifar10/ipc10)",
             )
+        parts = name.split("/")
+        longest = max(parts, key=lambda c: len(c.encode()))
+        if len(parts[-1].encode()) + len(".json") > NAME_MAX or len(longest.encode()) > NAME_MAX:
+            raise UsageError(f"the name {_clip(name)} has a part of {len(longest.encode())} bytes; names are "
+                             f"stored as files, whose names may have at most {NAME_MAX - len('.json')} bytes",
+                             "choose a shorter --name (split it with '/' if you like)")
+        full = len(str(self.ref_path(name)).encode())
+        if full >= PATH_MAX:
+            raise UsageError(f"the name {_clip(name)} makes a path of {full} bytes under {self.refs_dir}; "
+                             f"the limit is {PATH_MAX - 1}", "choose a shorter --name or a shorter --home")
         return name
 
     def set_ref(self, name: str, stage: str, key: str) -> None:
@@ -229,7 +365,8 @@ class Store:
         self.check_ref_name(name)
         import json
 
-        _atomic_write_text(self.ref_path(name), json.dumps({"stage": stage, "key": key}) + "\n", self.tmp)
+        with self.writing():
+            _atomic_write_text(self.ref_path(name), json.dumps({"stage": stage, "key": key}) + "\n", self.tmp)
 
     def refs(self) -> dict[str, tuple[str, str]]:
         import json
@@ -242,8 +379,8 @@ class Store:
             try:
                 doc = json.loads(p.read_text(encoding="utf-8"))
                 out[name] = (str(doc["stage"]), str(doc["key"]))
-            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-                continue  # a damaged name is reported by verify and removed by gc
+            except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+                continue  # a damaged name is reported by verify and removed by gc; a removed one is gone
         return out
 
     def refs_to(self, stage: str, key: str) -> list[str]:
@@ -258,11 +395,12 @@ class Store:
             if m is not None and (stage is None or m.stage == stage):
                 return m
             if m is None:
-                raise IntegrityError(f"{spec} points to {s} {k[:12]}, which is missing from the store",
-                                     "run `yoco cache verify`, then recompute it")
+                raise self._missing_error(spec, s, k)
         if re.fullmatch(r"[0-9a-f]{4,64}", spec):
             hits = [m for m in self.all_runs(stage) if m.key.startswith(spec)]
             if len(hits) == 1:
+                if self.load_run(hits[0].stage, hits[0].key) is None:
+                    raise self._missing_error(spec, hits[0].stage, hits[0].key)
                 return hits[0]
             if len(hits) > 1:
                 raise UsageError(f"key prefix {spec} matches {len(hits)} {what}s", "give more digits")
@@ -270,6 +408,18 @@ class Store:
         close = difflib.get_close_matches(spec, names, n=3)
         hint = f"did you mean {', '.join(close)}?" if close else "see `yoco cache ls`"
         raise UsageError(f"no {what} named {spec!r} in the store", hint)
+
+    def _missing_error(self, spec: str, stage: str, key: str) -> IntegrityError:
+        m = self.load_run(stage, key, require_objects=False)
+        if m is None:
+            return IntegrityError(f"{spec} points to {stage} {key[:12]}, which is missing from the store",
+                                  "run `yoco cache verify`, then recompute it")
+        quarantined = {p.name.split(".")[0] for p in self.quarantined()}
+        lost = [n for n, o in m.outputs.items() if not self.has_object(o["digest"])]
+        why = "is missing" + (" (it was damaged: a copy is in quarantine/)"
+                              if any(m.digest(n) in quarantined for n in lost) else "")
+        return IntegrityError(f"{spec}: output {lost[0]!r} of its {stage} run {key[:12]} {why}",
+                              self.recompute_hint(m))
 
     # -- maintenance -----------------------------------------------------------
     def referenced_digests(self) -> set[str]:
@@ -281,23 +431,45 @@ class Store:
         return sorted(p for p in self.objects.glob("*/*") if p.is_file())
 
     def verify(self, progress=None) -> list[str]:
-        """Re-hash every object; check every manifest's outputs exist. Returns problems."""
-        problems: list[str] = []
-        objs = self.all_objects()
-        for p in objs:
-            if sha256_file(p) != p.name:
-                problems.append(f"object {p.name[:12]} does not match its digest (corrupted)")
-            if progress:
-                progress()
+        """Re-hash every object (quarantining damaged ones); check every manifest's outputs and every
+        name. Returns the problems found. Held shared: gc and rm wait, stages keep committing."""
+        damaged: list[str] = []
+        with self.writing():
+            for p in self.all_objects():
+                try:
+                    if sha256_file(p) != p.name:
+                        damaged.append(p.name)
+                except FileNotFoundError:
+                    pass  # quarantined by a reader meanwhile
+                if progress:
+                    progress()
+        problems = [f"object {d[:12]} does not match its digest (corrupted); moved to "
+                    f"{self.quarantine(d) or 'nowhere: it was repaired meanwhile'}" for d in damaged]
+        quarantined = {p.name.split(".")[0] for p in self.quarantined()}
+        with self.writing():
+            problems += self._check_manifests(quarantined)
+            problems += self._check_refs()
+        return problems
+
+    def _check_manifests(self, quarantined: set[str]) -> list[str]:
+        problems = []
         for mp in sorted(self.runs.glob("*/*.json")) if self.runs.is_dir() else []:
             try:
                 m = Manifest.from_json(mp.read_text(encoding="utf-8"))
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
                 problems.append(f"manifest {mp.relative_to(self.root)} is unreadable")
+                continue
+            except FileNotFoundError:
                 continue
             for name, o in m.outputs.items():
                 if not self.has_object(o["digest"]):
-                    problems.append(f"{m.stage} {m.short}: output {name} ({o['digest'][:12]}) is missing")
+                    why = "is missing" + (" (a damaged copy is in quarantine/)" if o["digest"] in quarantined else "")
+                    problems.append(f"{m.stage} {m.short}: output {name} ({o['digest'][:12]}) {why}; "
+                                    + self.recompute_hint(m))
+        return problems
+
+    def _check_refs(self) -> list[str]:
+        problems = []
         good = self.refs()
         for name, (s, k) in good.items():
             if not self.manifest_path(s, k).is_file():
@@ -313,62 +485,172 @@ class Store:
         return [p.relative_to(self.refs_dir).as_posix()[: -len(".json")] for p in self.refs_dir.rglob("*.json")]
 
     def gc(self, dry_run: bool = False) -> dict[str, list[str]]:
-        """Remove objects no manifest references, dangling refs and abandoned staging files."""
-        keep = self.referenced_digests()
-        dead = [p for p in self.all_objects() if p.name not in keep]
-        good = self.refs()
-        dangling = [n for n, (s, k) in good.items() if not self.manifest_path(s, k).is_file()]
-        dangling += [n for n in self._ref_files() if n not in good]
-        stale = [p for p in self.tmp.iterdir() if _abandoned(p)] if self.tmp.is_dir() else []
-        freed = sum(p.stat().st_size for p in dead)  # before deleting: the files are gone after
-        if not dry_run:
-            for p in dead:
-                _unlink(p)
-            for n in dangling:
-                _unlink(self.ref_path(n))
-            for p in stale:
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else _unlink(p)
+        """Remove objects no manifest references, dangling refs, abandoned staging files, quarantined
+        objects, stale lock files and empty or finished partial folders. Safe while stages run: it
+        holds the store lock exclusive, so no writer is between moving objects in and committing."""
+        with self.exclusive():
+            keep = self.referenced_digests()
+            dead = [p for p in self.all_objects() if p.name not in keep]
+            good = self.refs()
+            dangling = [n for n, (s, k) in good.items() if not self.manifest_path(s, k).is_file()]
+            dangling += [n for n in self._ref_files() if n not in good]
+            stale = [p for p in _entries(self.tmp) if _abandoned(p)]
+            quarantined = self.quarantined()
+            freed = sum(_size(p) for p in dead + quarantined)
+            if not dry_run:
+                for p in dead + quarantined:
+                    _unlink(p)
+                for n in dangling:
+                    _unlink(self.ref_path(n))
+                for p in stale:
+                    _remove_staging(p)
+        tidy = self.tidy(dry_run=dry_run)
         return {
             "objects": [p.name for p in dead],
             "refs": dangling,
             "tmp": [p.name for p in stale],
+            "quarantine": [p.name for p in quarantined],
+            **tidy,
             "bytes": [str(freed)],
         }
 
+    def tidy(self, dry_run: bool = False) -> dict[str, list[str]]:
+        """Lock files nobody holds, and partial folders that are empty or whose run is committed (only
+        while their key's lock is free, i.e. no process is computing that key)."""
+        stale_locks, partials = [], []
+        parts = sorted(p for p in (self.root / "partial").glob("*/*") if p.is_dir()) \
+            if (self.root / "partial").is_dir() else []
+        for d in parts:
+            stage, key = d.parent.name, d.name
+            finished = self.manifest_path(stage, key).is_file()
+            if not finished and any(d.iterdir()):
+                continue  # checkpoints of an interrupted run: the next run resumes from them
+            lock = locks.KeyLock(self.lock_path(stage, key))
+            if not lock.acquire(timeout=0):
+                continue  # a process is computing this key right now
+            try:
+                partials.append(f"{stage}/{key}")
+                if not dry_run:
+                    shutil.rmtree(d, ignore_errors=True)
+                    with contextlib.suppress(OSError):
+                        d.parent.rmdir()  # the stage folder, when it was the last one
+            finally:
+                lock.release()
+        for p in sorted(self.locks_dir.glob("*.lock")) if self.locks_dir.is_dir() else []:
+            if p.name == "store.lock":
+                continue
+            if dry_run:
+                if not locks.held_by_someone(p):
+                    stale_locks.append(p.name)
+            elif locks.try_remove(p):
+                stale_locks.append(p.name)
+        return {"locks": stale_locks, "partial": partials}
+
     def rm(self, manifests: list[Manifest], dry_run: bool = False) -> dict[str, list[str]]:
         """Remove runs and the refs naming them; then collect objects nothing else uses."""
-        removed_refs = [n for m in manifests for n in self.refs_to(m.stage, m.key)]
+        with self.exclusive():
+            removed_refs = [n for m in manifests for n in self.refs_to(m.stage, m.key)]
+            if not dry_run:
+                for n in removed_refs:
+                    _unlink(self.ref_path(n))
+                for m in manifests:
+                    _unlink(self.manifest_path(m.stage, m.key))
+            gone = {m.key for m in manifests}
+            keep = {o["digest"] for m in self.all_runs() if m.key not in gone for o in m.outputs.values()}
+            freed = sorted({o["digest"] for m in manifests for o in m.outputs.values()} - keep)
+            if not dry_run:
+                for d in freed:
+                    _unlink(self.object_path(d))
         if not dry_run:
-            for n in removed_refs:
-                _unlink(self.ref_path(n))
-            for m in manifests:
-                _unlink(self.manifest_path(m.stage, m.key))
-                self.clear_partial(m.stage, m.key)
-        gone = {m.key for m in manifests}
-        keep = {o["digest"] for m in self.all_runs() if m.key not in gone for o in m.outputs.values()}
-        freed = sorted({o["digest"] for m in manifests for o in m.outputs.values()} - keep)
-        if not dry_run:
-            for d in freed:
-                _unlink(self.object_path(d))
+            for m in manifests:  # a partial folder is only touched under its key's lock
+                lock = locks.KeyLock(self.lock_path(m.stage, m.key))
+                if lock.acquire(timeout=0):
+                    try:
+                        self.clear_partial(m.stage, m.key)
+                    finally:
+                        lock.release()
         return {"runs": [f"{m.stage}/{m.key}" for m in manifests], "refs": removed_refs, "objects": freed}
+
+
+OWNER = ".owner.lock"
+
+
+def _clip(name: str, n: int = 40) -> str:
+    return repr(name if len(name) <= n else name[: n - 3] + "...")
+
+
+def _read_all(path: Path) -> bytearray:
+    """The whole file in one buffer (readers parse from it, so the bytes hashed are the bytes used)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        buf = bytearray(size)
+        view = memoryview(buf)
+        got = 0
+        while got < size:
+            n = f.readinto(view[got:])
+            if not n:
+                break
+            got += n
+        if got < size:
+            del view
+            del buf[got:]
+    return buf
+
+
+def _entries(d: Path) -> list[Path]:
+    try:
+        return list(d.iterdir())
+    except FileNotFoundError:
+        return []
+
+
+def _size(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _unlink(p: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
-        os.chmod(p, 0o644) if p.exists() else None
-        p.unlink()
+        p.unlink()  # the folder's permissions decide, not the object's read-only mode
 
 
-def _abandoned(p: Path, min_age_s: float = 5.0) -> bool:
-    """Staging entries whose owning process is gone (name carries the pid) or that are old."""
+def _remove_staging(p: Path) -> None:
+    if p.is_dir():
+        lock = locks.KeyLock(p / OWNER) if (p / OWNER).exists() else None
+        if lock is not None and not lock.acquire(timeout=0):
+            return  # its owner is alive after all
+        try:
+            shutil.rmtree(p, ignore_errors=True)
+        finally:
+            if lock is not None:
+                lock.release()
+    else:
+        _unlink(p)
+
+
+def _abandoned(p: Path, min_age_s: float = 3600.0) -> bool:
+    """Staging entries whose owner is gone. Called under the exclusive store lock, so every entry
+    was made by a writer that finished making it:
+      stage-*/ with an owner lock: abandoned iff nobody holds that lock (its owner died);
+      stage-PID-*/ without one (older yoco): abandoned iff that process is gone;
+      .w-* and .probe-* files: written only under the shared lock, so their writer is gone;
+      anything else: only when older than an hour."""
+    if p.is_dir() and (p / OWNER).exists():
+        return not locks.held_by_someone(p / OWNER)
+    if p.name.startswith((".w-", ".probe-")):
+        return True
     m = re.match(r"stage-(\d+)-", p.name)
     if m:
-        pid = int(m.group(1))
         try:
-            os.kill(pid, 0)  # alive (this process included): still in use
+            os.kill(int(m.group(1)), 0)  # alive (this process included): still in use
             return False
         except ProcessLookupError:
             return True
         except PermissionError:
             return False
-    return time.time() - p.stat().st_mtime > min_age_s
+    try:
+        return time.time() - p.stat().st_mtime > min_age_s
+    except FileNotFoundError:
+        return False
