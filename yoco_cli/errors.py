@@ -52,3 +52,32 @@ class LockTimeout(YocoError):
     """Another process held a stage's lock for too long (exit 5)."""
 
     exit_code = EXIT_LOCK
+
+
+class ResourceError(UsageError):
+    """The machine refused: a full disk, a name or path too long, a read-only or forbidden place,
+    a missing optional dependency (exit 2: the user can fix it; the cache is left consistent)."""
+
+
+_RESOURCE = {  # errno name -> (what happened, what to do)
+    "ENOSPC": ("no space left on the device", "free some space, or point --home / YOCO_HOME at a disk with room"),
+    "EDQUOT": ("the disk quota is exceeded", "free some space, or point --home / YOCO_HOME at a disk with room"),
+    "EFBIG": ("a file grew past the size this system allows", "point --home / YOCO_HOME at another filesystem"),
+    "ENAMETOOLONG": ("a file name or path is too long", "use a shorter name, path or --home"),
+    "EROFS": ("the filesystem is read-only", "choose a writable --home or output path"),
+    "EACCES": ("permission denied", "choose a writable --home or output path"),
+    "EPERM": ("operation not permitted", "choose a writable --home or output path"),
+    "EMFILE": ("too many open files", "raise the limit (ulimit -n) and run again"),
+}
+
+
+def resource_error(e: OSError) -> ResourceError | None:
+    """The one-line error for an OSError the user's environment caused, or None (then it is a bug)."""
+    import errno
+
+    name = errno.errorcode.get(e.errno or -1, "")
+    if name not in _RESOURCE:
+        return None
+    what, hint = _RESOURCE[name]
+    where = f" ({e.filename})" if e.filename else ""
+    return ResourceError(f"{what}{where}; nothing was half-written into the cache", hint)

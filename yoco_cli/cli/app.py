@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import __version__
-from ..errors import EXIT_BUG, EXIT_INTERRUPTED, YocoError
+from ..errors import EXIT_BUG, EXIT_INTERRUPTED, YocoError, resource_error
 from . import output
 from .common import state
 
@@ -75,9 +75,15 @@ class YocoGroup(typer.core.TyperGroup):
             raise _usage_error(e) from None
         except (typer.Exit, typer.Abort, click_errors.ClickException):
             raise
-        except Exception as e:  # a bug: say so in one line unless --debug
+        except Exception as e:
             if output.get().debug:
                 raise
+            # a full disk, a name too long, a read-only folder: the user's to fix, in one line (exit 2)
+            err = resource_error(e) if isinstance(e, OSError) else None
+            if err is not None:
+                output.get().error(err.one_line())
+                raise typer.Exit(err.exit_code) from None
+            # anything else is a bug: say so in one line unless --debug
             output.get().error(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)")
             raise typer.Exit(EXIT_BUG) from None
 

@@ -73,6 +73,8 @@ def pipeline_cmd(
     for path in (plot, markdown):
         if path is not None:
             check_output_file(path)
+    if plot is not None:
+        rep.check_plot_support()  # before hours of training, not after
     t0, trained0 = time.perf_counter(), pipeline_stage.training_runs(store)
     with o.progress() as prog:
         task = prog.add_task("pipeline", total=pipeline_stage.plan_size(req), status="")

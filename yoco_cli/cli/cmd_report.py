@@ -58,6 +58,8 @@ def report_cmd(
     for path in (out_file, plot):
         if path is not None:
             check_output_file(path)
+    if plot is not None:
+        rep.check_plot_support()
     records = rep.filter_records(rep.collect(get_store()), dataset, source, model)
     tables = rep.build_tables(records, table or None, which, metric or None)
     if not tables:

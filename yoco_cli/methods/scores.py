@@ -175,6 +175,29 @@ class ScoreOptions:
     aum_mean: bool = False
     seed: int = 0
 
+    def __post_init__(self):
+        """Checks that need no dynamics, so a bad option fails before any training starts. The checks
+        against the recorded epoch count follow in `lbpe` once the dynamics exist."""
+        if self.k is not None and self.k < 1:
+            raise UsageError(f"--k must be at least 1, got {self.k}")
+        if self.stop_epoch is not None and self.stop_epoch < 1:
+            raise UsageError(f"--stop-epoch must be at least 1, got {self.stop_epoch}",
+                             "LBPE looks at the epochs before it, e.g. --stop-epoch 100")
+        if self.k is not None and self.stop_epoch is not None:
+            presets.check_lbpe(self.stop_epoch, self.k, self.stop_epoch)
+        a, b = self.el2n_window
+        if not 0 <= a < b:
+            raise UsageError(f"bad EL2N window [{a}, {b})", "give START:END with 0 <= START < END")
+
+    def check_epochs(self, epochs: int) -> None:
+        """Against the dynamics that will be recorded (or read): fail now, not after training."""
+        if self.stop_epoch is not None and self.stop_epoch > epochs:
+            raise UsageError(f"--stop-epoch {self.stop_epoch} is past the {epochs} epochs the dynamics will record",
+                             f"use --stop-epoch {epochs} or less (or more --dynamics-epochs)")
+        if self.el2n_window[0] >= epochs:
+            raise UsageError(f"the EL2N window starts at epoch {self.el2n_window[0]}, after the {epochs} epochs the "
+                             f"dynamics will record", "start it earlier")
+
     def as_params(self) -> dict:
         return {"k": self.k, "stop_epoch": self.stop_epoch, "use_loss": self.use_loss,
                 "el2n_window": list(self.el2n_window), "never_learned": self.never_learned,

@@ -178,12 +178,12 @@ class Checkpoint:
             return None
         try:
             return tensors.load(self.path)
-        except Exception:  # a torn or foreign file: start over rather than fail
+        except Exception:  # a torn, damaged (seal mismatch) or foreign file: start over rather than fail
             return None
 
     def save(self, ts: dict, meta: dict) -> None:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tensors.save(tmp, ts, meta)
+        tensors.save(tmp, ts, meta, seal=True)  # checkpoints carry no digest in their name: seal them
         os.replace(tmp, self.path)
         self._last = time.monotonic()
 

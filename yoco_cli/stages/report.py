@@ -197,11 +197,24 @@ def to_json(tables: list[Table]) -> list[dict]:
     return [asdict(t) for t in tables]
 
 
+def check_plot_support() -> None:
+    """Fail before any work when --plot cannot be honoured (matplotlib missing or broken)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+    except ImportError as e:
+        from ..errors import ResourceError
+
+        raise ResourceError(f"--plot needs matplotlib, which cannot be imported ({e})",
+                            "install it: pip install 'matplotlib>=3.7' (or leave out --plot)") from None
+
+
 def plot(records: list[EvalRecord], path: Path, which: str = "best") -> Path:
     """Accuracy against target IPC, one line per main-table rule, error bars = std."""
+    check_plot_support()
     import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     groups: dict[tuple, list[EvalRecord]] = {}

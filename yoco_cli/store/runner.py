@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import __version__
-from ..errors import IntegrityError
+from ..errors import IntegrityError, resource_error
 from .manifest import Manifest, run_key
 from .store import Store
 
@@ -77,25 +77,37 @@ def run_cached(
         hit = _named_hit(store, stage, key, ref)  # another process may have finished it meanwhile
         if hit is not None:
             return hit, True
-        t0 = time.perf_counter()
-        with store.staging() as tmp:
-            result = compute(tmp, key)
-            with store.writing():  # gc waits until the manifest references the objects moved in here
-                outputs = {}
-                for name, path in result.outputs.items():
-                    digest, size = store.put_file(Path(path))
-                    outputs[name] = {"digest": digest, "size": size}
-                manifest = Manifest(stage, version, key, params, inputs, outputs, result.meta,
-                                    provenance(time.perf_counter() - t0))
-                store.commit_run(manifest)
-                if ref:
-                    try:
-                        store.set_ref(ref, stage, key)
-                    except BaseException:
-                        store.uncommit_run(manifest)
-                        raise
+        try:
+            manifest = _compute_and_commit(store, stage, version, params, inputs, key, compute, ref)
+        except OSError as e:  # a full disk mid-write: the staging folder is gone, nothing was committed
+            err = resource_error(e)
+            if err is None:
+                raise
+            raise err from None
         store.clear_partial(stage, key)
         return manifest, False
+
+
+def _compute_and_commit(store, stage, version, params, inputs, key, compute, ref) -> Manifest:
+    """Compute into a staging folder, move the outputs into objects/ and write the manifest (and name)."""
+    t0 = time.perf_counter()
+    with store.staging() as tmp:
+        result = compute(tmp, key)
+        with store.writing():  # gc waits until the manifest references the objects moved in here
+            outputs = {}
+            for name, path in result.outputs.items():
+                digest, size = store.put_file(Path(path))
+                outputs[name] = {"digest": digest, "size": size}
+            manifest = Manifest(stage, version, key, params, inputs, outputs, result.meta,
+                                provenance(time.perf_counter() - t0))
+            store.commit_run(manifest)
+            if ref:
+                try:
+                    store.set_ref(ref, stage, key)
+                except BaseException:
+                    store.uncommit_run(manifest)
+                    raise
+    return manifest
 
 
 def _named_hit(store: Store, stage: str, key: str, ref: str | None) -> Manifest | None:
