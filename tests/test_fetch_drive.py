@@ -171,7 +171,7 @@ def test_default_client_drives_gdown(store, monkeypatch, online):
 
     def fake_download(**kw):
         calls["download"] = kw
-        Path(kw["output"]).write_bytes(b"\x80\x02 pretend pickle")
+        Path(kw["output"]).write_bytes(b"\x80\x02 pretend pickle.")
         kw["progress"](18, 18)
 
     monkeypatch.setattr(gdown, "download_folder", fake_folder)
@@ -181,7 +181,7 @@ def test_default_client_drives_gdown(store, monkeypatch, online):
     m, _ = fetching.ensure_download(store, e, fetching.Options(bar=lambda n: lambda d, t: seen.append(d), timeout=7))
     assert calls["folder"]["id"] == YOCO_FOLDER and calls["folder"]["skip_download"] is True
     assert calls["download"]["id"] == "F1" and calls["download"]["timeout"] == 7 and seen == [18]
-    assert store.object_path(m.digest("file")).read_bytes() == b"\x80\x02 pretend pickle"
+    assert store.object_path(m.digest("file")).read_bytes() == b"\x80\x02 pretend pickle."
 
     def refuse(**kw):
         from gdown.download import get_url_from_gdrive_confirmation
@@ -196,12 +196,12 @@ def test_default_client_drives_gdown(store, monkeypatch, online):
 
 def test_virus_scan_interstitial_is_followed(store, online):
     with Loopback() as srv:
-        confirmed = srv.add("/download", b"\x80\x02big pickle")
+        confirmed = srv.add("/download", b"\x80\x02big pickle.")
         html = page("virus_scan").replace("https://drive.usercontent.google.com/download", confirmed)
         url = srv.add("/uc", html.encode(), ctype="text/html; charset=utf-8")
         m, _ = fetching.ensure_download(store, Entry("x/big", None, url, {"kind": "file"}), fetching.Options())
         assert "confirm=t" in srv.requests("/download")[0]["path"]
-    assert store.object_path(m.digest("file")).read_bytes() == b"\x80\x02big pickle"
+    assert store.object_path(m.digest("file")).read_bytes() == b"\x80\x02big pickle."
 
 
 # -- the CLI: offline, then online, then offline again --------------------------------------------

@@ -2,7 +2,11 @@
 
     download(url, dest, timeout=60, retries=3, progress=cb) -> Transfer
 
-Bytes go to `<dest>.part`; only a complete body is renamed to `dest`. A second call
+Bytes go to `<dest>.part`; only a complete body is renamed to `dest`. "Complete" is what the
+transfer can tell: the declared length (Content-Length, Content-Range) or the end of a chunked
+body. A server that declares neither ends the body by closing the connection, which a cut
+connection looks just like: `Transfer.length_known` is False then, and the caller checks the
+file's own structure (fetch/structure.py) before trusting it. A second call
 resumes the part with a Range request (If-Range on the ETag, so a changed remote file
 restarts instead of being spliced); a server that ignores Range gets a clean restart.
 Transient failures (connection cut, timeout, HTTP 5xx/429) are retried with exponential
@@ -44,6 +48,7 @@ class Transfer:
     resumed_from: int  # bytes already on disk when this call started (0: fresh)
     attempts: int
     restarted: bool  # a partial was thrown away (server ignored Range, or the file changed)
+    length_known: bool = True  # the server declared the size (or chunked framing) and it was met
 
 
 class _Retry(Exception):
@@ -73,8 +78,8 @@ def download(url: str, dest: Path, *, timeout: float = 60.0, retries: int = 3, b
     while True:
         attempts += 1
         try:
-            if _attempt(url, part, meta, timeout, progress, what):
-                restarted = True
+            discarded, length_known = _attempt(url, part, meta, timeout, progress, what)
+            restarted = restarted or discarded
             break
         except _Retry as r:
             if attempts > retries:
@@ -97,7 +102,7 @@ def download(url: str, dest: Path, *, timeout: float = 60.0, retries: int = 3, b
     size = part.stat().st_size
     os.replace(part, dest)
     meta.unlink(missing_ok=True)
-    return Transfer(url, size, resumed_from, attempts, restarted)
+    return Transfer(url, size, resumed_from, attempts, restarted, length_known)
 
 
 def _forget_other_source(part: Path, meta: Path, url: str) -> None:
@@ -126,8 +131,10 @@ def _request(url: str, have: int, meta: Path) -> urllib.request.Request:
     return urllib.request.Request(url, headers=headers)
 
 
-def _attempt(url: str, part: Path, meta: Path, timeout: float, progress: Progress | None, what: str) -> bool:
-    """One request; True when bytes already on disk were discarded (the server ignored Range)."""
+def _attempt(url: str, part: Path, meta: Path, timeout: float, progress: Progress | None,
+             what: str) -> tuple[bool, bool]:
+    """One request -> (bytes already on disk were discarded (the server ignored Range),
+    the body's end was declared by the server: a length or chunked framing)."""
     have = part.stat().st_size if part.exists() else 0
     host = urllib.parse.urlsplit(url).netloc or url
     with _opened(_request(url, have, meta), timeout, host, what, url, have) as resp:
@@ -139,13 +146,14 @@ def _attempt(url: str, part: Path, meta: Path, timeout: float, progress: Progres
             have = 0
         meta.write_text(json.dumps({"url": url, "etag": resp.headers.get("ETag"),
                                     "last_modified": resp.headers.get("Last-Modified")}), encoding="utf-8")
+        framed = total is not None or (resp.headers.get("Transfer-Encoding") or "").lower() == "chunked"
         done = _stream(resp, part, mode, have, total, progress, timeout, host, what)
     if total is not None and done < total:
         raise _Retry(FetchError(f"truncated download of {what}: got {done} of {total} bytes from {host}",
                                 "the connection was cut; run the command again to resume"))
     if total is not None and done > total:
         raise _Restart()
-    return discarded
+    return discarded, framed
 
 
 @contextmanager

@@ -13,15 +13,16 @@ decoded into the `dataset` stage, dynamics/score files kept as they are).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from ..errors import FetchError, IntegrityError, UsageError
-from ..remote import gdrive, http
+from ..remote import gdrive, http, structure
 from ..remote.registry import Entry
 from ..progress import SILENT, Reporter
 from ..store import Manifest, StageResult, Store, run_cached, run_key
@@ -114,12 +115,13 @@ def ensure_download(store: Store, entry: Entry, opts: Options) -> tuple[Manifest
             transfer = _download_into(entry, body, opts)
         try:
             digests = _verify(body, entry)
+            whole = _check_whole(body, entry, transfer)
         except (IntegrityError, FetchError):
-            store.clear_partial(STAGE, key)  # wrong bytes are not worth resuming
+            store.clear_partial(STAGE, key)  # wrong or short bytes are not worth resuming: start over
             raise
         out = tmp / "file"
         os.replace(body, out)
-        return StageResult({"file": out}, _meta(entry, digests, out.stat().st_size, transfer))
+        return StageResult({"file": out}, {**_meta(entry, digests, out.stat().st_size, transfer), "whole": whole})
 
     return run_cached(store, STAGE, VERSION, download_params(entry), {}, compute, ref=download_ref(entry))
 
@@ -176,6 +178,21 @@ def _verify(body: Path, entry: Entry) -> dict:
                                  "the remote file changed or is corrupt; if you trust the new file, override the "
                                  "entry's digest with YOCO_REGISTRY")
     return got
+
+
+def _check_whole(body: Path, entry: Entry, transfer) -> str:
+    """How we know the body is complete. A published digest proves it; else the published size, the
+    length the server declared, and the file's own structure (the one proof that works for a body
+    that ended with a closed connection: see fetch/structure.py)."""
+    size = body.stat().st_size
+    if entry.size is not None and size != entry.size:
+        raise FetchError(f"the download of {entry.name} has {size} bytes, the registry says {entry.size}",
+                         "run the command again: the partial file was dropped and the next fetch starts over")
+    if entry.sha256 or entry.md5:
+        return "digest"
+    kind = structure.check(body, entry.name)
+    length = "size" if entry.size is not None else "length" if transfer is not None and transfer.length_known else ""
+    return "+".join(x for x in (length, kind and f"{kind} structure") if x) or "unverified"
 
 
 def _meta(entry: Entry, digests: dict, size: int, transfer) -> dict:
@@ -260,15 +277,35 @@ def _finish(store: Store, kind: str, group: str, entries: list[Entry], opts: Opt
     first = any(m.meta.get("first_seen") for m, _ in downloads)
     all_cached = all(hit for _, hit in downloads)
     if kind == "set":
-        m, hit = import_set(store, group, entries, [m for m, _ in downloads])
+        with dropped_if_undecodable(store, group, [m for m, _ in downloads]):
+            m, hit = import_set(store, group, entries, [m for m, _ in downloads])
     elif kind == "dataset":
         from . import datasets
 
-        m, hit = datasets.prepare(store, group, opts)
+        with dropped_if_undecodable(store, group, [m for m, _ in downloads]):
+            m, hit = datasets.prepare(store, group, opts)
     else:
         m, hit = downloads[0]
         return Outcome(entries[0].name, kind, m.stage, m.key, hit, m.meta.get("summary", ""), sha, first)
     return Outcome(group, kind, m.stage, m.key, hit and all_cached, m.meta.get("summary", ""), sha, first)
+
+
+@contextlib.contextmanager
+def dropped_if_undecodable(store: Store, group: str, downloads: list[Manifest]) -> Iterator[None]:
+    """A download that fails to decode is dropped from the store, so the next fetch starts over
+    instead of failing on the same bytes for ever. Only downloads no published digest vouches for
+    are dropped: a file that matches its publisher's digest would come back byte for byte."""
+    try:
+        yield
+    except IntegrityError as e:
+        doubtful = [m for m in downloads if not m.meta.get("verified") and store.load_run(m.stage, m.key)]
+        if not doubtful:
+            raise
+        store.rm(doubtful)
+        names = ", ".join(str(m.meta.get("entry", m.short)) for m in doubtful)
+        raise IntegrityError(f"{e.message}; dropped the download of {names} from the store",
+                             f"run `yoco fetch {group}` again to download it afresh (if the source keeps "
+                             f"sending a bad file, point the entry at a mirror with YOCO_REGISTRY)") from None
 
 
 def import_set(store: Store, name: str, entries: list[Entry], downloads: list[Manifest]) -> tuple[Manifest, bool]:
