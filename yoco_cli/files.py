@@ -66,21 +66,3 @@ def check_unchanged(path: Path, before: tuple) -> None:
         raise IntegrityError(f"{path} changed while yoco was reading it",
                              "wait until it is completely written, then run the command again")
 
-
-def load_reference_pickle(path: Path):
-    """A reference pickle through the restricted unpickler. A file whose declared sizes ask for more
-    memory than exists (a 15 KB file declaring a 7 GiB buffer) is a damaged or hostile file: exit 3
-    with one line, never an internal MemoryError."""
-    from .data import safe_pickle
-    from .errors import IntegrityError
-
-    try:
-        return safe_pickle.load(path)
-    except MemoryError:
-        raise IntegrityError(f"{path} declares more data than memory can hold "
-                             f"({os.path.getsize(path)} bytes on disk)", "it is damaged or not a reference pickle") from None
-    except RuntimeError as e:  # torch's allocator: "DefaultCPUAllocator: can't allocate memory"
-        if "allocat" not in str(e).lower():
-            raise
-        raise IntegrityError(f"{path} declares a tensor larger than memory can hold "
-                             f"({os.path.getsize(path)} bytes on disk)", "it is damaged or not a reference pickle") from None

@@ -9,15 +9,21 @@
 Pure functions: no store, no network, no output. The `dataset` stage (stages/datasets.py)
 downloads the files, calls these readers once and keeps the decoded arrays in the store.
 Pickles are read by an unpickler that can build numpy arrays and nothing else: no code runs.
+
+Hostile files cost bounded memory: every size a file declares (a tar member, an idx header, a
+compressed MATLAB element) is checked against the limit below and against the file's own size
+(a real archive of images barely compresses; a gzip bomb does) before anything is allocated,
+and archive members are streamed, never read whole.
 """
 from __future__ import annotations
 
 import codecs
 import gzip
 import hashlib
-import io
+import os
 import pickle
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -33,6 +39,32 @@ FOLDER_TEST_FRACTION = 0.2
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"]
+LIMIT_ENV = "YOCO_MAX_DECODED_BYTES"
+DEFAULT_LIMIT = 4 << 30  # the largest real member is SVHN's extra X, 1.3 GB; CIFAR-100's train is 155 MB
+MAX_EXPANSION = 64       # decoded bytes per byte on disk: images compress ~1.1x, MNIST idx ~5x, bombs ~1000x
+
+
+def decoded_limit() -> int:
+    """Most bytes one member or array of a dataset file may declare (YOCO_MAX_DECODED_BYTES)."""
+    raw = os.environ.get(LIMIT_ENV, "").strip()
+    try:
+        return int(raw) if raw else DEFAULT_LIMIT
+    except ValueError:
+        raise UsageError(f"{LIMIT_ENV}={raw!r} is not a whole number of bytes", f"e.g. {LIMIT_ENV}={DEFAULT_LIMIT}") \
+            from None
+
+
+def check_declared(size: int, on_disk: int, what: str) -> None:
+    """Refuse a declared size before allocating it: above the limit, or far more than the file could hold."""
+    limit = decoded_limit()
+    if size > limit:
+        raise IntegrityError(f"{what} declares {size} bytes, over the {limit}-byte limit",
+                             f"a real dataset file never does; if yours does, raise {LIMIT_ENV}")
+    if size > MAX_EXPANSION * on_disk + (1 << 20):
+        raise IntegrityError(f"{what} declares {size} bytes from a {on_disk}-byte file (a compression bomb?)",
+                             "this is not a real dataset file")
+
+
 @dataclass
 class Decoded:
     """What a reader returns: numpy uint8 images (N, C, H, W), int64 labels, class names."""
@@ -45,8 +77,14 @@ class Decoded:
 
 
 # -- restricted unpickling (CIFAR) -------------------------------------------------------
-class _ArraysOnly(pickle.Unpickler):
-    """Builds numpy arrays, lists, dicts, strings; refuses every other callable."""
+class _ArraysOnly(pickle._Unpickler):
+    """Builds numpy arrays, lists, dicts, strings; refuses every other callable.
+
+    The pure-Python unpickler: it reads what an opcode declares through `read`, which `_Bounded`
+    clamps (the C one allocates the declared size first). Protocol 5's BYTEARRAY8, which allocates
+    before reading and which no CIFAR file uses, is left out."""
+
+    dispatch = {k: v for k, v in pickle._Unpickler.dispatch.items() if k != pickle.BYTEARRAY8[0]}
 
     def find_class(self, module: str, name: str):
         import numpy as np
@@ -64,9 +102,29 @@ class _ArraysOnly(pickle.Unpickler):
                              "a real CIFAR file holds only arrays and lists; this file is not one")
 
 
-def _unpickle(data: bytes, what: str) -> dict:
+class _Bounded:
+    """A member's stream whose reads never ask for more than the member holds: a pickle opcode that
+    declares a 7 GiB string gets a short read and fails, instead of a 7 GiB buffer first."""
+
+    def __init__(self, f, size: int):
+        self.f, self.left = f, size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        data = self.f.read(n)
+        self.left -= len(data)
+        return data
+
+    def readline(self, limit: int = -1) -> bytes:
+        n = self.left if limit is None or limit < 0 else min(limit, self.left)
+        data = self.f.readline(n)
+        self.left -= len(data)
+        return data
+
+
+def _unpickle(f, size: int, what: str) -> dict:
     try:
-        obj = _ArraysOnly(io.BytesIO(data), encoding="latin1").load()
+        obj = _ArraysOnly(_Bounded(f, size), encoding="latin1").load()
     except IntegrityError:
         raise
     except Exception as e:  # any malformed pickle: one line, exit 3
@@ -74,6 +132,11 @@ def _unpickle(data: bytes, what: str) -> dict:
     if not isinstance(obj, dict):
         raise IntegrityError(f"{what} holds a {type(obj).__name__}, not the CIFAR dict")
     return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
+
+
+def _kind(member: tarfile.TarInfo) -> str:
+    return "symbolic link" if member.issym() else "hard link" if member.islnk() else \
+        "folder" if member.isdir() else "special file"
 
 
 def _names(v) -> list[str]:
@@ -88,13 +151,21 @@ def read_cifar(archive: Path, variant: int) -> Decoded:
     want = ({f"data_batch_{i}" for i in range(1, 6)} | {"test_batch", "batches.meta"}) if variant == 10 \
         else {"train", "test", "meta"}
     found: dict[str, dict] = {}
+    on_disk = Path(archive).stat().st_size
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
                 base = member.name.rsplit("/", 1)[-1]
-                if member.isfile() and base in want:
-                    found[base] = _unpickle(tar.extractfile(member).read(), f"{archive.name}:{member.name}")
-    except (tarfile.TarError, OSError, EOFError) as e:
+                if base not in want:
+                    continue
+                what = f"{archive.name}:{member.name}"
+                if not member.isfile():  # a link or device where the data should be: never followed
+                    raise IntegrityError(f"{what} is a {_kind(member)}, not a file",
+                                         "a real CIFAR archive holds regular files only")
+                check_declared(member.size, on_disk, what)
+                with tar.extractfile(member) as stream:
+                    found[base] = _unpickle(stream, member.size, what)
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise IntegrityError(f"{archive} is not a readable CIFAR-{variant} tarball ({e})") from None
     label_key = "labels" if variant == 10 else "fine_labels"
     train = [f"data_batch_{i}" for i in range(1, 6)] if variant == 10 else ["train"]
@@ -133,6 +204,7 @@ def read_svhn(train: Path, test: Path) -> Decoded:
             import scipy.io
         except ImportError:
             raise UsageError("reading SVHN needs scipy", "pip install scipy") from None
+        check_mat_sizes(path)
         try:
             d = scipy.io.loadmat(str(path), variable_names=["X", "y"])
         except Exception as e:  # scipy raises several types for a bad file
@@ -149,25 +221,73 @@ def read_svhn(train: Path, test: Path) -> Decoded:
     return Decoded(tx, ty, vx, vy, [str(i) for i in range(10)], {"format": "svhn-mat"})
 
 
+def check_mat_sizes(path: Path) -> None:
+    """A MATLAB 5 file is a run of tagged elements; scipy inflates a compressed one whole. Inflate each
+    here first, in chunks and discarding the output, to refuse one that expands past the limit."""
+    import struct
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        header = f.read(128)
+        order = "<" if header[126:128] == b"IM" else ">" if header[126:128] == b"MI" else None
+        pos = 128
+        while order and pos + 8 <= size:
+            f.seek(pos)
+            kind, nbytes = struct.unpack(order + "II", f.read(8))
+            if kind >> 16:  # a small element packed into its tag
+                pos += 8
+                continue
+            if kind == 15:  # miCOMPRESSED
+                _inflated_size(f, nbytes, size, f"{path.name} (element at byte {pos})")
+            pos += 8 + (nbytes if kind == 15 else -(-nbytes // 8) * 8)
+
+
+def _inflated_size(f, nbytes: int, on_disk: int, what: str) -> None:
+    d, left, out = zlib.decompressobj(), nbytes, 0
+    limit = min(decoded_limit(), MAX_EXPANSION * on_disk + (1 << 20))
+    while left > 0 and not d.eof:
+        chunk = f.read(min(left, 1 << 20))
+        if not chunk:
+            break
+        left -= len(chunk)
+        while chunk:
+            try:
+                out += len(d.decompress(chunk, 1 << 20))
+            except zlib.error as e:
+                raise IntegrityError(f"{what} is damaged ({e})") from None
+            chunk = d.unconsumed_tail
+            if out > limit:
+                check_declared(out, on_disk, what)
+
+
 def read_idx(path: Path):
-    """An idx file (gzipped or not): magic 0x0000, type 0x08 (uint8), ndim, big-endian dims."""
+    """An idx file (gzipped or not): magic 0x0000, type 0x08 (uint8), ndim, big-endian dims.
+    Streamed: the header's size is checked before the array is allocated, then read into it."""
     import numpy as np
 
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise IntegrityError(f"{path.name} is a damaged gzip file ({e})") from None
-    if len(raw) < 4 or raw[0:2] != b"\x00\x00" or raw[2] != 0x08:
-        raise IntegrityError(f"{path.name} is not an idx file of unsigned bytes")
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    offset = 4 + 4 * ndim
-    n = int(np.prod(dims)) if dims else 0
-    if len(raw) - offset != n:
-        raise IntegrityError(f"{path.name} holds {len(raw) - offset} bytes of data, its header says {n}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+    with open(path, "rb") as raw:
+        gz = raw.read(2) == b"\x1f\x8b"
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+            head = f.read(4)
+            if len(head) < 4 or head[0:2] != b"\x00\x00" or head[2] != 0x08:
+                raise IntegrityError(f"{path.name} is not an idx file of unsigned bytes")
+            dims_raw = f.read(4 * head[3])
+            dims = [int.from_bytes(dims_raw[4 * i: 4 * i + 4], "big") for i in range(len(dims_raw) // 4)]
+            if len(dims) != head[3]:
+                raise IntegrityError(f"{path.name}: the idx header is cut short")
+            n = 1
+            for d in dims:
+                n *= d
+            check_declared(n, path.stat().st_size, path.name)
+            out = np.empty(n, dtype=np.uint8)
+            got = f.readinto(memoryview(out)) if n else 0
+            extra = len(f.read(1))
+    except (OSError, EOFError, zlib.error) as e:
+        raise IntegrityError(f"{path.name} is a damaged gzip file ({e})") from None
+    if got != n or extra:
+        raise IntegrityError(f"{path.name} holds {'more' if extra else got} bytes of data, its header says {n}")
+    return out.reshape(dims)
 
 
 def read_mnist_like(files: dict[str, Path], classes: list[str], fmt: str) -> Decoded:
@@ -222,7 +342,7 @@ def _load_image(path: Path, channels: int, size: tuple[int, int] | None, crop: i
                 im = resize_center_crop(im, crop)
             elif size and im.size != size:
                 im = resize_center_crop(im, min(size))
-    except (UnidentifiedImageError, OSError) as e:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise IntegrityError(f"cannot read the image {path} ({e})") from None
     a = np.asarray(im, dtype=np.uint8)
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
@@ -254,7 +374,7 @@ def _probe(paths: list[Path]) -> tuple[int, tuple[int, int] | None]:
             with Image.open(p) as im:
                 modes.add(im.mode)
                 sizes.add(im.size)
-        except (UnidentifiedImageError, OSError) as e:
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
             raise IntegrityError(f"cannot read the image {p} ({e})") from None
     gray = modes <= {"1", "L", "I", "I;16", "F", "LA"}
     return (1 if gray else 3), (sizes.pop() if len(sizes) == 1 else None)

@@ -69,10 +69,13 @@ def prepare(store, name: str, opts=None):
     inputs = {r: m.digest("file") for r, m in downloads.items()}
 
     def compute(tmp: Path, key: str):
-        files = {r: store.object_path(d) for r, d in inputs.items()}
+        # each file is hashed before its reader opens it (a damaged one is quarantined and refetched)
+        files = {r: store.verified_path(m, "file") for r, m in downloads.items()}
         return _save(tmp, name, reader(files), {"source": "registry"})
 
-    return run_cached(store, STAGE, VERSION, {"name": name}, inputs, compute, ref=name)
+    # a download that fails to decode is dropped, so the next fetch (or load) downloads it afresh
+    with fetching.dropped_if_undecodable(store, name, list(downloads.values())):
+        return run_cached(store, STAGE, VERSION, {"name": name}, inputs, compute, ref=name)
 
 
 def prepare_folder(store, root: Path, crop: int | None = None, name: str | None = None, wnids=None,
@@ -125,7 +128,7 @@ def _ref_run(store, name: str):
 def to_real(store, m, name: str) -> real.RealDataset:
     from .. import tensors
 
-    ts, meta = tensors.load(store.object_path(m.digest("data")))
+    ts, meta = tensors.load(store.read_output(m, "data"))  # verified: a damaged copy is quarantined
     f = lambda t: t.float().div_(255.0)  # noqa: E731 (stored as uint8: exact and 4x smaller)
     return real.RealDataset(name=name, train_x=f(ts["train_x"]), train_y=ts["train_y"].long(),
                             test_x=f(ts["test_x"]), test_y=ts["test_y"].long(), classes=list(meta["classes"]),

@@ -170,7 +170,7 @@ def read_reference_pickle(path: Path, targets, num_classes: int, seed: int = 0):
     import torch
 
     from ..data.dynamics import Recorder
-    from ..files import load_reference_pickle
+    from .pickles import load_reference_pickle
 
     doc = load_reference_pickle(path)
     records = doc.get("training_dynamics") if isinstance(doc, dict) else None

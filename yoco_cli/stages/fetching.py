@@ -282,8 +282,7 @@ def _finish(store: Store, kind: str, group: str, entries: list[Entry], opts: Opt
     elif kind == "dataset":
         from . import datasets
 
-        with dropped_if_undecodable(store, group, [m for m, _ in downloads]):
-            m, hit = datasets.prepare(store, group, opts)
+        m, hit = datasets.prepare(store, group, opts)  # drops downloads that fail to decode
     else:
         m, hit = downloads[0]
         return Outcome(entries[0].name, kind, m.stage, m.key, hit, m.meta.get("summary", ""), sha, first)

@@ -233,7 +233,8 @@ REF_KEYS = {"el2n": ("el2n", "LBPE_0_10"), "forgetting": ("forgetting",), "aum":
 
 def from_file(store: Store, path: Path | str, name: str | None = None, seed: int = 0) -> tuple[Manifest, bool]:
     """Store a reference `data-score-*.pickle` as a score artifact (no code from the pickle runs)."""
-    from ..files import check_unchanged, load_reference_pickle, stamp
+    from ..files import check_unchanged, stamp
+    from .pickles import load_reference_pickle
     from ..store.store import sha256_file
 
     path = Path(path)
