@@ -77,7 +77,7 @@ def cache_info(
     """Show one artifact's manifest.  Example: `yoco cache info digits/random/ipc10`"""
     o = set_json(json_)
     store = get_store()
-    m = store.resolve(target)
+    m = store.resolve(target, require_objects=False)
     doc = {"stage": m.stage, "key": m.key, "refs": store.refs_to(m.stage, m.key), "params": m.params,
            "inputs": m.inputs, "outputs": m.outputs, "meta": m.meta, "provenance": m.provenance,
            "path": str(store.manifest_path(m.stage, m.key))}
@@ -143,7 +143,7 @@ def cache_rm(
     """Delete runs (and their names and unshared objects).  Example: `yoco cache rm digits/random/ipc10 --dry-run`"""
     o = set_json(json_)
     store = get_store()
-    manifests = [store.resolve(t) for t in targets]
+    manifests = [store.resolve(t, require_objects=False) for t in targets]  # damaged runs too
     if not manifests:
         raise UsageError("nothing to delete", "name at least one artifact")
     res = store.rm(manifests, dry_run=dry_run)

@@ -386,12 +386,14 @@ class Store:
     def refs_to(self, stage: str, key: str) -> list[str]:
         return [n for n, (s, k) in self.refs().items() if s == stage and k == key]
 
-    def resolve(self, spec: str, stage: str | None = None, what: str = "artifact") -> Manifest:
-        """A ref name or a unique key prefix (>= 4 hex digits) -> manifest."""
+    def resolve(self, spec: str, stage: str | None = None, what: str = "artifact",
+                require_objects: bool = True) -> Manifest:
+        """A ref name or a unique key prefix (>= 4 hex digits) -> manifest. `require_objects=False`
+        also finds runs whose outputs are missing or quarantined (for `cache rm` and `cache info`)."""
         refs = self.refs()
         if spec in refs:
             s, k = refs[spec]
-            m = self.load_run(s, k)
+            m = self.load_run(s, k, require_objects)
             if m is not None and (stage is None or m.stage == stage):
                 return m
             if m is None:
@@ -399,7 +401,7 @@ class Store:
         if re.fullmatch(r"[0-9a-f]{4,64}", spec):
             hits = [m for m in self.all_runs(stage) if m.key.startswith(spec)]
             if len(hits) == 1:
-                if self.load_run(hits[0].stage, hits[0].key) is None:
+                if require_objects and self.load_run(hits[0].stage, hits[0].key) is None:
                     raise self._missing_error(spec, hits[0].stage, hits[0].key)
                 return hits[0]
             if len(hits) > 1:
