@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json as _json
 import os
+import sys
 
 import pytest
 
@@ -43,20 +44,26 @@ class Result:
         return _json.loads(self.stdout)
 
 
-@pytest.fixture
-def cli():
-    """cli("prune", "--to", "1") -> Result with exit_code, stdout, stderr, json()."""
+def invoke_cli(*args, input=None) -> Result:
+    """Run `yoco ARGS...` in this process, as the `cli` fixture does."""
     from typer.testing import CliRunner
 
     from yoco_cli.cli.app import app
 
-    runner = CliRunner()
+    argv = [str(a) for a in args]
+    saved = sys.argv
+    sys.argv = ["yoco", *argv]  # what a real run records as its provenance (and names in hints)
+    try:
+        r = CliRunner().invoke(app, argv, input=input, catch_exceptions=True)
+    finally:
+        sys.argv = saved
+    return Result(r)
 
-    def invoke(*args, input=None):
-        r = runner.invoke(app, [str(a) for a in args], input=input, catch_exceptions=True)
-        return Result(r)
 
-    return invoke
+@pytest.fixture
+def cli():
+    """cli("prune", "--to", "1") -> Result with exit_code, stdout, stderr, json()."""
+    return invoke_cli
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@
 
 Behaviours per route: Range support (or `ignore_range`), a status code, a content type,
 a delay before the headers (slow server), cutting the body short for the first `cut_times`
-requests (`cut_after`) or for every request (`truncate_to`), an ETag.
+requests (`cut_after`) or for every request (`truncate_to`), an ETag, and no Content-Length at
+all (`no_length`: the body ends when the connection closes, as HTTP/1.0 servers do).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ class Route:
     cut_times: int = 1  # ...on this many first requests
     truncate_to: int | None = None  # always announce the full length but send only this much
     ignore_range: bool = False
+    no_length: bool = False
     etag: str | None = '"v1"'
     requests: list[dict] = field(default_factory=list)
 
@@ -64,7 +66,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(200)
         payload = body[start:]
         self.send_header("Content-Type", route.ctype)
-        self.send_header("Content-Length", str(len(payload)))
+        if not route.no_length:
+            self.send_header("Content-Length", str(len(payload)))
         if route.etag:
             self.send_header("ETag", route.etag)
         self.end_headers()

@@ -26,7 +26,8 @@ def atomic_write(out: Path, write) -> None:
     a full disk) is the user's to fix: a usage error naming `out`, not an internal error."""
     out = Path(out)
     try:
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        # the temp name is clipped: `out` may be just under the filesystem's 255-byte limit
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name[:64]}.", suffix=".tmp")
     except OSError as e:
         raise UsageError(f"cannot write to {out.parent} ({e.strerror or e})", "choose a writable folder") from None
     os.close(fd)

@@ -1,0 +1,191 @@
+"""Reliability: gc, rm and verify are safe while stages run; killed processes leave nothing that lasts.
+
+Issue 12's failure 3: looping gc while imports ran lost committed outputs (exit 0, then "output ...
+is missing") or failed them (exit 3), because gc deleted objects that were in objects/ but not yet
+referenced by their manifest. Writers now hold the store lock shared from moving objects in until
+the manifest is written; gc/rm hold it exclusive (yoco_cli/store/locks.py).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+import torch
+
+from yoco_cli.stages.importing import PAUSE_ENV, import_file
+
+
+def set_file(tmp_path, name: str, seed: int):
+    p = tmp_path / name
+    x = torch.rand(20, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+    torch.save([x, torch.arange(10).repeat_interleave(2)], p)
+    return p
+
+
+def yoco(home, *args, pause=None, **popen):
+    env = {**os.environ, "YOCO_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    if pause is not None:
+        env[PAUSE_ENV] = str(pause)
+    return subprocess.Popen([sys.executable, "-m", "yoco_cli", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def test_gc_waits_for_a_commit_between_its_objects_and_its_manifest(store, tmp_path, monkeypatch):
+    """Deterministic: the import stops after its object is in objects/ and before its manifest is
+    written; a `yoco cache gc` in another process runs right then. Old yoco deleted the object (the
+    import then failed with exit 3, or committed a manifest whose output was gone)."""
+    from yoco_cli.store.store import Store
+
+    in_window, gc_done = threading.Event(), threading.Event()
+    real_commit = Store.commit_run
+
+    def slow_commit(self, m):
+        in_window.set()
+        gc_done.wait(timeout=20)  # (new yoco: gc blocks on the lock, so this wait times out)
+        real_commit(self, m)
+
+    monkeypatch.setattr(Store, "commit_run", slow_commit)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(m=import_file(store, set_file(tmp_path, "a.pt", 0),
+                                                                   dataset="cifar10")[0]))
+    t.start()
+    assert in_window.wait(timeout=60)
+    gc = yoco(store.root, "--json", "cache", "gc")
+    try:
+        gc.wait(timeout=4)  # old yoco: finishes at once; new yoco: waits for the commit
+    except subprocess.TimeoutExpired:
+        pass
+    gc_done.set()
+    t.join(timeout=60)
+    assert gc.wait(timeout=60) == 0, gc.stderr.read()
+    assert "m" in result, "the import failed"
+    assert store.has_object(result["m"].digest("set")) and store.verify() == []
+
+
+def test_gc_loop_while_processes_import(store, tmp_path):
+    """Three imports in parallel (each pausing mid-stage) while gc loops: every one succeeds and keeps
+    its output; gc never fails. (benchmarks/soak.py does this at scale, with kills.)"""
+    files = [set_file(tmp_path, f"s{i}.pt", i) for i in range(3)]
+    procs = [yoco(store.root, "import", f, "--dataset", "cifar10", "--name", f"mine/s{i}", pause=0.5)
+             for i, f in enumerate(files)]
+    passes = 0
+    while any(p.poll() is None for p in procs):
+        res = store.gc()
+        assert set(res["objects"]).isdisjoint(store.referenced_digests())
+        passes += 1
+        time.sleep(0.02)
+    results = [(p.wait(), p.stderr.read()) for p in procs]
+    assert [rc for rc, _ in results] == [0] * 3, results
+    assert passes >= 3 and store.verify() == []
+    assert sorted(store.refs()) == [f"mine/s{i}" for i in range(3)]
+
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from yoco_cli.store import Store
+    s = Store(sys.argv[1]).ensure()
+    with s.lock("condense", sys.argv[2]):
+        s.partial_dir("condense", sys.argv[2])
+        with s.staging() as d:
+            (d / "half-written").write_bytes(b"x")
+            print("ready", flush=True)
+            time.sleep(120)
+""")
+
+
+def holder(store, key: str):
+    p = subprocess.Popen([sys.executable, "-c", HOLDER, str(store.root), key], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    return p
+
+
+def test_gc_and_verify_clean_up_after_killed_processes_but_not_live_ones(cli, store):
+    """A process killed while holding a key lock, a partial folder and a staging folder leaves all
+    three; gc removes them. The same things held by a live process are left alone."""
+    dead, live = "a" * 64, "b" * 64
+    victim, alive = holder(store, dead), holder(store, live)
+    try:
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=10)
+        assert len(list(store.tmp.glob("stage-*"))) == 2
+        r = cli("--json", "cache", "gc")
+        assert r.exit_code == 0, r.stderr
+        doc = r.json()
+        assert doc["locks"] == [f"condense-{dead}.lock"] and doc["partial"] == [f"condense/{dead}"]
+        assert len(doc["tmp"]) == 1 and doc["tmp"][0].startswith(f"stage-{victim.pid}-")
+        assert store.lock_path("condense", live).exists() and (store.root / "partial" / "condense" / live).is_dir()
+        assert len(list(store.tmp.glob("stage-*/half-written"))) == 1  # the live one's
+        r = cli("--json", "cache", "verify")
+        assert r.exit_code == 0 and r.json()["cleaned"] == {"locks": [], "partial": []}
+    finally:
+        alive.kill()
+        alive.wait(timeout=10)
+    r = cli("--json", "cache", "verify")  # now it is dead too: verify tidies its lock and partial folder
+    assert r.json()["cleaned"] == {"locks": [f"condense-{live}.lock"], "partial": [f"condense/{live}"]}
+
+
+def test_removing_a_lock_file_never_lets_two_holders_in(tmp_path):
+    """The cleanup protocol: a waiter that finds its lock file unlinked locks the new file instead."""
+    from yoco_cli.store.locks import KeyLock, try_remove
+
+    path = tmp_path / "k.lock"
+    first = KeyLock(path)
+    assert first.acquire(timeout=0)
+    got = threading.Event()
+    second = KeyLock(path)
+    t = threading.Thread(target=lambda: second.acquire() and got.set())
+    t.start()
+    time.sleep(0.2)
+    assert not try_remove(path)  # held: not removed
+    os.unlink(path)  # what try_remove does while holding the lock...
+    first.release()  # ...then releases: the waiter wakes on the unlinked file, and must relock
+    t.join(timeout=10)
+    assert got.is_set() and path.exists()
+    third = KeyLock(path)
+    assert not third.acquire(timeout=0.2)  # the waiter holds the file that is there now
+    second.release()
+    assert try_remove(path) and not path.exists()
+
+
+def test_rm_of_an_input_while_a_stage_reads_it_fails_cleanly(cli, store, tmp_path):
+    """`cache rm` of a set that a running prune is about to read: the prune fails in one line (exit 3),
+    never an internal error, and a rerun after recomputing works."""
+    m, _ = import_file(store, set_file(tmp_path, "a.pt", 0), dataset="cifar10", name="mine/a")
+    from yoco_cli.stages.sets import load_set
+
+    store.rm([m])
+    from yoco_cli.errors import IntegrityError
+
+    with pytest.raises(IntegrityError, match="missing from the store"):
+        load_set(store, m)
+    r = cli("prune", "mine/a", "--to", "1", "--metric", "random")
+    assert r.exit_code == 2 and "no condensed set named" in r.stderr  # its name went with it
+
+
+@pytest.mark.parametrize("point", ["compute", "put", "commit", "ref"])
+def test_an_interruption_at_any_point_of_a_commit_leaves_the_cache_consistent(store, tmp_path, monkeypatch, point):
+    """Ctrl-C (or a kill) before, inside or after the commit window: no visible half-artifact, a
+    name only with its run, verify clean, and the rerun computes it."""
+    from yoco_cli.store import Store
+
+    p = set_file(tmp_path, "a.pt", 0)
+    where = {"compute": "yoco_cli.stages.importing._pause_for_tests", "put": "yoco_cli.store.store.Store.put_file",
+             "commit": "yoco_cli.store.store.Store.commit_run", "ref": "yoco_cli.store.store.Store.set_ref"}[point]
+
+    def interrupt(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(where, interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        import_file(store, p, dataset="cifar10", name="mine/a")
+    monkeypatch.undo()
+    assert store.all_runs() == [] and store.refs() == {} and store.verify() == []
+    assert list(store.tmp.iterdir()) == []
+    m, cached = import_file(Store(store.root), p, dataset="cifar10", name="mine/a")
+    assert not cached and store.resolve("mine/a").key == m.key and store.verify() == []

@@ -1,0 +1,216 @@
+"""Reliability: damaged bytes in the store never become a clean-looking result (docs/reliability.md).
+
+Every object is checked against its digest when a stage reads it; a mismatch is one line, exit 3,
+naming the artifact and the command that made it, and the object is quarantined so the next run
+recomputes it. Issue 12's failures 1 (a flipped byte is used without a word) and 2 (following
+verify's advice made a bad result permanent) are tested here against the CLI.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+SET = "digits/random/ipc2"
+FAST = ["--dynamics-epochs", "3", "--dynamics-seeds", "1"]
+
+
+def flip_middle_byte(store, digest: str) -> None:
+    p = store.object_path(digest)
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    p.chmod(0o644)
+    p.write_bytes(bytes(data))
+
+
+def ok(r):
+    assert r.exit_code == 0, r.stderr
+    return r
+
+
+def one_line_integrity_error(r, *words):
+    assert r.exit_code == 3, (r.exit_code, r.stderr)
+    lines = r.stderr.splitlines()
+    assert [x for x in lines if x.startswith("error:")] == lines[-1:], r.stderr  # one line, the last
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
+    for w in words:
+        assert w in lines[-1], (w, r.stderr)
+
+
+def pruned_digest(cli, store, *extra) -> str:
+    r = ok(cli("--json", "prune", SET, "--to", "1", *FAST, *extra))
+    return store.resolve(r.json()["results"][0]["ref"]).digest("set")
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """Made once per module: a condensed set with its (tiny) dynamics and scores, and the digest of its
+    clean IPC-1 pruned set. Each test works on its own copy of this home."""
+    import os
+
+    from conftest import invoke_cli
+    from yoco_cli.cli import common
+    from yoco_cli.store import Store
+
+    home = tmp_path_factory.mktemp("reliability") / "home"
+    old = os.environ.get("YOCO_HOME")
+    os.environ["YOCO_HOME"] = str(home)
+    common.state.home, common.state.store = None, None
+    try:
+        ok(invoke_cli("condense", "digits", "--ipc", "2", "--method", "random"))
+        ok(invoke_cli("score", SET, *FAST))
+        r = ok(invoke_cli("--json", "prune", SET, "--to", "1", *FAST))
+        digest = Store(home).resolve(r.json()["results"][0]["ref"]).digest("set")
+    finally:
+        os.environ["YOCO_HOME"] = old or ""
+        common.state.home, common.state.store = None, None
+    return home, digest
+
+
+@pytest.fixture
+def scored(template, yoco_home):
+    shutil.copytree(template[0], yoco_home, dirs_exist_ok=True)
+    return template[1]
+
+
+@pytest.mark.parametrize("kind", ["set", "scores"])
+def test_a_flipped_byte_in_an_input_of_prune_is_refused_then_recomputed(cli, store, scored, kind):
+    """Failure 1: prune on a damaged set (or scores) exited 0 with a different pruned set."""
+    m = store.resolve(SET) if kind == "set" else store.resolve(f"{SET}@scores")
+    digest = m.digest(kind)
+    flip_middle_byte(store, digest)
+    r = cli("prune", SET, "--to", "1", *FAST)
+    producer = "yoco condense" if kind == "set" else "yoco score"
+    one_line_integrity_error(r, "is damaged", digest[:12], producer)
+    assert not store.has_object(digest) and [p.name for p in store.quarantined()] == [digest]
+    if kind == "set":  # a user-made set: the error named the command that makes it again
+        r = cli("prune", SET, "--to", "1", *FAST)
+        one_line_integrity_error(r, "quarantine", "yoco condense digits --ipc 2 --method random")
+        ok(cli("condense", "digits", "--ipc", "2", "--method", "random"))
+    else:  # scores are made on the way: the same prune recomputes them
+        ok(cli("score", SET, *FAST))
+    assert store.has_object(digest)  # the same bytes again, under the same digest
+    assert pruned_digest(cli, store) == scored
+
+
+@pytest.mark.parametrize("output", ["seed0/stats", "seed0/model"])
+def test_damaged_dynamics_are_refused_then_recomputed(cli, store, scored, output):
+    """Scores computed from dynamics whose stats or final weights were damaged on disk."""
+    r = ok(cli("--json", "score", SET, *FAST, "--k", "2", "--stop-epoch", "2"))
+    clean = store.resolve(r.json()["key"]).digest("scores")
+    ok(cli("cache", "rm", r.json()["key"]))
+    digest = store.resolve(f"{SET}@dynamics").digest(output)
+    flip_middle_byte(store, digest)
+    r = cli("score", SET, *FAST, "--k", "2", "--stop-epoch", "2")
+    one_line_integrity_error(r, "is damaged", digest[:12], "quarantine")
+    r = ok(cli("--json", "score", SET, *FAST, "--k", "2", "--stop-epoch", "2"))  # dynamics recomputed
+    assert store.resolve(r.json()["key"]).digest("scores") == clean
+    assert cli("cache", "verify").exit_code == 0
+
+
+def test_following_verify_advice_never_serves_a_result_of_damaged_bytes(cli, store, scored):
+    """Failure 2: rm + recompute of a damaged set, then prune answered `cached: true` with the pruned
+    set computed from the damaged bytes, because its key holds the input's recorded digest."""
+    ok(cli("cache", "rm", f"{SET}@lbpe-easy-balanced-ipc1"))
+    digest = store.resolve(SET).digest("set")
+    flip_middle_byte(store, digest)
+    cli("prune", SET, "--to", "1", *FAST)  # old yoco computed and stored a wrong set here
+    assert cli("cache", "verify").exit_code == 3  # reports the damage (quarantined by now)
+    ok(cli("cache", "rm", SET))  # what verify used to advise, then recompute
+    ok(cli("condense", "digits", "--ipc", "2", "--method", "random"))
+    r = ok(cli("--json", "prune", SET, "--to", "1", *FAST))
+    assert store.resolve(r.json()["results"][0]["ref"]).digest("set") == scored
+    assert cli("cache", "verify").exit_code == 0
+
+
+def test_every_reader_checks_what_it_reads(cli, store, scored, tmp_path):
+    """The pruned set's kept indices (written by --indices) and the group manifest's copies."""
+    ref = f"{SET}@lbpe-easy-balanced-ipc1"
+    m = store.resolve(ref)
+    flip_middle_byte(store, m.digest("indices"))
+    r = cli("prune", SET, "--to", "1", *FAST, "--indices", tmp_path / "kept.json")
+    one_line_integrity_error(r, "'indices'", "is damaged")
+    assert not (tmp_path / "kept.json").exists()
+    from yoco_cli.errors import IntegrityError
+    from yoco_cli.stages.sets import load_set
+
+    flip_middle_byte(store, m.digest("set"))
+    with pytest.raises(IntegrityError, match="does not match its digest"):
+        load_set(store, m)
+
+
+def test_tensors_read_from_the_store_are_the_bytes_hashed(store, tmp_path):
+    """A verified blob is parsed in place: its tensors are views of the very buffer that was hashed."""
+    import torch
+
+    from yoco_cli import tensors
+    from yoco_cli.errors import IntegrityError
+
+    ts = {"a": torch.arange(5, dtype=torch.float16), "b": torch.ones(3, 2, dtype=torch.int64),
+          "c": torch.tensor([True, False]), "e": torch.zeros(0, 4)}
+    path = tensors.save(tmp_path / "x.safetensors", ts, {"k": 1})
+    digest, _ = store.put_file(path)
+    blob = store.read_object(digest)
+    got, meta = tensors.load(blob)
+    assert meta == {"k": 1} and all(torch.equal(got[k], ts[k]) for k in ts)
+    base = torch.frombuffer(blob.data, dtype=torch.uint8).data_ptr()
+    assert base <= got["b"].data_ptr() < base + len(blob)
+    bad = bytearray(blob.data)
+    bad[0] = 0xFF  # a header length past the end of the file
+    from yoco_cli.store.store import Blob
+
+    with pytest.raises(IntegrityError, match="not a readable safetensors"):
+        tensors.load(Blob(bad, "a bad blob", digest))
+
+
+def test_a_damaged_checkpoint_is_not_resumed_from(tmp_path):
+    """Checkpoints carry no digest in their name: they are sealed, and a broken seal starts over."""
+    import torch
+
+    from yoco_cli.nn.engine import Checkpoint
+
+    ck = Checkpoint(tmp_path, 0)
+    ck.save({"w": torch.arange(64, dtype=torch.float32)}, {"epoch": 3})
+    assert ck.load()[1] == {"epoch": 3}
+    data = bytearray(ck.path.read_bytes())
+    data[-10] ^= 0x40
+    ck.path.write_bytes(bytes(data))
+    assert ck.load() is None
+
+
+def test_a_file_that_changes_while_it_is_imported_is_refused(store, tmp_path, monkeypatch):
+    """The import key holds the digest of the bytes read: a file rewritten mid-read is refused."""
+    import torch
+
+    from yoco_cli.data import formats
+    from yoco_cli.errors import IntegrityError
+    from yoco_cli.stages.importing import import_file
+
+    p = tmp_path / "data.pt"
+    torch.save([torch.rand(20, 3, 32, 32), torch.arange(10).repeat_interleave(2)], p)
+    real_load = formats.load
+
+    def load_then_rewrite(*a, **kw):
+        out = real_load(*a, **kw)
+        torch.save([torch.zeros(20, 3, 32, 32), torch.arange(10).repeat_interleave(2)], p)  # a writer
+        return out
+
+    monkeypatch.setattr("yoco_cli.stages.importing.load", load_then_rewrite)
+    with pytest.raises(IntegrityError, match="changed while yoco was reading it"):
+        import_file(store, p, dataset="cifar10")
+    assert store.all_runs() == []
+
+
+def test_verify_reports_quarantine_and_the_command_to_recompute(cli, store, scored):
+    digest = store.resolve(SET).digest("set")
+    flip_middle_byte(store, digest)
+    r = cli("--json", "cache", "verify")
+    assert r.exit_code == 3
+    problems = r.json()["problems"]
+    assert any("corrupted" in p and "quarantine" in p for p in problems), problems
+    r = cli("--json", "cache", "verify")
+    assert any("damaged copy is in quarantine" in p and "yoco condense digits" in p for p in r.json()["problems"])
+    r = ok(cli("--json", "cache", "gc"))
+    assert r.json()["quarantine"] == [digest] and store.quarantined() == []
+    assert json.loads(cli("--json", "cache", "info", SET).stdout)["outputs"]["set"]["digest"] == digest
