@@ -47,9 +47,9 @@ def save(path: Path | str, tensors: dict[str, Any], meta: dict | None = None, se
 
 def _os_error(e: Exception, path) -> OSError:
     """safetensors reports I/O failures as `SafetensorError: ... (os error 28)`: give back the errno."""
-    m = re.search(r"os error (\d+)", str(e))
+    m = re.search(r"os error (\d+)|Os \{ code: (\d+)", str(e))
     if m:
-        code = int(m.group(1))
+        code = int(m.group(1) or m.group(2))
         return OSError(code, os.strerror(code), str(path))
     return OSError(f"cannot write {path} ({e})")
 

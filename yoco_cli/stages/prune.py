@@ -110,6 +110,10 @@ def upstream(store: Store, set_m: Manifest, cset, rule: select.Rule, targets: li
         return load_scores(store, sm), dyn_m
     if all(needs(rule, None, t) == "set" for t in targets):
         return None, None
+    if not dyn_ref:  # the score options, against the epochs about to be recorded: before training them
+        from .score import check_options
+
+        check_options(cset, sopts, dynamics=dynamics)
     dyn_m = dynamics_for(store, set_m, cset, dyn_ref, device, dynamics, reporter)
     reporter.info(f"dynamics: {_name(store, dyn_m)} ({dyn_m.meta.get('summary', '')})")
     if all(needs(rule, None, t) == "model" for t in targets):

@@ -121,19 +121,30 @@ def scores_for_set(store: Store, set_m: Manifest, cset, opts: score_methods.Scor
     """A set's scores: its dynamics (the preset's plus `dynamics` overrides, trained now when missing,
     unless `dyn_m` names them), then every score. Returns (scores manifest, cached, dynamics manifest).
     This is the one place that chains the two stages: prune, score and the pipeline all call it."""
-    from .dynamics import ensure_dynamics, plan
+    from .dynamics import ensure_dynamics
 
-    if dyn_m is None:  # every option is checked against the epochs to come before any of them trains
-        over = {k: v for k, v in (dynamics or {}).items() if k != "seeds"}
-        opts.check_epochs(plan(cset, **over)[1].epochs)
+    check_options(cset, opts, dyn_m, dynamics)
+    if dyn_m is None:
         dyn_m = ensure_dynamics(store, set_m, cset, reporter=reporter, device=device, **(dynamics or {}))
-    elif dyn_m.meta.get("epochs"):
-        opts.check_epochs(int(dyn_m.meta["epochs"]))
     with reporter.progress(transient=True) as prog:
         task = prog.add_task("scoring", total=None, status="")
         m, cached = ensure_scores(store, dyn_m, set_m, cset, opts, device,
                                   on_step=lambda step: prog.update(task, status=step))
     return m, cached, dyn_m
+
+
+def check_options(cset, opts: score_methods.ScoreOptions, dyn_m: Manifest | None = None,
+                  dynamics: dict | None = None) -> None:
+    """The score options against the epochs of the dynamics they will read: those stored in `dyn_m`,
+    or those the preset (plus `dynamics` overrides) will record. Call it before any training starts."""
+    if dyn_m is not None:
+        if dyn_m.meta.get("epochs"):
+            opts.check_epochs(int(dyn_m.meta["epochs"]))
+        return
+    from .dynamics import plan
+
+    over = {k: v for k, v in (dynamics or {}).items() if k != "seeds"}
+    opts.check_epochs(plan(cset, **over)[1].epochs)
 
 
 def model_outputs(model, x, y, device, batch_size: int = 0, want_features: bool = False) -> dict:
