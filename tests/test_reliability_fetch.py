@@ -156,8 +156,8 @@ def test_a_tar_member_that_declares_far_more_than_the_archive_holds_is_refused_b
         env = {**os.environ, "YOCO_HOME": str(store.root), "YOCO_REGISTRY": str(reg), "OMP_NUM_THREADS": "1"}
         env.pop("YOCO_OFFLINE", None)
         code, rss, err = peak_rss_mib(["fetch", "cifar10"], env)
-    assert code == 3 and "declares" in err and "Traceback" not in err, err
     assert rss < 300, f"peak RSS {rss:.0f} MiB"
+    assert code == 3 and "declares" in err and "Traceback" not in err, err
 
 
 def test_declared_sizes_are_checked_before_allocation(tmp_path, monkeypatch):
