@@ -181,11 +181,31 @@ def test_an_interruption_at_any_point_of_a_commit_leaves_the_cache_consistent(st
     def interrupt(*a, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(where, interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        import_file(store, p, dataset="cifar10", name="mine/a")
-    monkeypatch.undo()
+    with monkeypatch.context() as m:
+        m.setattr(where, interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            import_file(store, p, dataset="cifar10", name="mine/a")
     assert store.all_runs() == [] and store.refs() == {} and store.verify() == []
     assert list(store.tmp.iterdir()) == []
     m, cached = import_file(Store(store.root), p, dataset="cifar10", name="mine/a")
     assert not cached and store.resolve("mine/a").key == m.key and store.verify() == []
+
+
+@pytest.mark.parametrize("stage, where", [("score", "yoco_cli.stages.score._write"),
+                                          ("prune", "yoco_cli.stages.prune._compute")])
+def test_ctrl_c_inside_score_or_prune_exits_130_and_the_rerun_completes(cli, store, monkeypatch, stage, where):
+    """Interruption of the stages not covered elsewhere (import, condense, dynamics, eval and fetch
+    have their own tests): exit 130, nothing of that stage committed, verify clean, the rerun works."""
+    assert cli("condense", "digits", "--ipc", "2", "--method", "random").exit_code == 0
+    args = (["score", "digits/random/ipc2", "--dynamics-epochs", "2", "--dynamics-seeds", "1"] if stage == "score"
+            else ["prune", "digits/random/ipc2", "--to", "1", "--metric", "random"])
+
+    def interrupt(*a, **kw):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(where, interrupt)
+        r = cli(*args)
+    assert r.exit_code == 130 and "interrupted" in r.stderr
+    assert store.all_runs(stage) == [] and store.verify() == [] and list(store.tmp.iterdir()) == []
+    assert cli(*args).exit_code == 0 and len(store.all_runs(stage)) == 1

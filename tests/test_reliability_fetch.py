@@ -254,3 +254,16 @@ def test_structure_check_knows_where_each_format_ends(tmp_path):
             structure.check(cut, name)
     (tmp_path / "plain").write_bytes(b"just some bytes")
     assert structure.check(tmp_path / "plain", "plain") == ""
+
+
+def test_an_image_bomb_in_a_folder_dataset_is_one_line_exit_3(cli, tmp_path, monkeypatch):
+    """Pillow refuses images past its pixel limit (a decompression bomb); yoco says so in one line."""
+    from PIL import Image
+
+    for c in ("a", "b"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (64, 64), (i * 40, 0, 0)).save(tmp_path / "imgs" / c / f"{i}.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 = 4096 pixels is now a "bomb"
+    r = cli("fetch", f"folder:{tmp_path / 'imgs'}")
+    assert r.exit_code == 3 and "cannot read the image" in r.stderr and r.stderr.count("\n") == 1, r.stderr

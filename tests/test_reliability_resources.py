@@ -43,10 +43,10 @@ def test_a_full_disk_while_writing_a_result_is_one_line_exit_2(cli, store, monke
         raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
                               'message: "No space left on device" })')
 
-    monkeypatch.setattr(safetensors.torch, "save_file", full)
-    one_line(cli(*CONDENSE), 2, "no space left on the device", "--home")
+    with monkeypatch.context() as m:
+        m.setattr(safetensors.torch, "save_file", full)
+        one_line(cli(*CONDENSE), 2, "no space left on the device", "--home")
     nothing_committed(store)
-    monkeypatch.undo()
     assert cli(*CONDENSE).exit_code == 0 and cli("cache", "verify").exit_code == 0
 
 
