@@ -6,8 +6,9 @@
 1. A quiet run: every command of the pool below, once each, one after another, in a fresh cache.
    Its names and output digests are what every result must equal.
 2. The soak: a second fresh cache; `--concurrency` yoco processes at all times, each a random command
-   of the pool; with probability `--kill` a process gets SIGKILL at a random moment of its run; a
-   loop runs `yoco cache gc` (another process) without pause the whole time.
+   of the pool; with probability `--kill` a process gets SIGKILL: half of those at a random moment,
+   half once it is staging outputs (its `tmp/stage-PID-*` folder exists: computing or committing);
+   a loop runs `yoco cache gc` (another process) without pause the whole time.
 3. Then: a last gc, `yoco cache verify` (must exit 0), and every name in the soak cache is compared
    with the quiet run's: same run key, same output digests. A name that a process reported as
    written (exit 0) and that is gone is "lost"; a name whose outputs differ is "wrong".
@@ -124,24 +125,28 @@ def soak(home: Path, cmds: list[list[str]], minutes: float, concurrency: int, ki
     gc = threading.Thread(target=gc_loop, args=(home, stop, stats))
     gc.start()
     running: list[tuple[subprocess.Popen, list[str], float | None]] = []
-    launched, killed, exits, reported = 0, 0, {}, set()
+    launched, killed, exits, reported, kinds = 0, 0, {}, set(), {"timer": 0, "staged": 0}
     bad: list[str] = []
     deadline = time.monotonic() + minutes * 60
     while time.monotonic() < deadline or running:
         while time.monotonic() < deadline and len(running) < concurrency:
             args = rng.choice(cmds)
-            kill_at = time.monotonic() + rng.uniform(0.3, 12.0) if rng.random() < kill_p else None
-            running.append((yoco(home, args), args, kill_at))
+            kill = None
+            if rng.random() < kill_p:  # half at a random moment, half once the process is staging outputs
+                kill = ("timer", time.monotonic() + rng.uniform(0.3, 30.0)) if rng.random() < 0.5 else \
+                    ("staged", rng.uniform(0.0, 0.5))
+            running.append((yoco(home, args), args, kill))
             launched += 1
         time.sleep(0.05)
         still = []
-        for p, args, kill_at in running:
+        for p, args, kill in running:
             if p.poll() is None:
-                if kill_at is not None and time.monotonic() >= kill_at:
+                if kill is not None and _due(kill, p, home):
                     p.send_signal(signal.SIGKILL)
                     killed += 1
-                    kill_at = None
-                still.append((p, args, kill_at))
+                    kinds[kill[0]] += 1
+                    kill = None
+                still.append((p, args, kill))
                 continue
             err = p.stderr.read()
             exits[p.returncode] = exits.get(p.returncode, 0) + 1
@@ -154,7 +159,20 @@ def soak(home: Path, cmds: list[list[str]], minutes: float, concurrency: int, ki
         running = still
     stop.set()
     gc.join()
-    return {"launched": launched, "killed": killed, "exits": exits, "reported": reported, "bad": bad, "gc": stats}
+    return {"launched": launched, "killed": killed, "kill_kinds": kinds, "exits": exits, "reported": reported,
+            "bad": bad, "gc": stats}
+
+
+def _due(kill: tuple, p: subprocess.Popen, home: Path) -> bool:
+    """A timer kill is due at its time; a "staged" kill once the process has a staging folder (it is
+    computing or committing outputs), after a random extra delay."""
+    kind, when = kill
+    if kind == "timer":
+        return time.monotonic() >= when
+    if not any((home / "tmp").glob(f"stage-{p.pid}-*")):
+        return False
+    time.sleep(when)
+    return True
 
 
 def refs_of(args: tuple, quiet: dict) -> list[str]:
@@ -204,6 +222,7 @@ def main() -> None:
     runs_unknown = sorted(k for k in soak_runs if k not in quiet_runs)
     summary = {
         "processes": res["launched"], "concurrency": args.concurrency, "killed": res["killed"],
+        "kills": res["kill_kinds"],
         "exits": {str(k): v for k, v in sorted(res["exits"].items())}, "unexpected_exits": res["bad"],
         "gc_passes": res["gc"]["passes"], "gc_failures": res["gc"]["failures"],
         "gc_deleted": {"objects": res["gc"]["objects_deleted"], "staging": res["gc"]["tmp_deleted"],
