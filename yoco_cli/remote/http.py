@@ -6,7 +6,7 @@ Bytes go to `<dest>.part`; only a complete body is renamed to `dest`. "Complete"
 transfer can tell: the declared length (Content-Length, Content-Range) or the end of a chunked
 body. A server that declares neither ends the body by closing the connection, which a cut
 connection looks just like: `Transfer.length_known` is False then, and the caller checks the
-file's own structure (fetch/structure.py) before trusting it. A second call
+file's own structure (remote/structure.py) before trusting it. A second call
 resumes the part with a Range request (If-Range on the ETag, so a changed remote file
 restarts instead of being spliced); a server that ignores Range gets a clean restart.
 Transient failures (connection cut, timeout, HTTP 5xx/429) are retried with exponential
