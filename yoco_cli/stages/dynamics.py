@@ -125,18 +125,12 @@ def compute_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, *
 
 
 def _check_memory(samples: int, epochs: int, runs_at_once: int) -> None:
-    """The recorder keeps an (epochs x samples) float32 error and bool correctness per run in memory:
-    refuse what cannot fit before allocating (a typo'd --epochs was an allocator RuntimeError)."""
-    import os
+    """The recorder keeps (epochs x samples) statistics per run in memory: refuse what cannot fit
+    before allocating (a typo'd --epochs was an allocator RuntimeError)."""
+    from .. import limits
 
-    need = samples * epochs * 5 * runs_at_once
-    try:
-        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # not POSIX: only refuse the absurd
-        have = 1 << 40
-    if need > have // 2:
-        raise UsageError(f"{epochs} epochs of dynamics for {samples} samples need {need / 2**30:.3g} GiB for the "
-                         f"per-epoch statistics; this machine has {have / 2**30:.3g} GiB", "use fewer --epochs")
+    limits.check_allocation(samples * epochs * _STAT_BYTES * runs_at_once,
+                            f"{epochs} epochs of dynamics for {samples} samples", "use fewer --epochs")
 
 
 def _test_split(store: Store, cset: CondensedSet, cfg) -> tuple | None:
