@@ -148,7 +148,10 @@ def child_evalbatch(a) -> dict:
                 _sync(dev)
                 rounds.append({"images": x.shape[0], **Stamp().since(t)})
             out[str(bs)] = rounds
-    return out
+    from yoco_cli.nn import engine, evalbatch
+
+    engine.infer(m, x, dev)  # what the engine's probe picks for this model here, now
+    return {"by_batch": out, "probe": evalbatch.chosen(dev, engine.eval_key(m.spec, "logits", False))}
 
 
 def _sync(dev):
@@ -270,8 +273,9 @@ def main() -> None:
                "steps": [compare(32, 128, a.device, a.quick), compare(8, 128, a.device, a.quick)]}
     if a.device == "cpu" or a.device.startswith("cuda"):
         results["dynamics_cifar10_ipc10"] = estimate_dynamics(a.device, a.quick)
-    results["eval_batch"] = {k: best(v) for k, v in run_child("evalbatch", device=a.device, width=128,
-                                                                rounds=2).items()}
+    eb = run_child("evalbatch", device=a.device, width=128, rounds=2)
+    results["eval_batch"] = {k: best(v) for k, v in eb["by_batch"].items()}
+    results["eval_batch_probe"] = eb["probe"]
     if a.device.startswith("cuda"):
         results["seeds5"] = batched_vs_sequential(a.device, a.quick)
     results["load_end"] = os.getloadavg()[0]
@@ -299,7 +303,8 @@ def main() -> None:
               f"({d['epoch_wall']:.2f} wall-s measured over {d['epochs']} epochs) + warm-up {d['warmup']['cpu']:.0f} CPU-s "
               f"incl. a cold compile -> {d['estimate_cpu_min']:.1f} CPU-min (scaled in CPU time)")
     print("eval forward, 32x32 width 128, images per CPU-s / per wall-s by batch: "
-          + ", ".join(f"{k}: {v['cpu']:.0f}/{v['wall']:.0f}" for k, v in results["eval_batch"].items()))
+          + ", ".join(f"{k}: {v['cpu']:.0f}/{v['wall']:.0f}" for k, v in results["eval_batch"].items())
+          + f"; the engine's probe picked {results['eval_batch_probe']}")
     s = results.get("seeds5")
     if s:
         print(f"5 seeds: batched {s['batched']['wall']:.0f} img/wall-s vs sequential {s['sequential']['wall']:.0f} "
