@@ -14,8 +14,8 @@ engine  `yoco_cli.nn.engine.train` as `yoco dynamics` runs it: data on the devic
         on >= 32 px (compile=auto). Timed over whole epochs of 640 images (10 full batches)
         after warm-up epochs that absorb compilation.
 
-Like for like: the engine always tunes glibc malloc (yoco_cli.nn.device.tune_malloc, ~1.6x on
-32x32 CPU steps); the reference gets the very same settings from glibc's environment variables
+Like for like: the CLI always tunes glibc malloc (yoco_cli.nn.device.tune_malloc, ~1.4-1.6x on
+32x32 CPU steps; `yoco_cli.tune_process()` for library users); the reference gets the very same settings from glibc's environment variables
 (MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_TOP_PAD_=67108864), so the headline
 pairs the engine with the naive step run under those variables. The untuned pair (naive with
 glibc defaults, engine with YOCO_NO_MALLOPT=1) is printed too. Every child reports wall and
@@ -95,8 +95,10 @@ def child_engine(a) -> dict:
 
     from yoco_cli.data.dynamics import Recorder
     from yoco_cli.nn import engine
+    from yoco_cli.nn.device import tune_malloc
     from yoco_cli.nn.models import model_spec
 
+    tune_malloc()  # what the CLI applies to every process (YOCO_NO_MALLOPT=1 turns it off)
     dev = torch.device(a.device)
     ch = 3 if a.size >= 32 else 1
     n = a.images
