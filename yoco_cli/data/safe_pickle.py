@@ -10,7 +10,8 @@ whole legacy `torch.save` stream (five small pickles, then the raw little-endian
 torch would call an unrestricted `torch.load` on every one of them (a td pickle of CIFAR-100
 IPC 10 holds 126,000); we parse the stream ourselves with a restricted unpickler that knows
 only the storage classes (~8 us a storage instead of ~190 us through `torch.load(weights_only=
-True)`) and hand out a tensor over the bytes already in memory, without copying them.
+True)`). `load(lazy_tensors=True)` leaves the tensors as `StoredTensor`s over the bytes already
+in memory, so a bulk reader can join thousands of them with one copy (see stages/dynamics.py).
 
 Memory. Sizes declared in the file are checked before anything is allocated: a storage must
 hold exactly the elements it declares, a tensor must lie inside its storage, a numpy array's
