@@ -72,7 +72,7 @@ class Dynamics:
 
 def batch_means(values, sizes: list[int]):
     """Mean of each consecutive run of `sizes[k]` values; runs of equal sizes are reduced as rows of
-    one matrix, which gives the same bits as reducing each batch alone (tests/test_dynamics.py)."""
+    one matrix, which gives the same bits as reducing each batch alone (tests/test_reference_import.py)."""
     import torch
 
     out, start, k = [], 0, 0
@@ -81,7 +81,7 @@ def batch_means(values, sizes: list[int]):
         while k + same < len(sizes) and sizes[k + same] == b:
             same += 1
         rows = values[start:start + b * same]
-        out.append(rows.view(same, b).mean(1) if b else torch.full((same,), float("nan"), dtype=values.dtype))
+        out.append(rows.view(same, b).mean(1))  # an empty batch's mean is NaN, as torch gives it
         start, k = start + b * same, k + same
     return torch.cat(out) if out else values.new_zeros(0)
 
