@@ -70,6 +70,36 @@ class Dynamics:
                    ts["correct_num"], ts["loss_epoch"], meta)
 
 
+def batch_means(values, sizes: list[int]):
+    """Mean of each consecutive run of `sizes[k]` values; runs of equal sizes are reduced as rows of
+    one matrix, which gives the same bits as reducing each batch alone (tests/test_reference_import.py)."""
+    import torch
+
+    out, start, k = [], 0, 0
+    while k < len(sizes):
+        b, same = sizes[k], 1
+        while k + same < len(sizes) and sizes[k + same] == b:
+            same += 1
+        rows = values[start:start + b * same]
+        out.append(rows.view(same, b).mean(1))  # an empty batch's mean is NaN, as torch gives it
+        start, k = start + b * same, k + same
+    return torch.cat(out) if out else values.new_zeros(0)
+
+
+def _is_argmax(p, y, p_y, other_max):
+    """`p.argmax(1) == y` without CPU argmax's slow kernel (1 ms per 4000 x 100): y wins outright
+    where p_y beats every other class; ties and NaNs, where argmax's first-index rule decides, go
+    through argmax itself. On GPUs argmax is cheap and the row test would cost a sync."""
+    if p.device.type != "cpu":
+        return p.argmax(1) == y
+    correct = p_y > other_max
+    unsure = (p_y == other_max) | p_y.isnan() | other_max.isnan()
+    if bool(unsure.any()):
+        rows = unsure.nonzero().squeeze(1)
+        correct[rows] = p[rows].argmax(1) == y[rows]
+    return correct
+
+
 class Recorder:
     """Accumulates `Dynamics` from (epoch, indices, log-probabilities) batches, on any device."""
 
@@ -86,12 +116,15 @@ class Recorder:
         self.correct_num = torch.zeros(epochs, dtype=torch.int64, device=device)
         self.loss_epoch = torch.zeros(epochs, dtype=torch.float64, device=device)
 
-    def update(self, epoch: int, idx, log_probs) -> None:
+    def update(self, epoch: int, idx, log_probs, batch_sizes: list[int] | None = None) -> None:
         """One batch: `log_probs` [b, C] (log-softmax, any float dtype) for decoded indices `idx` [b].
 
         The reference logs the log-softmax as float16 and scores exp() of that (spec 2.3, 3, P14),
         so every path rounds to float16 first: the engine's float32 outputs then give the same
         statistics as a reference pickle of the same outputs (argmax ties included).
+
+        `batch_sizes`: the rows are several consecutive batches of this epoch, no index twice (a
+        replay of recorded batches in bulk); the result is bit for bit that of one call per batch.
         """
         lp = log_probs.detach().half().float()
         p = lp.exp()
@@ -99,14 +132,21 @@ class Recorder:
         p_y = p.gather(1, y[:, None]).squeeze(1)
         # ||p - e_y||^2 = sum p^2 - 2 p_y + 1  (clamped: rounding can make it a hair negative)
         err = (p.pow(2).sum(1) - 2 * p_y + 1).clamp_min(0).sqrt()
-        correct = p.argmax(1) == y
-        others = p.scatter(1, y[:, None], float("-inf"))
-        margin = p_y - others.max(1).values
+        other_max = p.scatter(1, y[:, None], float("-inf")).amax(1)
+        margin = p_y - other_max
+        correct = _is_argmax(p, y, p_y, other_max)
         self.err[epoch, idx] = err
         self.correct[epoch, idx] = correct
         self.margin_sum.index_add_(0, idx, margin.double())
         self.correct_num[epoch] += correct.sum()
-        self.loss_epoch[epoch] += (-lp.gather(1, y[:, None])).mean().double()
+        nll = -lp.gather(1, y[:, None])
+        if batch_sizes is None:
+            self.loss_epoch[epoch] += nll.mean().double()
+        else:  # each batch adds its own mean, in order, as float64 (the same roundings as one call each)
+            total = float(self.loss_epoch[epoch])
+            for m in batch_means(nll.flatten(), batch_sizes).double().tolist():
+                total += m
+            self.loss_epoch[epoch] = total
 
     def result(self, meta: dict) -> Dynamics:
         return Dynamics(self.targets.cpu(), self.err.cpu().half(), self.correct.cpu(),

@@ -63,7 +63,7 @@ class TrainConfig:
     cutmix_beta: float = 1.0
     imagenet_aug: bool = False  # RRC/flip/jitter/lighting on raw pixels before normalizing (ImageNet)
     eval_at: tuple[int, ...] = ()  # test after these epochs (1-based: "after epoch e")
-    eval_batch: int = 0  # 0 = the fastest measured for the device
+    eval_batch: int = 0  # 0 = measured per device (nn/evalbatch.py)
     compile: str = "auto"  # auto | on | off
 
     def __post_init__(self):
@@ -114,8 +114,17 @@ def eval_epochs(epochs: int) -> tuple[int, ...]:
 
 
 def default_eval_batch(device: torch.device) -> int:
-    # measured on the 2-core dev CPU: 128 beats 512 (cache-resident activations); GPUs like big batches
-    return 128 if device.type == "cpu" else 1024
+    """Where eval passes start before the probe measures better (see nn/evalbatch.py)."""
+    from .evalbatch import table_batch
+
+    return table_batch(device)
+
+
+def eval_key(spec: Any, *extra) -> str | None:
+    """A model shape, for the eval-batch probe (None: unknown, no probe)."""
+    import json
+
+    return None if spec is None else json.dumps([spec, *extra], sort_keys=True, default=str)
 
 
 def aug_seed(seed: int) -> int:
@@ -519,16 +528,18 @@ class _GroupRun:
 
     @torch.no_grad()
     def evaluate(self) -> list[float]:
+        from . import evalbatch
+
         tx, ty = self.data.test
-        bs = self.cfg.eval_batch or default_eval_batch(self.device)
         self.group.train(False)
-        hits = torch.zeros(len(self.seeds), dtype=torch.int64, device=self.device)
-        for s in range(0, tx.shape[0], bs):
-            xb, yb = tx[s:s + bs], ty[s:s + bs]
-            outs = self.group.eval_forward([xb] * len(self.seeds))
-            hits += torch.stack([(o.argmax(1) == yb).sum() for o in outs])
+        key = eval_key(self.spec, "test", len(self.seeds), self.group.batched)
+        logits = evalbatch.run(lambda s, e: tuple(self.group.eval_forward([tx[s:e]] * len(self.seeds))),
+                               tx.shape[0], self.device, key, self.cfg.eval_batch)
         self.group.train(True)
-        return (hits.double() / tx.shape[0]).tolist()
+        if not logits:
+            return [float("nan")] * len(self.seeds)
+        hits = [(torch.cat([out[i] for out in logits]).argmax(1) == ty).sum() for i in range(len(self.seeds))]
+        return (torch.stack(hits).double() / tx.shape[0]).tolist()
 
 
 # -- value spaces -------------------------------------------------------------------------------
@@ -555,8 +566,11 @@ def eval_pass(model: nn.Module, x: torch.Tensor, device: torch.device | str = "c
               batch_size: int = 0, features: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The one eval-mode batch loop: (logits, flattened `embed` features or None) of x, on the CPU.
 
-    Models split into `embed` + `classifier` (every engine model) give both in one pass.
+    Models split into `embed` + `classifier` (every engine model) give both in one pass. The batch
+    is `batch_size` when given, else measured for the device and model shape (nn/evalbatch.py).
     """
+    from . import evalbatch
+
     device = torch.device(device)
     norm = _normalizer(normalize, device)
     was_training = model.training
@@ -564,22 +578,21 @@ def eval_pass(model: nn.Module, x: torch.Tensor, device: torch.device | str = "c
     split = hasattr(model, "embed") and hasattr(model, "classifier")
     if features and not hasattr(model, "embed"):
         raise UsageError(f"the model {type(model).__name__} has no embed(); its features cannot be taken")
-    bs = batch_size or default_eval_batch(device)
-    logits, feats = [], []
-    for s in range(0, x.shape[0], bs):
-        xb = x[s:s + bs].to(device, torch.float32)
+
+    def forward(s: int, e: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        xb = x[s:e].to(device, torch.float32)
         xb = norm(xb) if norm is not None else xb
         if features and split:
             f = model.embed(xb)
-            feats.append(f.flatten(1).float().cpu())
-            logits.append(model.classifier(f).float().cpu())
-            continue
-        if features:
-            feats.append(model.embed(xb).flatten(1).float().cpu())
-        logits.append(model(xb).float().cpu())
+            return model.classifier(f).float().cpu(), f.flatten(1).float().cpu()
+        feats = model.embed(xb).flatten(1).float().cpu() if features else xb.new_zeros(e - s, 0).cpu()
+        return model(xb).float().cpu(), feats
+
+    key = eval_key(getattr(model, "spec", None), features, normalize is not None)
+    outs = evalbatch.run(forward, x.shape[0], device, key, batch_size)
     model.train(was_training)
-    out = torch.cat(logits) if logits else torch.zeros(0)
-    return out, ((torch.cat(feats) if feats else torch.zeros(0, 0)) if features else None)
+    logits = torch.cat([o[0] for o in outs]) if outs else torch.zeros(0)
+    return logits, ((torch.cat([o[1] for o in outs]) if outs else torch.zeros(0, 0)) if features else None)
 
 
 def accuracy(model: nn.Module, x, y, device="cpu", normalize=None, batch_size: int = 0) -> float:

@@ -125,18 +125,12 @@ def compute_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, *
 
 
 def _check_memory(samples: int, epochs: int, runs_at_once: int) -> None:
-    """The recorder keeps an (epochs x samples) float32 error and bool correctness per run in memory:
-    refuse what cannot fit before allocating (a typo'd --epochs was an allocator RuntimeError)."""
-    import os
+    """The recorder keeps (epochs x samples) statistics per run in memory: refuse what cannot fit
+    before allocating (a typo'd --epochs was an allocator RuntimeError)."""
+    from .. import limits
 
-    need = samples * epochs * 5 * runs_at_once
-    try:
-        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # not POSIX: only refuse the absurd
-        have = 1 << 40
-    if need > have // 2:
-        raise UsageError(f"{epochs} epochs of dynamics for {samples} samples need {need / 2**30:.3g} GiB for the "
-                         f"per-epoch statistics; this machine has {have / 2**30:.3g} GiB", "use fewer --epochs")
+    limits.check_allocation(samples * epochs * _STAT_BYTES * runs_at_once,
+                            f"{epochs} epochs of dynamics for {samples} samples", "use fewer --epochs")
 
 
 def _test_split(store: Store, cset: CondensedSet, cfg) -> tuple | None:
@@ -166,50 +160,137 @@ def _default_ref(store: Store, set_manifest: Manifest) -> str:
 # -- the reference's td-*.pickle files -------------------------------------------------------------
 
 def read_reference_pickle(path: Path, targets, num_classes: int, seed: int = 0):
-    """Replay a reference `td-ipc*.pickle` (spec 2.3) through the same Recorder the engine feeds."""
-    import torch
+    """Replay a reference `td-ipc*.pickle` (spec 2.3) through the same Recorder the engine feeds.
 
+    The records of one epoch go to the Recorder together, as one matrix, whenever their tensors are
+    stored as torch pickles them (dense, float log-probs, integer indices) and no sample repeats:
+    the statistics are bit for bit those of feeding the records one by one, which is what happens
+    to any other record.
+    """
+    from ..data import safe_pickle
     from ..data.dynamics import Recorder
-    from .pickles import load_reference_pickle
 
-    doc = load_reference_pickle(path)
+    doc = safe_pickle.load(path, lazy_tensors=True)
     records = doc.get("training_dynamics") if isinstance(doc, dict) else None
     if not isinstance(records, list) or not records:
         raise IntegrityError(f"{path} is not a reference dynamics pickle",
                              "expected a dict with a non-empty 'training_dynamics' list (spec 2.3)")
     n = int(targets.shape[0])
-    try:
-        first, epochs = min(int(r["epoch"]) for r in records), 1 + max(int(r["epoch"]) for r in records)
-    except (KeyError, TypeError, ValueError):
-        raise IntegrityError(f"{path}: a record lacks an integer 'epoch'") from None
-    # the reference logs every batch of every epoch: an epoch number beyond the record count is a
-    # damaged or hostile file, refused before the (epochs x samples) statistics are allocated
-    if first < 0 or epochs > len(records):
-        raise IntegrityError(f"{path}: records name epochs {first}..{epochs - 1} but the file holds only "
-                             f"{len(records)} records", "the reference records every epoch; this file is damaged")
-    try:
-        _check_memory(n, epochs, 1)
-    except UsageError as e:
-        raise IntegrityError(f"{path}: {e.message}", "the file is damaged or not a reference dynamics pickle") from None
+    epochs = _epoch_count(path, records, n)
     rec = Recorder(targets, epochs, num_classes)
+    batch = _EpochBatch(path, n, num_classes)
     for i, r in enumerate(records):
-        try:
-            idx = torch.as_tensor(r["idx"]).long().flatten()
-            out = torch.as_tensor(r["output"])
-            epoch = int(r["epoch"])
-        except (KeyError, TypeError, ValueError):
-            raise IntegrityError(f"{path}: record {i} lacks idx/output/epoch") from None
-        if out.dim() != 2 or out.shape[0] != idx.shape[0] or out.shape[1] != num_classes:
-            raise IntegrityError(f"{path}: record {i} has output shape {tuple(out.shape)} for {idx.shape[0]} "
-                                 f"indices and {num_classes} classes")
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
-            raise IntegrityError(f"{path}: record {i} indexes sample {int(idx.max())}, the set decodes to {n}",
-                                 "pass the condensed set this pickle was recorded on")
-        rec.update(epoch, idx, out)
+        epoch, idx, out, bulk = _record(path, i, r, num_classes)
+        if not batch.takes(epoch, idx, out, bulk):
+            batch.flush(rec)
+            batch = _EpochBatch(path, n, num_classes)
+        batch.add(i, epoch, idx, out, bulk)
+    batch.flush(rec)
     name = doc.get("data-name")
     meta = {"seed": seed, "source": "reference-pickle", "data_name": str(name) if name is not None else None,
             "records": len(records)}
     return rec.result(meta), len(records)
+
+
+def _epoch_count(path: Path, records: list, n: int) -> int:
+    """1 + the largest epoch, checked before the statistics (epochs x samples) are allocated."""
+    from .. import limits
+
+    top = -1
+    for i, r in enumerate(records):
+        try:
+            e = int(r["epoch"])
+        except (KeyError, TypeError, ValueError, OverflowError):
+            raise IntegrityError(f"{path}: record {i} lacks an integer 'epoch'") from None
+        if e < 0:
+            raise IntegrityError(f"{path}: record {i} has a negative epoch ({e})")
+        top = max(top, e)
+    if top >= len(records):  # every epoch of a recorded run has at least one batch
+        raise IntegrityError(f"{path}: a record declares epoch {top}, but the file holds only {len(records)} "
+                             "records", "a genuine dynamics pickle has records for every epoch; the file is damaged")
+    limits.check_allocation((top + 1) * n * _STAT_BYTES, f"the statistics of {top + 1} epochs x {n} samples")
+    return top + 1
+
+
+_STAT_BYTES = 8  # per (epoch, sample): float32 error + bool correct while recording, their float16/bit copies
+_BULK_ROWS = 1 << 16  # rows per bulk update: ~26 MB of float32 log-probs at 100 classes
+
+
+def _record(path: Path, i: int, r, num_classes: int):
+    """(epoch, idx, output, bulk) of record i, shapes checked. bulk: both are dense StoredTensors
+    (how torch pickles fresh tensors), integer indices and float outputs, ready to be joined."""
+    import torch
+
+    from ..data.safe_pickle import StoredTensor
+
+    try:
+        idx, out, epoch = r["idx"], r["output"], int(r["epoch"])
+    except (KeyError, TypeError, ValueError):
+        raise IntegrityError(f"{path}: record {i} lacks idx/output/epoch") from None
+    try:
+        if not isinstance(idx, StoredTensor) or len(idx.size) != 1:
+            idx = torch.as_tensor(idx.build() if isinstance(idx, StoredTensor) else idx).long().flatten()
+        if not isinstance(out, StoredTensor):
+            out = torch.as_tensor(out)
+    except (TypeError, ValueError, RuntimeError):
+        raise IntegrityError(f"{path}: record {i} lacks idx/output/epoch") from None
+    size = tuple(out.size if isinstance(out, StoredTensor) else out.shape)
+    count = idx.size[0] if isinstance(idx, StoredTensor) else int(idx.shape[0])
+    if len(size) != 2 or size[0] != count or size[1] != num_classes:
+        raise IntegrityError(f"{path}: record {i} has output shape {size} for {count} "
+                             f"indices and {num_classes} classes")
+    bulk = (isinstance(idx, StoredTensor) and isinstance(out, StoredTensor) and idx.dense and out.dense
+            and not idx.dtype.is_floating_point and idx.dtype != torch.bool and out.dtype.is_floating_point)
+    return epoch, idx, out, bulk
+
+
+class _EpochBatch:
+    """Consecutive records of one epoch that go to the Recorder as one bulk update when they can."""
+
+    def __init__(self, path: Path, n: int, num_classes: int):
+        self.path, self.n, self.num_classes = path, n, num_classes
+        self.epoch, self.rows, self.bulk = -1, 0, True
+        self.numbers, self.idx, self.out = [], [], []
+
+    def takes(self, epoch: int, idx, out, bulk: bool) -> bool:
+        if not self.numbers:
+            return True
+        return (self.bulk and bulk and epoch == self.epoch and self.rows + idx.size[0] <= _BULK_ROWS
+                and idx.dtype == self.idx[0].dtype and out.dtype == self.out[0].dtype)
+
+    def add(self, i: int, epoch: int, idx, out, bulk: bool) -> None:
+        self.bulk = self.bulk and bulk
+        self.rows += idx.size[0] if self.bulk else 0
+        self.epoch = epoch
+        self.numbers.append(i)
+        self.idx.append(idx)
+        self.out.append(out)
+
+    def flush(self, rec) -> None:
+        import torch
+
+        from ..data import safe_pickle
+
+        if self.bulk and self.numbers:
+            idx = safe_pickle.join(self.idx).long()
+            in_range = not idx.numel() or (int(idx.min()) >= 0 and int(idx.max()) < self.n)
+            if in_range and (not idx.numel() or int(torch.bincount(idx, minlength=self.n).max()) <= 1):
+                out = safe_pickle.join(self.out).view(-1, self.num_classes)
+                rec.update(self.epoch, idx, out, batch_sizes=[t.size[0] for t in self.idx])
+                return
+        for i, idx, out in zip(self.numbers, self.idx, self.out):  # one by one, as recorded
+            idx = _built(idx).long()
+            if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.n):
+                bad = int(idx.min()) if int(idx.min()) < 0 else int(idx.max())
+                raise IntegrityError(f"{self.path}: record {i} indexes sample {bad}, the set decodes to {self.n}",
+                                     "pass the condensed set this pickle was recorded on")
+            rec.update(self.epoch, idx, _built(out))
+
+
+def _built(t):
+    from ..data.safe_pickle import StoredTensor
+
+    return t.build() if isinstance(t, StoredTensor) else t
 
 
 def _load_reference_weights(path: Path, model) -> None:
