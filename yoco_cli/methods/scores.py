@@ -68,11 +68,12 @@ def top_k_epochs(values, k: int, stop_epoch: int, largest: bool = True) -> list[
 
 
 def _rows_sum(err, rows: list[int]):
+    """Sum of the chosen epochs' float32 errors, added in float64 and rounded once to float32."""
     import torch
 
     if not rows:
         return torch.zeros(err.shape[1], dtype=torch.float32)
-    return err[rows].float().sum(0)
+    return err[rows].double().sum(0).float()
 
 
 # -- dynamics-based -----------------------------------------------------------------------------
@@ -197,8 +198,38 @@ def dynamics_scores(dyn, opts: ScoreOptions, setting: tuple[str | None, str]) ->
     values, infos = {}, {}
     for name, call in calls.items():
         values[name], infos[name] = call()
-    infos["lbpe"]["preset"] = preset.as_dict() | {"used": opts.k is None and opts.stop_epoch is None}
+    infos["lbpe"].update(lbpe_window_info(preset, opts, k, stop, dyn))
     return values, infos
+
+
+def lbpe_window_info(preset, opts: ScoreOptions, k: int, stop: int, dyn) -> dict:
+    """What the score artifact and `yoco score` say about LBPE's window: where (K, stop) came from
+    ("unscaled": the reference's 1000-epoch values as they are; "scaled": both scaled to this run's
+    length; "user": --k/--stop-epoch), and one-line warnings when it is not the paper's LBPE."""
+    given = [name for name, v in (("k", opts.k), ("stop_epoch", opts.stop_epoch)) if v is not None]
+    window = "user" if given else ("scaled" if preset.scaled else "unscaled")
+    schedule = ((dyn.meta or {}).get("train") or {}).get("schedule", "iteration")
+    return {"preset": preset.as_dict() | {"used": not given}, "window": window, "given": given,
+            "warnings": presets.window_notes(k, stop, dyn.epochs, schedule)}
+
+
+def describe_lbpe(info: dict) -> str:
+    """One line: "LBPE: top K=1 of epochs [0, 10) (K < stop; reference (100, 10) scaled to 100-epoch dynamics)"."""
+    k, stop = info.get("k"), info.get("stop_epoch")
+    by = "lowest-loss" if info.get("use_loss") else "highest-accuracy"
+    rel = "K < stop" if k is not None and stop is not None and k < stop else "K = stop: the whole window"
+    window = info.get("window")
+    preset = info.get("preset") or {}
+    ref = tuple(preset.get("reference") or ())
+    if window == "user":
+        how = f"set by --{' and --'.join(n.replace('_', '-') for n in info.get('given', []))}"
+    elif window == "scaled":
+        how = f"reference {ref} scaled to this run's length" if ref else "scaled to this run's length"
+    elif window == "unscaled":
+        how = f"reference {ref}, unscaled" if ref else "unscaled"
+    else:
+        how = "as stored"
+    return f"LBPE: the {k} {by} epoch(s) of [0, {stop}) ({rel}; {how})"
 
 
 def average(per_seed: list):
