@@ -144,10 +144,11 @@ def _check_memory(samples: int, epochs: int, runs_at_once: int, record_classes: 
 def _test_split(store: Store, cset: CondensedSet, cfg) -> tuple | None:
     if not cfg.eval_at:
         return None
-    from ..nn.engine import prepare_test
+    from .evaluate import test_split
+    from .score import condense_key
 
     ds = load_real(cset.dataset, store)
-    return prepare_test(cset.value_space, (ds.mean, ds.std), ds.test_x), ds.test_y
+    return test_split(ds, cset.value_space, condense_key(cset))[0], ds.test_y
 
 
 def _group_meta(cset, set_manifest, spec, epochs, seed_list, runs, source, n) -> dict:
