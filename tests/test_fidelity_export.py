@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from yoco_cli.data.condensed import CondensedSet
-from yoco_cli.data.real import load
+from yoco_cli.stages.datasets import load_real as load
 from yoco_cli.errors import UsageError
 from yoco_cli.methods.scores import ScoreOptions
 from yoco_cli.stages import dynamics as D

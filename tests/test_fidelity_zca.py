@@ -99,9 +99,9 @@ def test_kip_file_in_zca_space_evaluates_end_to_end(cli, store, tmp_path, monkey
         assert r.exit_code == 0, r.stderr
     monkeypatch.setenv("YOCO_OFFLINE", "1")
     # KIP's layout (spec 1.1): NHWC images, one-hot labels; 2 per class, already in KIP's ZCA space
-    from yoco_cli.data import real
+    from yoco_cli.stages.datasets import load_real
 
-    ds = real.load("mnist", store=store)
+    ds = load_real("mnist", store)
     kip = zca.fit(ds.train_x, zca.SETTINGS["kip"])
     pick = torch.cat([torch.nonzero(ds.train_y == c).flatten()[:2] for c in range(10)])
     images = kip.apply(ds.train_x[pick]).permute(0, 2, 3, 1).contiguous()

@@ -362,8 +362,6 @@ def export_scores(store: Store, m: Manifest, path: Path, kmeans: bool = True, de
 def _score_dynamics(store: Store, m: Manifest) -> dict:
     """{run j: (Dynamics, final model or None)} for the dynamics a score artifact was made of (run j is
     the j-th seed in ascending order, as `load_dynamics` reads them); {} for scores read from a file."""
-    import re
-
     from ..data.dynamics import Dynamics
     from ..nn.engine import load_model
 
@@ -387,12 +385,12 @@ def _kmeans_lists(cset, model, run: int, device: str) -> dict:
     import torch
 
     from ..methods import select
-    from ..methods.scores import embed_features
     from ..nn.device import resolve_device
+    from ..nn.engine import eval_pass
     from .prune import unit
 
     x, labels, _ = cset.decoded()
-    feats = embed_features(model, model_input(cset, x), resolve_device(device)).numpy()
+    feats = eval_pass(model, model_input(cset, x), resolve_device(device), features=True)[1].numpy()
     lab = labels.numpy()
     smallest = int(torch.bincount(labels, minlength=cset.num_classes).min())
     lists = {}
