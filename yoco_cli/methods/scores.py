@@ -214,22 +214,18 @@ def lbpe_window_info(preset, opts: ScoreOptions, k: int, stop: int, dyn) -> dict
 
 
 def describe_lbpe(info: dict) -> str:
-    """One line: "LBPE: top K=1 of epochs [0, 10) (K < stop; reference (100, 10) scaled to 100-epoch dynamics)"."""
+    """One line, e.g. "LBPE window: top K=1 of epochs [0, 10) by training accuracy (K < stop; scaled: ...)"."""
     k, stop = info.get("k"), info.get("stop_epoch")
-    by = "lowest-loss" if info.get("use_loss") else "highest-accuracy"
+    by = "lowest training loss" if info.get("use_loss") else "training accuracy"
     rel = "K < stop" if k is not None and stop is not None and k < stop else "K = stop: the whole window"
     window = info.get("window")
-    preset = info.get("preset") or {}
-    ref = tuple(preset.get("reference") or ())
     if window == "user":
-        how = f"set by --{' and --'.join(n.replace('_', '-') for n in info.get('given', []))}"
-    elif window == "scaled":
-        how = f"reference {ref} scaled to this run's length" if ref else "scaled to this run's length"
-    elif window == "unscaled":
-        how = f"reference {ref}, unscaled" if ref else "unscaled"
+        how = "set by --" + " and --".join(n.replace("_", "-") for n in info.get("given", []))
+    elif window in ("scaled", "unscaled"):
+        how = f"{window}: {(info.get('preset') or {}).get('source', '')}"
     else:
         how = "as stored"
-    return f"LBPE: the {k} {by} epoch(s) of [0, {stop}) ({rel}; {how})"
+    return f"LBPE window: top K={k} of epochs [0, {stop}) by {by} ({rel}; {how})"
 
 
 def average(per_seed: list):

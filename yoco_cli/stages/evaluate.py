@@ -197,3 +197,15 @@ def result_row(m: Manifest, cached: bool | None = None) -> dict:
     if cached is not None:
         row["cached"] = cached
     return row
+
+
+def pooled_row(label: str, rows: list[dict]) -> dict:
+    """One row for a prune group (the paper's protocol): accuracies pooled over every repeat of every
+    run's set, i.e. mean and population std over runs x repeats (as `yoco report` pools a cell)."""
+    per = [p for r in rows for p in r["per_repeat"]]
+    stats = summarize([p["best"] for p in per], [p["last"] for p in per])
+    first = rows[0]
+    return {"target": label, "dataset": first["dataset"], "model": first["model"], "epochs": first["epochs"],
+            "repeats": len(per), "train_images": first["train_images"], **stats, "per_repeat": per,
+            "key": None, "cached": all(r.get("cached") for r in rows), "pooled_over": [r["target"] for r in rows],
+            "runs": rows}

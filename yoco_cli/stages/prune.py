@@ -152,6 +152,18 @@ def prune_runs(store: Store, set_m: Manifest, cset, ipc_to: int, rule: select.Ru
     return Pruned(m_ref(store, group), group, sets, all_cached and cached, PER_SEED)
 
 
+def prune_one_run(store: Store, set_m: Manifest, cset, ipc_to: int, rule: select.Rule, opts: PruneOptions,
+                  scores=None, dyn_m: Manifest | None = None) -> Pruned:
+    """`--score-run I`: run I's own set alone (the same cache entry and name as in `prune_runs`' group)."""
+    n = run_count(rule, scores, dyn_m)
+    run = opts.score_run
+    if scores is not None and not 0 <= run < scores.runs:
+        raise UsageError(f"--score-run {run}: the scores hold runs 0..{scores.runs - 1}")
+    name = ref_for(store, set_m, rule, ipc_to, PER_SEED, run if n > 1 else None)
+    m, cached = prune(store, set_m, cset, ipc_to, rule, opts, scores, dyn_m, protocol=PER_SEED, runs=n, ref=name)
+    return Pruned(m_ref(store, m), m, [m], cached, PER_SEED)
+
+
 def m_ref(store: Store, m: Manifest) -> str:
     names = store.refs_to(m.stage, m.key)
     return names[0] if names else m.short

@@ -362,8 +362,12 @@ def results_document(tables: list[Table], command: str, settings: dict, plot_nam
              "cache recomputes everything with the same seeds) with:", "", "```bash", command, "```", ""]
     lines += [f"- {k}: {v}" for k, v in settings.items()]
     lines += [f"- yoco {__version__}, Python {platform.python_version()}, {platform.platform(terse=True)}", ""]
-    lines += ["Cells are best top-1 test accuracy (%), mean ± population std over dynamics seeds × evaluation",
-              "repeats; the best cell of each column is in bold; `no runs` marks a cell that was not measured.", ""]
+    whiches = [w for w in ("best", "last") if any(t.which == w for t in tables)]
+    what = {"best": "best (the highest of the four validations)", "last": "last (after the final epoch)"}
+    lines += [f"Cells are {' and then '.join(what[w] for w in whiches)} top-1 test accuracy (%), mean ± population",
+              "std over dynamics seeds × evaluation repeats; the best cell of each column is in bold; `no runs` marks",
+              "a cell that was not measured. The line under each table says which LBPE window and which seed",
+              "protocol produced it.", ""]
     lines += [to_markdown(t) for t in tables]
     if plot_name:
         lines += [f"![accuracy vs target IPC]({plot_name})", ""]
