@@ -66,7 +66,7 @@ def synthetic_dynamics(n: int, c: int, e: int, seed: int):
     err = np.clip(1.2 * (1 - p_correct) + 0.1 * rng.standard_normal((e, n), dtype=np.float32), 0, 1.414)
     margin = (2 * p_correct - 1).sum(0)
     loss = -np.log(np.clip(p_correct.mean(1), 1e-6, 1)) * (n / 64)
-    return Dynamics(torch.from_numpy(targets).long(), torch.from_numpy(err).half(), torch.from_numpy(correct),
+    return Dynamics(torch.from_numpy(targets).long(), torch.from_numpy(err).float(), torch.from_numpy(correct),
                     torch.from_numpy(margin).float(), torch.from_numpy(correct.sum(1)).long(),
                     torch.from_numpy(loss).float(), {"num_classes": c, "epochs": e, "seed": seed})
 
