@@ -51,6 +51,8 @@ def test_score_on_the_digits_preset_is_a_real_top_k_and_differs_from_el2n(cli, s
     assert "(K = stop: the whole window; set by --k and --stop-epoch)" in _lines(r.stderr, "LBPE window:")[0]
     r = cli("score", "c/ipc4", "--dynamics-seeds", "1", "--stop-epoch", "90", "--k", "3")
     assert r.exit_code == 0 and "runs past the first learning-rate drop (epoch 66 of 100)" in r.stderr
+    r = cli("prune", "c/ipc4", "--to", "1", "--dynamics", "c/ipc4@dynamics", "--k", "10", "--stop-epoch", "10")
+    assert r.exit_code == 0 and len(_lines(r.stderr, "warning: LBPE with K=10 = stop epoch 10")) == 1
 
 
 def test_dynamics_records_export_and_the_one_line_refusals(cli, store, tmp_path):

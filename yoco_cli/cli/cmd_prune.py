@@ -185,6 +185,10 @@ def prune_cmd(
     overrides = dynamics_overrides(dynamics_epochs, dynamics_seeds)
     table, dyn_m = prune_stage.upstream(store, set_m, cset, rule, targets, sopts, scores_ref=scores,
                                         dyn_ref=dynamics, device=device, dynamics=overrides, reporter=o)
+    if table is not None and rule.metric == "lbpe":  # K == stop, or a window past the lr drop: say so once
+        for w in dict.fromkeys(w for info in (table.manifest.meta.get("info") or {}).get("lbpe", [])
+                               for w in info.get("warnings", [])):
+            o.warn(w)
     results = []
     for t in targets:
         # a model for ssp at an IPC the given score file has no list for: train only when no --scores
