@@ -162,7 +162,8 @@ def test_presets_table_and_scaling():
     assert (p.stop_epoch, p.k) == (200, 10)
     assert (presets.lbpe_preset("mtt", "cifar10", 1000).stop_epoch, presets.lbpe_preset("mtt", "cifar10", 1000).k) == (10, 3)
     short = presets.lbpe_preset("idc", "cifar10", 50)
-    assert (short.stop_epoch, short.k) == (5, 5) and "scaled" in short.source
+    # issue 11: both stop and K scale (K/stop kept), so K < stop and LBPE stays a top-K choice
+    assert (short.stop_epoch, short.k) == (5, 1) and short.scaled and "scaled" in short.source
     assert presets.ccs_beta("cifar100", 10, 2) == 0.4
     with pytest.raises(UsageError, match="no CCS cut ratio") as e:
         presets.ccs_beta("cifar10", 20, 1)  # a missing entry crashes the reference (P10)

@@ -227,11 +227,14 @@ def prune(target: SetLike, *, to: Union[int, list[int]], metric: str = "lbpe", h
           balanced: Optional[bool] = None, key: Optional[str] = None, seed: int = 0,
           score_run: Optional[int] = None, k: Optional[int] = None, stop_epoch: Optional[int] = None,
           scores: Optional[str] = None, dynamics: Optional[str] = None, dynamics_epochs: Optional[int] = None,
-          dynamics_seeds: Optional[int] = None, device: str = "auto", home=None,
+          dynamics_seeds: Optional[int] = None, mean_scores: bool = False, device: str = "auto", home=None,
           reporter: Reporter = SILENT) -> list[SetResult]:
     """Prune a set to smaller IPCs with one of the paper's rules (YOCO: metric="lbpe", easy,
-    balanced; `key="forgetting_easy_balance"` names a rule the reference's way). One result per
-    target, each with the kept decoded indices.
+    balanced; `key="forgetting_easy_balance"` names a rule the reference's way). As in the paper,
+    each dynamics run prunes with its own scores: one result per target and run (refs
+    `...-ipcN-run<j>` when there are several), each with the kept decoded indices.
+    `score_run=j` keeps run j only; `mean_scores=True` prunes once per target with the scores
+    averaged over runs (a different method, named `...-meanscores-ipcN`).
 
     >>> import yoco_cli as yoco
     >>> [one] = yoco.prune("digits/random/ipc10", to=1, metric="lbpe", balanced=True)  # doctest: +SKIP
@@ -258,10 +261,14 @@ def prune(target: SetLike, *, to: Union[int, list[int]], metric: str = "lbpe", h
     for t in targets:
         if prune_stage.needs(rule, table, t) == "model" and dyn_m is None and not scores:
             dyn_m = prune_stage.dynamics_for(store, set_m, cset, dynamics, device, over, reporter)
-        m, cached = prune_stage.prune(store, set_m, cset, t, rule, opts, table, dyn_m)
-        pruned = load(store, m)
-        kept = [int(i) for i in pruned.origin.tolist()] if pruned.origin is not None else None
-        out.append(SetResult(_ref(store, m), m.key, pruned, cached, kept))
+        if score_run is not None:
+            group = prune_stage.prune_one_run(store, set_m, cset, t, rule, opts, table, dyn_m)
+        else:
+            group = prune_stage.prune_runs(store, set_m, cset, t, rule, opts, table, dyn_m, mean_scores)
+        for m in group.sets:
+            pruned = load(store, m)
+            kept = [int(i) for i in pruned.origin.tolist()] if pruned.origin is not None else None
+            out.append(SetResult(_ref(store, m), m.key, pruned, group.cached, kept))
     return out
 
 

@@ -39,6 +39,8 @@ def eval_cmd(
 ) -> None:
     """Train fresh networks on each set and report test accuracy (best and last: mean ± std over repeats).
 
+    A name from `yoco prune` that holds one set per dynamics run is evaluated run by run and
+    reported as one row pooled over runs x repeats, as the paper averages its three score files.
     Examples: `yoco eval digits/random/ipc10 digits/random/ipc1 digits --repeats 3`,
     `yoco eval idc/cifar10/ipc10 --model resnet10_bn`
     """
@@ -50,7 +52,13 @@ def eval_cmd(
     resolved = [_resolve(store, t, full) for t in targets]  # fail on a bad name before any training
     rows = []
     with o.progress() as prog:
-        for label, set_m, cset, dataset in resolved:
+        for entry in resolved:
+            if isinstance(entry, _Group):
+                from ..stages.evaluate import pooled_row
+
+                rows.append(pooled_row(entry.label, [_one(prog, store, *member, params) for member in entry.members]))
+                continue
+            label, set_m, cset, dataset = entry
             rows.append(_one(prog, store, label, set_m, cset, dataset, params))
     tbl = output.table(None, ["set", "model", "epochs", "images", "repeats", "best (mean ± std)",
                               "last (mean ± std)", "cache"],
@@ -61,11 +69,25 @@ def eval_cmd(
     o.data(rows, tbl)
 
 
-def _resolve(store, target: str, full: bool):
-    """-> (label, set manifest or None, set or None, dataset for a full-split evaluation)."""
-    from ..stages.datasets import known
-    from ..stages.sets import resolve_set
+class _Group:
+    """A prune group: its name and its members as (label, set manifest, set, None)."""
 
+    def __init__(self, label: str, members: list):
+        self.label, self.members = label, members
+
+
+def _resolve(store, target: str, full: bool):
+    """-> (label, set manifest or None, set or None, dataset for a full-split evaluation), or a _Group."""
+    from ..stages.datasets import known
+    from ..stages.prune import group_sets
+    from ..stages.sets import load_set, resolve_set, set_label
+
+    group = _prune_group(store, target)
+    if group is not None:
+        members = [(set_label(store, m), m, load_set(store, m), None) for m in group_sets(store, group)]
+        if full:  # the full training split of its sets' dataset
+            return members[0][2].dataset, None, None, members[0][2].dataset
+        return _Group(target, members)
     try:
         set_m, cset = resolve_set(store, target)
     except UsageError:
@@ -75,6 +97,19 @@ def _resolve(store, target: str, full: bool):
     if full:
         return cset.dataset, None, None, cset.dataset
     return target, set_m, cset, None
+
+
+def _prune_group(store, target: str):
+    """The prune-group manifest a name points to, or None (any other name, a path, a dataset)."""
+    from pathlib import Path
+
+    if Path(target).exists() and not store.ref_path(target).exists():
+        return None
+    try:
+        m = store.resolve(target, what="condensed set")
+    except UsageError:
+        return None
+    return m if m.stage == "prune-group" else None
 
 
 def _one(prog, store, label, set_m, cset, dataset, params) -> dict:

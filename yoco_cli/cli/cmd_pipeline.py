@@ -85,7 +85,8 @@ def pipeline_cmd(
         result = pipeline_stage.run(store, req, on_step, reporter=o)
     trained = pipeline_stage.training_runs(store) - trained0
     records = rep.filter_records(rep.collect(store), result["dataset"], result["source"])
-    records = [r for r in records if r.ipc_to is None or r.ipc_to in req.targets]
+    protocol = "per-seed" if req.per_seed else "mean-scores"  # sets of the other protocol are other methods
+    records = [r for r in records if r.ipc_to is None or (r.ipc_to in req.targets and r.protocol == protocol)]
     tables = rep.build_tables(records, req.tables, "best", req.metrics)
     payload = {**result, "trained_now": trained, "seconds": round(time.perf_counter() - t0, 1),
                "tables": rep.to_json(tables)}
@@ -98,7 +99,8 @@ def pipeline_cmd(
         rep.plot(records, plot)
         o.info(f"wrote {plot}")
     if markdown is not None:
-        _write_document(rep, req, tables, result, trained, payload["seconds"], markdown, plot)
+        last = rep.build_tables(records, req.tables, "last", req.metrics)
+        _write_document(rep, req, tables + last, result, trained, payload["seconds"], markdown, plot)
         o.info(f"wrote {markdown}")
     o.info("more tables (rules, balance, easyhard) and formats: `yoco report --help`")
     o.info(f"pipeline done in {payload['seconds']} s; {trained} training run(s) now"

@@ -105,8 +105,12 @@ def prune_cmd(
         autocompletion=complete_refs, show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of random, CCS's random mode and k-means.", callback=check_seed)] = 0,
     score_run: Annotated[Optional[int], typer.Option(
-        "--score-run", help="Use dynamics run I's own scores instead of the mean over runs.",
-        rich_help_panel=RULE_PANEL, show_default=False)] = None,
+        "--score-run", help="Prune only with dynamics run I's own scores (one set, <name>-runI) instead of once per "
+                            "run.", rich_help_panel=RULE_PANEL, show_default=False)] = None,
+    mean_scores: Annotated[bool, typer.Option(
+        "--mean-scores", help="Prune once with the scores averaged over the dynamics runs (named "
+                              "<set>@<rule>-meanscores-ipcN) instead of the paper's protocol: once per run with its "
+                              "own scores, accuracies pooled over the runs.", rich_help_panel=RULE_PANEL)] = False,
     k: KOpt = None,
     stop_epoch: StopOpt = None,
     use_loss: UseLossOpt = False,
@@ -143,6 +147,8 @@ def prune_cmd(
 ) -> None:
     """Prune a condensed set to smaller IPCs; each result is stored as <set>@<rule>-ipc<to>.
 
+    As in the paper, with several dynamics runs each run prunes with its own scores: the sets
+    are <set>@<rule>-ipc<to>-run<j>, and <set>@<rule>-ipc<to> names them all (eval pools them).
     Missing dynamics and scores are computed on the way (with the preset) and cached.
     Examples: `yoco prune --from 10 --to 1 --metric lbpe --balanced`,
     `yoco prune idc/cifar10/ipc10 --to 1 2 5 --key forgetting_easy_balance`
@@ -155,6 +161,8 @@ def prune_cmd(
         raise UsageError(f"--ssp-duplicates {ssp_duplicates!r}", "use fill or keep")
     if ccs_strata < 1:
         raise UsageError("--ccs-strata must be at least 1")
+    if mean_scores and score_run is not None:
+        raise UsageError("--mean-scores and --score-run choose different scores", "give one of them")
     rule = choose_rule(metric, key, hard, balanced)
     # the score artifact's own random column stays at seed 0: --seed steers selections, not the scores cache
     sopts = score_options(k, stop_epoch, use_loss, el2n_window, never_learned, aum_mean, 0)
@@ -177,6 +185,10 @@ def prune_cmd(
     overrides = dynamics_overrides(dynamics_epochs, dynamics_seeds)
     table, dyn_m = prune_stage.upstream(store, set_m, cset, rule, targets, sopts, scores_ref=scores,
                                         dyn_ref=dynamics, device=device, dynamics=overrides, reporter=o)
+    if table is not None and rule.metric == "lbpe":  # K == stop, or a window past the lr drop: say so once
+        for w in dict.fromkeys(w for info in (table.manifest.meta.get("info") or {}).get("lbpe", [])
+                               for w in info.get("warnings", [])):
+            o.warn(w)
     results = []
     for t in targets:
         # a model for ssp at an IPC the given score file has no list for: train only when no --scores
@@ -185,8 +197,11 @@ def prune_cmd(
             dyn_m = prune_stage.dynamics_for(store, set_m, cset, dynamics, device, overrides, reporter=o)
         with o.progress(transient=True) as prog:
             prog.add_task(f"pruning to IPC {t}", total=None, status=rule.label)
-            m, cached = prune_stage.prune(store, set_m, cset, t, rule, popts, table, dyn_m)
-        results.append(_outputs(o, store, m, cached, t, targets, export, export_format, indices))
+            if score_run is not None:
+                pruned = prune_stage.prune_one_run(store, set_m, cset, t, rule, popts, table, dyn_m)
+            else:
+                pruned = prune_stage.prune_runs(store, set_m, cset, t, rule, popts, table, dyn_m, mean_scores)
+        results.append(_outputs(o, store, pruned, t, targets, export, export_format, indices))
     _report(o, results, cset)
 
 
@@ -204,32 +219,61 @@ def _check_destinations(cset, targets, export, export_format, indices) -> None:
             prune_stage.check_output_file(_target_path(indices, t, len(targets) > 1))
 
 
-def _target_path(path: Path, t: int, several: bool) -> Path:
-    if "{to}" in path.name:
-        return path.with_name(path.name.replace("{to}", str(t)))
-    if not several:
-        return path
-    return path.with_name(f"{path.stem}-ipc{t}{path.suffix}")
+def _target_path(path: Path, t: int, several: bool, run: int | None = None) -> Path:
+    """{to} and {run} in the name are replaced; else -ipcN (several targets) and -runJ (several runs) are added."""
+    name = path.name
+    if "{to}" in name:
+        name, several = name.replace("{to}", str(t)), False
+    if "{run}" in name:
+        name, run = name.replace("{run}", str(run or 0)), None
+    stem, suffix = Path(name).stem, Path(name).suffix
+    stem += f"-ipc{t}" if several else ""
+    stem += f"-run{run}" if run is not None else ""
+    return path.with_name(stem + suffix)
 
 
-def _outputs(o, store, m, cached, t, targets, export, export_format, indices) -> dict:
+def _outputs(o, store, pruned, t, targets, export, export_format, indices) -> dict:
+    """One target's result: the name to use, and per pruned set (one per run) its files."""
     from ..stages import prune as prune_stage
 
-    ref = store.refs_to(m.stage, m.key)
-    doc = {"ref": ref[0] if ref else None, "key": m.key, "cached": cached, "to": t,
-           "kept": m.meta.get("kept"), "total": m.meta.get("total"), "per_class": m.meta.get("per_class"),
-           "score_range": m.meta.get("score_range"), "rule": m.meta.get("pruned")}
     several = len(targets) > 1
-    if export is not None:
-        path = _target_path(export, t, several)
-        for note in prune_stage.export(store, m, path, export_format):
-            o.info(f"note: {note}")
-        doc["export"] = str(path)
-    if indices is not None:
-        path = _target_path(indices, t, several)
-        prune_stage.write_indices(store, m, path)
-        doc["indices"] = str(path)
+    runs = []
+    for j, m in enumerate(pruned.sets):
+        refs = store.refs_to(m.stage, m.key)
+        run = j if pruned.runs > 1 else None
+        entry = {"ref": refs[0] if refs else None, "key": m.key, "per_class": m.meta.get("per_class"),
+                 "score_range": m.meta.get("score_range"), "score_run": (m.meta.get("pruned") or {}).get("score_run")}
+        if export is not None:
+            path = _target_path(export, t, several, run)
+            for note in prune_stage.export(store, m, path, export_format):
+                o.info(f"note: {note}")
+            entry["export"] = str(path)
+        if indices is not None:
+            path = _target_path(indices, t, several, run)
+            prune_stage.write_indices(store, m, path)
+            entry["indices"] = str(path)
+        runs.append(entry)
+    first = pruned.sets[0].meta
+    doc = {"ref": pruned.ref, "key": pruned.manifest.key, "cached": pruned.cached, "to": t,
+           "protocol": pruned.protocol, "kept": first.get("kept"), "total": first.get("total"),
+           "per_class": first.get("per_class"), "score_range": _merged_range([r["score_range"] for r in runs]),
+           "rule": first.get("pruned"), "runs": runs}
+    for name in ("export", "indices"):
+        if len(runs) == 1 and name in runs[0]:
+            doc[name] = runs[0][name]
     return doc
+
+
+def _merged_range(ranges: list) -> dict | None:
+    """The score ranges of several runs' sets as one: lowest low, highest high (None without scores)."""
+    ranges = [r for r in ranges if r]
+    if not ranges:
+        return None
+    out = {}
+    for part in ("kept", "dropped"):
+        vals = [r[part] for r in ranges if r.get(part)]
+        out[part] = [min(v[0] for v in vals), max(v[1] for v in vals)] if vals else None
+    return out
 
 
 def _per_class(counts: list[int]) -> str:
@@ -250,10 +294,18 @@ def _report(o, results: list[dict], cset) -> None:
     rows = []
     for r in results:
         sr = r["score_range"] or {}
-        rows.append([r["ref"] or r["key"][:12], f"{r['kept']} / {r['total']}", _per_class(r["per_class"] or []),
+        kept = f"{r['kept']} / {r['total']}" + (f" x{len(r['runs'])} runs" if len(r["runs"]) > 1 else "")
+        rows.append([r["ref"] or r["key"][:12], kept, _per_class(r["per_class"] or []),
                      _range(sr.get("kept")), _range(sr.get("dropped")), "yes" if r["cached"] else "no"])
     tbl = output.table(f"IPC {cset.ipc} -> {', '.join(str(r['to']) for r in results)} (decoded images)",
                        ["pruned set", "kept", "per class", "scores kept", "scores dropped", "cached"], rows)
     # the name is what people copy: give it its full width, let the numbers wrap instead
     tbl.columns[0].min_width = max(len(row[0]) for row in rows)
+    several = [r for r in results if len(r["runs"]) > 1]
+    if several:
+        o.info(f"each of the {len(several[0]['runs'])} dynamics runs pruned with its own scores (the paper's "
+               f"protocol): {several[0]['ref']} names {several[0]['ref']}-run0..{len(several[0]['runs']) - 1}; "
+               "`yoco eval` pools them (--mean-scores prunes once with averaged scores)")
+    elif any(r["protocol"] == "mean-scores" for r in results):
+        o.info("pruned once with the scores averaged over the dynamics runs (--mean-scores), not per run")
     o.data({"from": cset.ipc, "dataset": cset.dataset, "results": results}, tbl)

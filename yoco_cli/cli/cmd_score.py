@@ -122,16 +122,27 @@ def score_cmd(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random score.", callback=check_seed)] = 0,
     dynamics_epochs: EpochsOpt = None,
     dynamics_seeds: SeedsOpt = None,
+    export: Annotated[Optional[Path], typer.Option(
+        "--export", help="Also write the scores of each dynamics run: FILE.pickle in the reference's data-score "
+                         "layout (for its test.py), FILE.json as {metric: [score per decoded index]}. Several runs: "
+                         "{run} in the name is replaced (else -runJ is added).", show_default=False)] = None,
     device: DeviceOpt = "auto",
     json_: JsonOpt = False,
 ) -> None:
     """Compute every score (lbpe, el2n, forgetting, aum, entropy, loss, random) into one cached artifact.
 
     Prints per metric the range, the mean and the rank correlation with LBPE (averaged over dynamics runs).
-    Examples: `yoco score digits/idc/ipc10`, `yoco score --from-file data-score-ipc10-ep100.pickle`
+    Examples: `yoco score digits/idc/ipc10`, `yoco score --from-file data-score-ipc10-ep100.pickle`,
+    `yoco score digits/idc/ipc10 --export data-score-ipc10.pickle`
     """
     o = set_json(json_)
     store = get_store()
+    if export is not None:  # a bad destination fails now, not after the dynamics have trained
+        from ..files import check_output_file
+        from ..stages.score import export_format
+
+        export_format(export)
+        check_output_file(export)
     if from_file is not None:
         if target:
             raise UsageError("give either a TARGET or --from-file, not both")
@@ -156,12 +167,30 @@ def score_cmd(
         ref = [ref_name]
     stats, tbl = summary_table(m)
     info = m.meta.get("info", {})
-    lb = (info.get("lbpe") or [{}])[0]
-    if lb.get("epochs") is not None:
-        by = "lowest loss" if lb.get("use_loss") else "highest accuracy"
-        o.info(f"LBPE: the K={lb.get('k')} epochs of {by} before epoch {lb.get('stop_epoch')}; "
-               f"run 0 chose {lb.get('epochs')}")
+    _say_lbpe(o, info.get("lbpe") or [])
     o.info(f"scores {ref[0] if ref else m.short} ({m.short}, {m.meta.get('runs', 1)} run(s))"
            + (" [cached]" if cached else ""))
+    written = []
+    if export is not None:
+        from ..stages.score import export_scores
+
+        for path in export_scores(store, m, export, device=device).values():
+            o.info(f"wrote {path}")
+            written.append(str(path))
     o.data({"ref": ref[0] if ref else None, "key": m.key, "cached": cached, "runs": m.meta.get("runs"),
-            "metrics": stats, "info": info, "ssp_lists": m.meta.get("ssp_lists", [])}, tbl)
+            "metrics": stats, "info": info, "ssp_lists": m.meta.get("ssp_lists", []), "exported": written}, tbl)
+
+
+def _say_lbpe(o, infos: list[dict]) -> None:
+    """The LBPE window (K < stop, scaled or not) and, once each, the warnings about it."""
+    from ..methods.scores import describe_lbpe
+
+    if not infos or infos[0].get("epochs") is None:
+        return
+    o.info(describe_lbpe(infos[0]) + f"; run 0 chose epochs {infos[0].get('epochs')}")
+    seen = []
+    for info in infos:
+        for w in info.get("warnings", []):
+            if w not in seen:
+                seen.append(w)
+                o.warn(w)

@@ -43,10 +43,13 @@ CCS_STRATA = 50
 class LbpePreset:
     stop_epoch: int
     k: int
-    source: str  # where the numbers came from, recorded in the score artifact
+    source: str              # where the numbers came from, recorded in the score artifact
+    reference: tuple = ()    # the table's (stop_epoch, K) for 1000-epoch dynamics
+    scaled: bool = False     # True: both were scaled to dynamics of another length
 
     def as_dict(self) -> dict:
-        return {"stop_epoch": self.stop_epoch, "k": self.k, "source": self.source}
+        return {"stop_epoch": self.stop_epoch, "k": self.k, "source": self.source,
+                "reference": list(self.reference), "scaled": self.scaled}
 
 
 def _dataset_key(dataset: str) -> str:
@@ -56,9 +59,12 @@ def _dataset_key(dataset: str) -> str:
 def lbpe_preset(condense_key: str | None, dataset: str, epochs: int) -> LbpePreset:
     """(stop_epoch, K) for a setting, fitted to dynamics of `epochs` epochs.
 
-    The table's stop epochs belong to 1000-epoch runs. Dynamics of another length (a short
-    run on digits, a test) keep the same *fraction* of training: stop = round(stop * E / 1000),
-    at least 1, and K is capped at stop. The reference's own 1000-epoch runs get its values.
+    The table's values belong to 1000-epoch runs and are used unscaled there (the reference's
+    exact behaviour). Dynamics of another length keep the paper's *proportions*: the window is
+    the same fraction of training, stop = round(stop * E / 1000) (at least 2), and K keeps its
+    ratio to the window, K = round(K * stop' / stop), clamped to [1, stop' - 1]. So K < stop
+    always holds and LBPE stays a real top-K choice; scaling stop alone while K stayed put made
+    K == stop on a 100-epoch run, and LBPE was then exactly EL2N (the sum over [0, stop)).
     """
     ds = _dataset_key(dataset)
     key = (condense_key or "").lower()
@@ -68,11 +74,32 @@ def lbpe_preset(condense_key: str | None, dataset: str, epochs: int) -> LbpePres
         (stop, k), src = LBPE_TABLE[("idc", ds)], f"reference table (idc, {ds}) for {key or 'unknown'} sets"
     else:
         (stop, k), src = GENERIC, "generic (IDC CIFAR-10 proportions)"
-    if epochs != REFERENCE_EPOCHS:
-        stop = max(1, min(epochs, round(stop * epochs / REFERENCE_EPOCHS)))
-        k = min(k, stop)
-        src += f", scaled to {epochs} epochs"
-    return LbpePreset(stop, k, src)
+    if epochs == REFERENCE_EPOCHS:
+        return LbpePreset(stop, k, src + ", unscaled", (stop, k), False)
+    new_stop = min(epochs, max(2, round(stop * epochs / REFERENCE_EPOCHS)))
+    new_k = max(1, min(new_stop - 1, round(k * new_stop / stop)))
+    if new_stop < 2:  # a 1-epoch run has no choice to make: K = stop = 1 (warned about by window_notes)
+        new_k = new_stop
+    src += f", (stop {stop}, K {k}) scaled to {epochs}-epoch dynamics"
+    return LbpePreset(new_stop, new_k, src, (stop, k), True)
+
+
+def first_lr_drop(epochs: int, schedule: str = "iteration") -> int | None:
+    """The epoch in which the learning rate first drops (MultiStepLR at 2/3 of training, spec 2.2)."""
+    return None if schedule == "constant" else (2 * epochs) // 3
+
+
+def window_notes(k: int, stop_epoch: int, epochs: int, schedule: str = "iteration") -> list[str]:
+    """One-line warnings about an LBPE window that is not what the paper's LBPE is."""
+    notes = []
+    if k == stop_epoch:
+        notes.append(f"LBPE with K={k} = stop epoch {stop_epoch} takes every epoch of [0, {stop_epoch}): it is the "
+                     f"plain sum over that window (EL2N's), not a top-K choice; use --k below --stop-epoch")
+    drop = first_lr_drop(epochs, schedule)
+    if drop is not None and stop_epoch > drop:
+        notes.append(f"LBPE's window [0, {stop_epoch}) runs past the first learning-rate drop (epoch {drop} of "
+                     f"{epochs}); the paper's window is the first 10-20 % of training, before it")
+    return notes
 
 
 def check_lbpe(stop_epoch: int, k: int, epochs: int) -> None:

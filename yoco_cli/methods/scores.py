@@ -68,11 +68,12 @@ def top_k_epochs(values, k: int, stop_epoch: int, largest: bool = True) -> list[
 
 
 def _rows_sum(err, rows: list[int]):
+    """Sum of the chosen epochs' float32 errors, added in float64 and rounded once to float32."""
     import torch
 
     if not rows:
         return torch.zeros(err.shape[1], dtype=torch.float32)
-    return err[rows].float().sum(0)
+    return err[rows].double().sum(0).float()
 
 
 # -- dynamics-based -----------------------------------------------------------------------------
@@ -220,8 +221,34 @@ def dynamics_scores(dyn, opts: ScoreOptions, setting: tuple[str | None, str]) ->
     values, infos = {}, {}
     for name, call in calls.items():
         values[name], infos[name] = call()
-    infos["lbpe"]["preset"] = preset.as_dict() | {"used": opts.k is None and opts.stop_epoch is None}
+    infos["lbpe"].update(lbpe_window_info(preset, opts, k, stop, dyn))
     return values, infos
+
+
+def lbpe_window_info(preset, opts: ScoreOptions, k: int, stop: int, dyn) -> dict:
+    """What the score artifact and `yoco score` say about LBPE's window: where (K, stop) came from
+    ("unscaled": the reference's 1000-epoch values as they are; "scaled": both scaled to this run's
+    length; "user": --k/--stop-epoch), and one-line warnings when it is not the paper's LBPE."""
+    given = [name for name, v in (("k", opts.k), ("stop_epoch", opts.stop_epoch)) if v is not None]
+    window = "user" if given else ("scaled" if preset.scaled else "unscaled")
+    schedule = ((dyn.meta or {}).get("train") or {}).get("schedule", "iteration")
+    return {"preset": preset.as_dict() | {"used": not given}, "window": window, "given": given,
+            "warnings": presets.window_notes(k, stop, dyn.epochs, schedule)}
+
+
+def describe_lbpe(info: dict) -> str:
+    """One line, e.g. "LBPE window: top K=1 of epochs [0, 10) by training accuracy (K < stop; scaled: ...)"."""
+    k, stop = info.get("k"), info.get("stop_epoch")
+    by = "lowest training loss" if info.get("use_loss") else "training accuracy"
+    rel = "K < stop" if k is not None and stop is not None and k < stop else "K = stop: the whole window"
+    window = info.get("window")
+    if window == "user":
+        how = "set by --" + " and --".join(n.replace("_", "-") for n in info.get("given", []))
+    elif window in ("scaled", "unscaled"):
+        how = f"{window}: {(info.get('preset') or {}).get('source', '')}"
+    else:
+        how = "as stored"
+    return f"LBPE window: top K={k} of epochs [0, {stop}) by {by} ({rel}; {how})"
 
 
 def average(per_seed: list):

@@ -6,9 +6,11 @@ Storage layout (what `load_dynamics` reads; `yoco score`/`yoco prune` consume it
       outputs  "stats"  a `data.dynamics.Dynamics` file (per-(epoch, sample) statistics)
                "model"  final weights, safetensors with meta {"format": "yoco-model/1", "spec": model spec}
                         (absent for a reference pickle read without --checkpoint)
+               "records" (only with `records=True`, i.e. `--records`) a `data.dynamics.Records` file: the
+                        per-batch float16 log-probabilities, what `export_reference` writes as td-*.pickle
       meta     seed, epochs, final training loss/accuracy, test accuracies if asked, device
   stage "dynamics" (the group; ref "<set ref>@dynamics")
-      outputs  "seed{s}/stats", "seed{s}/model" for every seed s (same object digests as the runs)
+      outputs  "seed{s}/stats", "seed{s}/model" (and "seed{s}/records") for every seed s (same object digests)
       meta     dataset, num_classes, num_samples, seeds, epochs, set (key), model (spec), source
                ("engine" | "reference-pickle"), runs {seed: run key}, summary
 
@@ -33,7 +35,8 @@ from .datasets import dataset_stats, load_real
 from .training import TrainPreset
 from .seeded import check_run_count, group_manifest, run_seeds
 
-RUN_STAGE, STAGE, VERSION = "dynamics-run", "dynamics", 2  # 2: scores from float16 log-probs (spec 2.3)
+# 2: scores from float16 log-probs (spec 2.3); 3: float32 per-epoch error by a non-cancelling formula
+RUN_STAGE, STAGE, VERSION = "dynamics-run", "dynamics", 3
 CHECKPOINT_EVERY_S = 30.0
 
 
@@ -56,27 +59,14 @@ def plan(cset: CondensedSet, *, test_every: int | None = None, **overrides):
 
 # -- recording with the engine -------------------------------------------------------------------
 
-def _recorder_state(rec) -> dict:
-    import torch
-
-    return {"err": rec.err, "correct": rec.correct.to(torch.uint8),
-            "margin_sum": rec.margin_sum, "correct_num": rec.correct_num, "loss_epoch": rec.loss_epoch}
-
-
-def _recorder_load(rec, ts: dict) -> None:
-    import torch
-
-    rec.err.copy_(ts["err"])
-    rec.correct.copy_(ts["correct"].to(torch.bool))
-    rec.margin_sum.copy_(ts["margin_sum"])
-    rec.correct_num.copy_(ts["correct_num"])
-    rec.loss_epoch.copy_(ts["loss_epoch"])
-
-
 def compute_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, *, seeds: int = 3,
                      device: str = "auto", batched: str = "auto", on_epoch: Callable | None = None,
-                     ref: str | None = None, **overrides) -> tuple[Manifest, dict]:
-    """Train `seeds` models on the decoded set, recording dynamics; returns (group manifest, info)."""
+                     ref: str | None = None, records: bool = False, **overrides) -> tuple[Manifest, dict]:
+    """Train `seeds` models on the decoded set, recording dynamics; returns (group manifest, info).
+
+    records=True also keeps every batch's float16 log-probabilities (the reference's td-pickle
+    content) as output "records"; it is part of the key, so such runs are cached apart.
+    """
     from ..data.dynamics import Recorder
     from ..nn import engine
     from ..nn.device import describe, resolve_device
@@ -86,19 +76,20 @@ def compute_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, *
     spec, cfg = plan(cset, **overrides)
     x, y, _ = cset.decoded()
     together = engine.plan_batched(spec, dev, seeds, batched)
-    _check_memory(int(y.shape[0]), cfg.epochs, seeds if together else 1)
+    _check_memory(int(y.shape[0]), cfg.epochs, seeds if together else 1, cset.num_classes if records else 0)
     norm = engine.set_normalization(cset.value_space, dataset_stats(cset.dataset, store))
     test = _test_split(store, cset, cfg)
     params = {"model": spec, "train": cfg.params(), "normalize": list(map(list, norm)) if norm else None,
               "value_space": cset.value_space}
+    if records:
+        params["records"] = True
     inputs = {"set": _set_digest(set_manifest)}
 
     def fit(seed_list: list[int], partial: Optional[Path]):
-        recs = [Recorder(y.to(dev), cfg.epochs, cset.num_classes) for _ in seed_list]
+        recs = [Recorder(y.to(dev), cfg.epochs, cset.num_classes, keep_records=records) for _ in seed_list]
         ck = None
         if partial is not None:
-            ck = engine.Checkpoint(partial, CHECKPOINT_EVERY_S, extra_get=lambda: _recorder_state(recs[0]),
-                                   extra_set=lambda ts: _recorder_load(recs[0], ts))
+            ck = engine.Checkpoint(partial, CHECKPOINT_EVERY_S, extra_get=recs[0].state, extra_set=recs[0].load_state)
         results = engine.train(spec, x, y, cfg, seeds=seed_list, device=dev, normalize=norm, test=test,
                                hooks=[r.update for r in recs], on_epoch=on_epoch, checkpoint=ck, batched=batched)
         return list(zip(results, recs))
@@ -113,33 +104,45 @@ def compute_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, *
                 "test_acc": {str(k): v for k, v in res.evals.items()}, "device": describe(dev),
                 "compiled": res.compiled, "batched": res.batched,
                 "summary": f"seed {seed}: {cfg.epochs} epochs of {spec['name']} on {int(y.shape[0])} decoded images"}
-        return StageResult(outputs={"stats": dyn.save(tmp / "dynamics.safetensors"),
-                                    "model": engine.save_model(res.model, tmp / "model.safetensors")}, meta=meta)
+        outputs = {"stats": dyn.save(tmp / "dynamics.safetensors"),
+                   "model": engine.save_model(res.model, tmp / "model.safetensors")}
+        kept = rec.result_records()
+        if kept is not None:
+            outputs["records"] = kept.save(tmp / "records.safetensors", {"seed": seed, "dataset": cset.dataset,
+                                                                         "num_classes": cset.num_classes})
+            meta["records"] = len(kept)
+        return StageResult(outputs=outputs, meta=meta)
 
     seed_list = list(range(seeds))
     runs, fresh = run_seeds(store, RUN_STAGE, VERSION, params, inputs, seed_list, fit, write, together)
     meta = _group_meta(cset, set_manifest, spec, cfg.epochs, seed_list, runs, "engine", int(y.shape[0]))
+    meta["records"] = records
     group = group_manifest(store, STAGE, VERSION, params, inputs, dict(zip(seed_list, runs)), meta,
                            ref=ref or _default_ref(store, set_manifest))
     return group, {"computed": fresh, "runs": runs}
 
 
-def _check_memory(samples: int, epochs: int, runs_at_once: int) -> None:
-    """The recorder keeps (epochs x samples) statistics per run in memory: refuse what cannot fit
+def _check_memory(samples: int, epochs: int, runs_at_once: int, record_classes: int = 0) -> None:
+    """The recorder keeps (epochs x samples) statistics per run in memory (plus, with records,
+    float16 log-probabilities and an int32 index per sample and epoch): refuse what cannot fit
     before allocating (a typo'd --epochs was an allocator RuntimeError)."""
     from .. import limits
 
-    limits.check_allocation(samples * epochs * _STAT_BYTES * runs_at_once,
-                            f"{epochs} epochs of dynamics for {samples} samples", "use fewer --epochs")
+    per = _STAT_BYTES + (2 * record_classes + 4 if record_classes else 0)
+    what = "per-epoch statistics and records" if record_classes else "per-epoch statistics"
+    limits.check_allocation(samples * epochs * per * runs_at_once,
+                            f"the {what} of {epochs} epochs for {samples} samples",
+                            "use fewer --epochs" + (" or drop --records" if record_classes else ""))
 
 
 def _test_split(store: Store, cset: CondensedSet, cfg) -> tuple | None:
     if not cfg.eval_at:
         return None
-    from ..nn.engine import prepare_test
+    from .evaluate import test_split
+    from .score import condense_key
 
     ds = load_real(cset.dataset, store)
-    return prepare_test(cset.value_space, (ds.mean, ds.std), ds.test_x), ds.test_y
+    return test_split(ds, cset.value_space, condense_key(cset))[0], ds.test_y
 
 
 def _group_meta(cset, set_manifest, spec, epochs, seed_list, runs, source, n) -> dict:
@@ -362,6 +365,41 @@ def import_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, fi
     group = group_manifest(store, STAGE, VERSION, {"source": "reference-pickle", "model": spec}, inputs, runs, meta,
                            ref=ref or _default_ref(store, set_manifest))
     return group, {"computed": [], "runs": list(runs.values())}
+
+
+# -- writing the reference's td-*.pickle ------------------------------------------------------------
+
+def has_records(group: Manifest) -> bool:
+    seeds = group.meta.get("seeds", [])
+    return bool(seeds) and all(f"seed{s}/records" in group.outputs for s in seeds)
+
+
+def export_paths(path: Path, seeds: list[int]) -> dict[int, Path]:
+    """One file per seed: `{seed}` in the name is replaced, else -seedN is added (one seed: as given)."""
+    path = Path(path)
+    if "{seed}" in path.name:
+        return {s: path.with_name(path.name.replace("{seed}", str(s))) for s in seeds}
+    if len(seeds) == 1:
+        return {seeds[0]: path}
+    return {s: path.with_name(f"{path.stem}-seed{s}{path.suffix}") for s in seeds}
+
+
+def export_reference(store: Store, group: Manifest, path: Path) -> dict[int, Path]:
+    """Write every seed's records as the reference's td-*.pickle (spec 2.3); returns {seed: file}."""
+    from ..data.dynamics import Records
+    from ..data.reference_files import td_document, write_pickle
+    from ..files import check_output_file
+
+    if not has_records(group):
+        raise UsageError(f"the dynamics {group.short} kept no per-batch records, which a td-*.pickle is made of",
+                         "record them with `yoco dynamics SET --records` (same options), then --export")
+    paths = export_paths(path, list(group.meta["seeds"]))
+    for p in paths.values():
+        check_output_file(p)
+    for s, p in paths.items():
+        records = Records.load(store.object_path(group.digest(f"seed{s}/records")))
+        write_pickle(td_document(records, str(group.meta.get("dataset", ""))), p)
+    return paths
 
 
 # -- for consumers (scores, prune) ------------------------------------------------------------------

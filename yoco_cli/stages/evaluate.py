@@ -59,6 +59,7 @@ class _Target:
     factor: int
     inputs: dict
     set_key: Optional[str] = None
+    publisher: Optional[str] = None  # whose ZCA recipe a zca-space set needs (kip, mtt)
 
 
 def evaluate_set(store: Store, set_manifest: Manifest, cset: CondensedSet, **params) -> Manifest:
@@ -81,8 +82,10 @@ def _set_target(store: Store, m: Manifest, cset: CondensedSet) -> _Target:
     pruned = (cset.meta or {}).get("pruned") or {}
     ipc = int(pruned.get("from") or cset.ipc or 1)
     factor = int(pruned.get("source_factor") or cset.factor)
+    from .score import condense_key
+
     return _Target(set_label(store, m), cset.dataset, x, y, cset.value_space, cset.num_classes,
-                   ipc, factor, {"set": m.digest("set")}, m.key)
+                   ipc, factor, {"set": m.digest("set")}, m.key, condense_key(cset))
 
 
 def _full_target(store: Store, dataset: str | None) -> _Target:
@@ -105,13 +108,20 @@ def _evaluate(store: Store, t: _Target, *, repeats: int = 3, device: str = "auto
     if t.x.shape[0] == 0:
         raise UsageError(f"{t.label} has no images to train on")
     dev = resolve_device(device)
+    if t.value_space == "zca":  # refuse a set whose ZCA recipe is unknown before anything is loaded
+        from ..data import zca
+
+        zca.settings_for(t.publisher, t.label)
     spec, cfg = plan(t.dataset, t.num_classes, int(t.x.shape[1]), int(t.x.shape[-1]), t.ipc, t.factor, **overrides)
     ds = load_real(t.dataset, store)
     stats = (tuple(ds.mean), tuple(ds.std))
-    test = (engine.prepare_test(t.value_space, stats, ds.test_x), ds.test_y)
+    test_x, zca_params = test_split(ds, t.value_space, t.publisher, t.label)
+    test = (test_x, ds.test_y)
     norm = engine.set_normalization(t.value_space, stats)
     params = {"dataset": t.dataset, "model": spec, "train": cfg.params(), "value_space": t.value_space,
               "normalize": list(map(list, norm)) if norm else None}
+    if zca_params is not None:
+        params["zca"] = zca_params
     inputs = {**t.inputs, "test": tensors.digest(ds.test_x, ds.test_y)}
 
     def fit(seeds: list[int], partial: Optional[Path]):
@@ -144,6 +154,30 @@ def _evaluate(store: Store, t: _Target, *, repeats: int = 3, device: str = "auto
     return group, {"computed": fresh}
 
 
+_ZCA_CACHE: dict[tuple, Any] = {}
+
+
+def test_split(ds, value_space: str, publisher: str | None = None, label: str = "this set"):
+    """The real test split in the space a set's network sees -> (images, ZCA settings or None).
+
+    raw01/normalized: the dataset's mean/std normalisation. zca: the ZCA transform of the set's
+    publisher (data/zca.py), fit on the real training split (kept in memory per dataset, so
+    several sets of one dataset fit it once) and applied to the test split.
+    """
+    from ..nn import engine
+
+    if value_space != "zca":
+        return engine.prepare_test(value_space, (tuple(ds.mean), tuple(ds.std)), ds.test_x), None
+    from ..data import zca
+
+    settings = zca.settings_for(publisher, label)
+    key = (tensors.digest(ds.train_x), settings)
+    if key not in _ZCA_CACHE:
+        _ZCA_CACHE.clear()  # one transform at a time: a CIFAR one is 75 MB
+        _ZCA_CACHE[key] = zca.fit(ds.train_x, settings)
+    return _ZCA_CACHE[key].apply(ds.test_x), settings.as_dict()
+
+
 def summarize(best: list[float], last: list[float]) -> dict:
     def ms(v):
         mean = sum(v) / len(v)
@@ -163,3 +197,15 @@ def result_row(m: Manifest, cached: bool | None = None) -> dict:
     if cached is not None:
         row["cached"] = cached
     return row
+
+
+def pooled_row(label: str, rows: list[dict]) -> dict:
+    """One row for a prune group (the paper's protocol): accuracies pooled over every repeat of every
+    run's set, i.e. mean and population std over runs x repeats (as `yoco report` pools a cell)."""
+    per = [p for r in rows for p in r["per_repeat"]]
+    stats = summarize([p["best"] for p in per], [p["last"] for p in per])
+    first = rows[0]
+    return {"target": label, "dataset": first["dataset"], "model": first["model"], "epochs": first["epochs"],
+            "repeats": len(per), "train_images": first["train_images"], **stats, "per_repeat": per,
+            "key": None, "cached": all(r.get("cached") for r in rows), "pooled_over": [r["target"] for r in rows],
+            "runs": rows}

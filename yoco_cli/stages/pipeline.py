@@ -3,8 +3,8 @@
 Every step is an ordinary stage through the store, so a rerun trains nothing and a changed
 parameter recomputes only what depends on it. As in the paper, which averages the results of
 the three published score files (reproduce_1..3), each dynamics seed s prunes with its own
-scores (`score_run=s`; random and k-means draw with seed s) and every pruned set is evaluated
-`repeats` times: a report cell pools seeds x repeats. The unpruned source set is evaluated
+scores (`stages.prune.prune_runs`: score_run=s; random and k-means draw with seed s) and every
+pruned set is evaluated `repeats` times: a report cell pools seeds x repeats. The unpruned source set is evaluated
 with the same protocol as the reference line.
 """
 from __future__ import annotations
@@ -186,18 +186,21 @@ def ccs_betas(req: PipelineRequest, cset, reporter: Reporter = SILENT) -> dict[i
 
 
 def _prune_all(store, req, set_m, cset, table, dyn_m, tell, betas) -> list[Manifest]:
+    """Every rule x target through `prune_runs`: one set per dynamics run named <name>-run<j> under a
+    group <name> (the paper's protocol, the same cache entries `yoco prune` makes), or with
+    --mean-scores one set from the averaged scores (<parent>@<rule>-meanscores-ipc<to>)."""
     from . import prune as prune_stage
 
     out = []
-    runs = range(req.seeds) if req.per_seed else [None]
     for rule in rules(req):
-        for run_ in runs:
-            s = run_ if run_ is not None else req.seed
-            for t in req.targets:
-                opts = prune_stage.PruneOptions(seed=s, score_run=run_, ssp_run=run_ or 0, device=req.device,
-                                      ccs_beta=betas.get(t))
-                m, cached = prune_stage.prune(store, set_m, cset, t, rule, opts, table, dyn_m)
-                tell(Step("prune", f"{rule.label} ipc{t}" + (f" run {run_}" if run_ is not None else ""), cached))
+        for t in req.targets:
+            opts = prune_stage.PruneOptions(seed=0 if req.per_seed else req.seed, device=req.device,
+                                            ccs_beta=betas.get(t))
+            pruned = prune_stage.prune_runs(store, set_m, cset, t, rule, opts, table, dyn_m,
+                                            mean_scores=not req.per_seed)
+            for j, m in enumerate(pruned.sets):
+                label = f"{rule.label} ipc{t}" + (f" run {j}" if pruned.runs > 1 else "")
+                tell(Step("prune", label, pruned.cached))
                 out.append(m)
     return out
 

@@ -12,6 +12,13 @@ Inputs of the key: the set's digest, plus the scores' digest (score-based metric
 dynamics' digests (ssp, which runs k-means on the final model's features); random needs
 neither. Only the options a metric uses enter its params, so `--seed` does not split the
 cache of a deterministic rule.
+
+The paper's protocol (`prune_runs`, the default of `yoco prune`): with several dynamics runs,
+prune once per run with that run's own scores (the reference's reproduce_1..3 score files;
+random and k-means draw with seed + run), name those sets `<name>-run<j>`, and commit a
+"prune-group" manifest named `<name>` whose outputs `run<j>/set` are those sets, so that eval
+and report pool accuracies over them. `mean_scores=True` prunes once with the scores averaged
+over runs instead, a different method named as such: `<parent>@<rule>-meanscores-ipc<to>`.
 """
 from __future__ import annotations
 
@@ -28,7 +35,9 @@ from ..store import Manifest, StageResult, Store, run_cached
 from .sets import set_label, set_result
 
 STAGE = "prune"
-VERSION = 1
+VERSION = 2  # 2: meta records the protocol and LBPE's window (issue 11)
+GROUP_STAGE, GROUP_VERSION = "prune-group", 1
+PER_SEED, MEAN_SCORES = "per-seed", "mean-scores"
 
 
 @dataclass
@@ -83,8 +92,122 @@ def plan(cset, ipc_to: int, rule: select.Rule, opts: PruneOptions, source: str) 
     return params
 
 
-def ref_for(store: Store, set_m: Manifest, rule: select.Rule, ipc_to: int) -> str:
-    return f"{set_label(store, set_m)}@{rule.label}-ipc{ipc_to}"
+def ref_for(store: Store, set_m: Manifest, rule: select.Rule, ipc_to: int, protocol: str = PER_SEED,
+            run: int | None = None) -> str:
+    """`<parent>@<rule>-ipc<to>`; one run of several: `...-run<j>`; mean scores: `<parent>@<rule>-meanscores-ipc<to>`."""
+    mean = "-meanscores" if protocol == MEAN_SCORES else ""
+    tail = f"-run{run}" if run is not None else ""
+    return f"{set_label(store, set_m)}@{rule.label}{mean}-ipc{ipc_to}{tail}"
+
+
+def run_count(rule: select.Rule, scores=None, dyn_m: Manifest | None = None) -> int:
+    """How many dynamics runs the rule's inputs hold (1 for random without dynamics)."""
+    if scores is not None:
+        return scores.runs
+    if dyn_m is not None:
+        return len(dyn_m.meta.get("seeds", [0]))
+    return 1
+
+
+@dataclass
+class Pruned:
+    """One target of `prune_runs`: the name to use, the per-run sets and whether all were cached."""
+    ref: str
+    manifest: Manifest            # the group (several runs) or the one set
+    sets: list[Manifest]
+    cached: bool
+    protocol: str
+
+    @property
+    def runs(self) -> int:
+        return len(self.sets)
+
+
+def prune_runs(store: Store, set_m: Manifest, cset, ipc_to: int, rule: select.Rule, opts: PruneOptions,
+               scores=None, dyn_m: Manifest | None = None, mean_scores: bool = False) -> Pruned:
+    """The paper's protocol: one pruned set per dynamics run (its own scores), grouped under one name.
+
+    mean_scores=True (or a single run) gives one set. Run j uses score_run j, ssp_run j and
+    seed opts.seed + j, which is what `yoco pipeline` does, so both share their cache entries.
+    """
+    from dataclasses import replace
+
+    n = run_count(rule, scores, dyn_m)
+    if n == 1:  # one run: its scores are the mean, and there is nothing to pool
+        one = replace(opts, score_run=0 if scores is not None else opts.score_run)
+        m, cached = prune(store, set_m, cset, ipc_to, rule, one, scores, dyn_m, protocol=PER_SEED, runs=1)
+        return Pruned(m_ref(store, m), m, [m], cached, PER_SEED)
+    if mean_scores:
+        m, cached = prune(store, set_m, cset, ipc_to, rule, replace(opts, score_run=None), scores, dyn_m,
+                          protocol=MEAN_SCORES, runs=n)
+        return Pruned(m_ref(store, m), m, [m], cached, MEAN_SCORES)
+    sets, all_cached = [], True
+    for j in range(n):
+        opts_j = replace(opts, score_run=j, ssp_run=j, seed=opts.seed + j)
+        m, cached = prune(store, set_m, cset, ipc_to, rule, opts_j, scores, dyn_m, protocol=PER_SEED, runs=n,
+                          ref=ref_for(store, set_m, rule, ipc_to, PER_SEED, j))
+        sets.append(m)
+        all_cached = all_cached and cached
+    group, cached = _group(store, set_m, rule, ipc_to, sets)
+    return Pruned(m_ref(store, group), group, sets, all_cached and cached, PER_SEED)
+
+
+def prune_one_run(store: Store, set_m: Manifest, cset, ipc_to: int, rule: select.Rule, opts: PruneOptions,
+                  scores=None, dyn_m: Manifest | None = None) -> Pruned:
+    """`--score-run I`: run I's own set alone (the same cache entry and name as in `prune_runs`' group)."""
+    n = run_count(rule, scores, dyn_m)
+    run = opts.score_run
+    if scores is not None and not 0 <= run < scores.runs:
+        raise UsageError(f"--score-run {run}: the scores hold runs 0..{scores.runs - 1}")
+    name = ref_for(store, set_m, rule, ipc_to, PER_SEED, run if n > 1 else None)
+    m, cached = prune(store, set_m, cset, ipc_to, rule, opts, scores, dyn_m, protocol=PER_SEED, runs=n, ref=name)
+    return Pruned(m_ref(store, m), m, [m], cached, PER_SEED)
+
+
+def m_ref(store: Store, m: Manifest) -> str:
+    names = store.refs_to(m.stage, m.key)
+    return names[0] if names else m.short
+
+
+def _group(store: Store, set_m: Manifest, rule: select.Rule, ipc_to: int, sets: list[Manifest]):
+    """The "prune-group" manifest: outputs run<j>/set and run<j>/indices are the per-run objects."""
+    import shutil
+
+    first = sets[0].meta.get("pruned", {})
+
+    def compute(tmp: Path, key: str) -> StageResult:
+        outputs = {}
+        for j, m in enumerate(sets):
+            for name in ("set", "indices"):
+                dest = tmp / f"run{j}-{name}"
+                shutil.copyfile(store.object_path(m.digest(name)), dest)  # same bytes -> same object
+                outputs[f"run{j}/{name}"] = dest
+        info = {k: v for k, v in first.items() if k not in ("score_run", "seed", "ssp_run")}
+        return StageResult(outputs=outputs, meta={
+            "pruned_group": {**info, "protocol": PER_SEED, "runs": len(sets)},
+            "runs": [m.key for m in sets], "per_class": sets[0].meta.get("per_class"),
+            "kept": sets[0].meta.get("kept"), "total": sets[0].meta.get("total"),
+            "summary": f"{first.get('parent')} ipc{first.get('from')} -> ipc{ipc_to} by {rule.label}, "
+                       f"pruned once per dynamics run ({len(sets)} sets)"})
+
+    params = {"from": first.get("from"), "to": ipc_to, "rule": rule.label, "runs": [m.key for m in sets]}
+    return run_cached(store, GROUP_STAGE, GROUP_VERSION, params,
+                      {f"run{j}": m.digest("set") for j, m in enumerate(sets)}, compute,
+                      ref=ref_for(store, set_m, rule, ipc_to))
+
+
+def group_sets(store: Store, m: Manifest) -> list[Manifest]:
+    """The per-run set manifests of a prune group (in run order)."""
+    out = []
+    for key in m.meta.get("runs", []):
+        run = store.load_run(STAGE, key)
+        if run is None:
+            from ..errors import IntegrityError
+
+            raise IntegrityError(f"the prune group {m.short} names a pruned set {key[:12]} that is not in the store",
+                                 "prune again to recreate it")
+        out.append(run)
+    return out
 
 
 def dynamics_for(store: Store, set_m: Manifest, cset, ref: str | None, device: str = "auto",
@@ -129,8 +252,12 @@ def _name(store: Store, m: Manifest) -> str:
 
 
 def prune(store: Store, set_m: Manifest, cset, ipc_to: int, rule: select.Rule, opts: PruneOptions,
-          scores=None, dyn_m: Manifest | None = None) -> tuple[Manifest, bool]:
-    """Prune (or find in the cache) one target IPC. `scores` is a stages.score.ScoreTable."""
+          scores=None, dyn_m: Manifest | None = None, protocol: str | None = None, runs: int | None = None,
+          ref: str | None = None) -> tuple[Manifest, bool]:
+    """Prune (or find in the cache) one target IPC with one set of options. `scores` is a stages.score.ScoreTable.
+
+    `protocol`/`runs` are recorded in the set's meta (which protocol it belongs to); `ref`
+    overrides its name (default: `ref_for` of the protocol)."""
     source = needs(rule, scores, ipc_to)
     if source == "scores" and scores is None:
         raise UsageError(f"--metric {rule.metric} needs scores", "give --scores REF or --dynamics REF")
@@ -145,10 +272,32 @@ def prune(store: Store, set_m: Manifest, cset, ipc_to: int, rule: select.Rule, o
     elif source == "model":
         inputs.update({f"dynamics.{k}": o["digest"] for k, o in sorted(dyn_m.outputs.items())})
 
-    def make(tmp: Path, key: str) -> StageResult:
-        return _compute(store, tmp, set_m, cset, ipc_to, rule, opts, params, source, scores, dyn_m)
+    if protocol is None:
+        protocol = MEAN_SCORES if source == "scores" and opts.score_run is None and scores.runs > 1 else PER_SEED
+    context = {"protocol": protocol, "runs": runs if runs is not None else run_count(rule, scores, dyn_m),
+               **_lbpe_window(rule, scores, opts.score_run)}
 
-    return run_cached(store, STAGE, VERSION, params, inputs, make, ref=ref_for(store, set_m, rule, ipc_to))
+    def make(tmp: Path, key: str) -> StageResult:
+        return _compute(store, tmp, set_m, cset, ipc_to, rule, opts, params, source, scores, dyn_m, context)
+
+    return run_cached(store, STAGE, VERSION, params, inputs, make,
+                      ref=ref or ref_for(store, set_m, rule, ipc_to, protocol))
+
+
+def _lbpe_window(rule: select.Rule, scores, run: int | None) -> dict:
+    """For LBPE rules: the window the scores used (K, stop, chosen epochs, scaled/unscaled/user)."""
+    if rule.metric != "lbpe" or scores is None:
+        return {}
+    infos = (scores.manifest.meta.get("info") or {}).get("lbpe") or []
+    if not infos:
+        return {}
+    info = infos[run if run is not None and run < len(infos) else 0]
+    keep = ("k", "stop_epoch", "window", "use_loss")
+    out = {k: info.get(k) for k in keep if k in info}
+    out["reference"] = (info.get("preset") or {}).get("reference")
+    if run is not None:
+        out["epochs"] = info.get("epochs")
+    return {"lbpe_window": out}
 
 
 def _choose(store, cset, labels, ipc_to, rule, opts, params, source, scores, dyn_m):
@@ -204,7 +353,7 @@ def _features(store: Store, cset, dyn_m: Manifest, opts: PruneOptions):
     return eval_pass(model, x, resolve_device(opts.device), features=True)[1].numpy()
 
 
-def _compute(store, tmp, set_m, cset, ipc_to, rule, opts, params, source, scores, dyn_m) -> StageResult:
+def _compute(store, tmp, set_m, cset, ipc_to, rule, opts, params, source, scores, dyn_m, context) -> StageResult:
     import numpy as np
     import torch
 
@@ -216,7 +365,7 @@ def _compute(store, tmp, set_m, cset, ipc_to, rule, opts, params, source, scores
     parent = set_label(store, set_m)
     info = {"parent": parent, "parent_key": set_m.key, "source_factor": int(unit(cset) ** 0.5),
             "metric": rule.metric, "key": rule.key, "direction": rule.direction, "balance": rule.balance,
-            "from": cset.ipc, "to": ipc_to, "condense_key": _condense_key(cset), **{
+            "from": cset.ipc, "to": ipc_to, "condense_key": _condense_key(cset), **context, **{
                 k: v for k, v in params.items() if k not in ("from", "to", "metric", "hard", "balanced")}}
     out = CondensedSet(images=images[kept_t].contiguous(), labels=labels[kept_t].contiguous(),
                        dataset=cset.dataset, num_classes=cset.num_classes, factor=1,

@@ -9,7 +9,10 @@ Tables (spec 7.2 skeletons), built only from what was measured, never filled in:
 A cell is mean +- std (numpy's default ddof=0, as the reference's test.py logs it) over
 every evaluation run that matches: all repeats of all pruned sets with that rule and
 target, i.e. over dynamics seeds (score_run) and eval repeats. The best cell of each
-column is marked. One table per (dataset, source set, model).
+column is marked. One table per (dataset, source set, model, seed protocol): sets pruned
+once per dynamics run ("per-seed", the paper's) and sets pruned with scores averaged over
+runs ("mean-scores") are different methods and never share a cell. Each table carries a
+note saying which LBPE window and which seed protocol produced it.
 """
 from __future__ import annotations
 
@@ -36,6 +39,9 @@ class EvalRecord:
     last: list[float]           # per-run last top-1 accuracy, percent
     eval_key: str = ""
     score_run: int | None = None
+    protocol: str = "per-seed"  # or "mean-scores" (scores averaged over dynamics runs)
+    runs: int | None = None     # dynamics runs behind the pruning
+    lbpe_window: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,7 @@ class Table:
     reference: Cell | None = None  # the unpruned source set
     which: str = "best"
     notes: list[str] = field(default_factory=list)
+    protocol: str = "per-seed"
 
 
 def cell_of(values: list[float]) -> Cell | None:
@@ -121,24 +128,62 @@ def build_tables(records: list[EvalRecord], names: list[str] | None = None, whic
         groups.setdefault((r.dataset, r.source, r.model), []).append(r)
     out = []
     for (dataset, source, model), recs in sorted(groups.items()):
-        pruned = [r for r in recs if r.ipc_to is not None]
         full = [v for r in recs if r.ipc_to is None for v in getattr(r, which)]
-        for name in names or list(TABLES):
-            title, specs = TABLES[name]
-            specs = [s for s in specs if not metrics or s.metric in metrics]
-            hits = [r for r in pruned if any(s.matches(r) for s in specs)]
-            if not hits:
-                continue
-            cols = sorted({(r.ipc_from, r.ipc_to) for r in hits}, key=lambda c: (c[0], c[1]))
-            columns = [f"{a}→{b}" for a, b in cols]
-            rows = []
-            for s in specs:
-                cells = [cell_of([v for r in pruned if s.matches(r) and _column(r) == col
-                                  for v in getattr(r, which)]) for col in columns]
-                rows.append((s.label, cells))
-            _mark_best(rows)
-            out.append(Table(name, title, dataset, source, model, columns, rows, cell_of(full), which))
+        for protocol in sorted({r.protocol for r in recs if r.ipc_to is not None}, key=PROTOCOLS.index):
+            pruned = [r for r in recs if r.ipc_to is not None and r.protocol == protocol]
+            out += _tables_of(pruned, full, names, which, metrics, dataset, source, model, protocol)
     return out
+
+
+PROTOCOLS = ["per-seed", "mean-scores"]
+
+
+def _tables_of(pruned, full, names, which, metrics, dataset, source, model, protocol) -> list[Table]:
+    out = []
+    for name in names or list(TABLES):
+        title, specs = TABLES[name]
+        specs = [s for s in specs if not metrics or s.metric in metrics]
+        hits = [r for r in pruned if any(s.matches(r) for s in specs)]
+        if not hits:
+            continue
+        cols = sorted({(r.ipc_from, r.ipc_to) for r in hits}, key=lambda c: (c[0], c[1]))
+        columns = [f"{a}→{b}" for a, b in cols]
+        rows = []
+        for s in specs:
+            cells = [cell_of([v for r in pruned if s.matches(r) and _column(r) == col
+                              for v in getattr(r, which)]) for col in columns]
+            rows.append((s.label, cells))
+        _mark_best(rows)
+        out.append(Table(name, title, dataset, source, model, columns, rows, cell_of(full), which,
+                         [protocol_note(hits)], protocol))
+    return out
+
+
+def protocol_note(records: list[EvalRecord]) -> str:
+    """One sentence: the LBPE window and the seed protocol behind a table's cells."""
+    windows = {_window_text(r.lbpe_window) for r in records if r.metric == "lbpe" and r.lbpe_window}
+    lbpe = ("LBPE window: " + "; ".join(sorted(windows))) if windows else "no LBPE row"
+    runs = sorted({r.runs for r in records if r.runs})
+    n = "/".join(map(str, runs)) if runs else "the"
+    if any(r.protocol == "mean-scores" for r in records):
+        seeds = f"scores averaged over {n} dynamics runs, each set pruned once (not the paper's protocol)"
+    elif runs == [1]:
+        seeds = "one dynamics run"
+    else:
+        seeds = (f"each of {n} dynamics runs prunes with its own scores and a cell pools runs x evaluation "
+                 f"repeats (the paper's protocol)")
+    return f"{lbpe}; seed protocol: {seeds}."
+
+
+def _window_text(w: dict) -> str:
+    k, stop = w.get("k"), w.get("stop_epoch")
+    by = "lowest-loss" if w.get("use_loss") else "highest-accuracy"
+    how = {"scaled": "the reference's {ref} for 1000 epochs, both scaled to these dynamics",
+           "unscaled": "the reference's {ref}, unscaled", "user": "set by --k/--stop-epoch"}.get(w.get("window"), "")
+    ref = tuple(w.get("reference") or ())
+    how = how.format(ref=f"(stop {ref[0]}, K {ref[1]})" if len(ref) == 2 else "values")
+    rel = "K < stop" if k is not None and stop is not None and k < stop else "K = stop, the whole window"
+    return f"the {k} {by} epoch(s) of [0, {stop}) ({rel}" + (f"; {how})" if how else ")")
 
 
 def _mark_best(rows) -> None:
@@ -156,13 +201,15 @@ NO_RUNS = "no runs"
 
 def caption(t: Table) -> str:
     ref = f"; unpruned source: {t.reference.text()} (n={t.reference.n})" if t.reference else ""
-    return f"{t.title}: {t.dataset}, source {t.source}, model {t.model}, {t.which} top-1 % mean ± std{ref}"
+    mean = ", pruned with scores averaged over dynamics runs" if t.protocol == "mean-scores" else ""
+    return f"{t.title}: {t.dataset}, source {t.source}, model {t.model}{mean}, {t.which} top-1 % mean ± std{ref}"
 
 
 def to_rich(t: Table):
     from rich.table import Table as RichTable
 
-    rt = RichTable(title=caption(t), title_justify="left", header_style="bold")
+    rt = RichTable(title=caption(t), title_justify="left", header_style="bold",
+                   caption=" ".join(t.notes) or None, caption_justify="left")
     rt.add_column("rule")
     for c in t.columns:
         rt.add_column(c, justify="right")
@@ -178,6 +225,8 @@ def to_markdown(t: Table) -> str:
     for label, cells in t.rows:
         txt = [(f"**{c.text()}**" if c.best else c.text()) if c else NO_RUNS for c in cells]
         lines.append(f"| {label} | " + " | ".join(txt) + " |")
+    if t.notes:
+        lines += [""] + list(t.notes)
     return "\n".join(lines) + "\n"
 
 
@@ -298,9 +347,12 @@ def _record(store: Store, ev: Manifest, set_m: Manifest, set_label) -> EvalRecor
     pruned = set_m.meta.get("made_by", {}).get("pruned") or set_m.meta.get("pruned")
     info = set_m.meta.get("set", {})
     if pruned:
+        # sets pruned before the protocol was recorded: score_run None was the mean over runs
+        legacy_mean = "score_run" in pruned and pruned["score_run"] is None
+        protocol = pruned.get("protocol") or ("mean-scores" if legacy_mean else "per-seed")
         return EvalRecord(info.get("dataset", "?"), pruned["parent"], int(pruned["from"]), int(pruned["to"]),
                           pruned["metric"], pruned["direction"], pruned["balance"], model_label, [], [],
-                          ev.key, pruned.get("score_run"))
+                          ev.key, pruned.get("score_run"), protocol, pruned.get("runs"), pruned.get("lbpe_window"))
     return EvalRecord(info.get("dataset", "?"), set_label(store, set_m), int(info.get("ipc", 0)), None,
                       None, None, None, model_label, [], [], ev.key)
 
@@ -323,8 +375,12 @@ def results_document(tables: list[Table], command: str, settings: dict, plot_nam
              "cache recomputes everything with the same seeds) with:", "", "```bash", command, "```", ""]
     lines += [f"- {k}: {v}" for k, v in settings.items()]
     lines += [f"- yoco {__version__}, Python {platform.python_version()}, {platform.platform(terse=True)}", ""]
-    lines += ["Cells are best top-1 test accuracy (%), mean ± population std over dynamics seeds × evaluation",
-              "repeats; the best cell of each column is in bold; `no runs` marks a cell that was not measured.", ""]
+    whiches = [w for w in ("best", "last") if any(t.which == w for t in tables)]
+    what = {"best": "best (the highest of the four validations)", "last": "last (after the final epoch)"}
+    lines += [f"Cells are {' and then '.join(what[w] for w in whiches)} top-1 test accuracy (%), mean ± population",
+              "std over dynamics seeds × evaluation repeats; the best cell of each column is in bold; `no runs` marks",
+              "a cell that was not measured. The line under each table says which LBPE window and which seed",
+              "protocol produced it.", ""]
     lines += [to_markdown(t) for t in tables]
     if plot_name:
         lines += [f"![accuracy vs target IPC]({plot_name})", ""]

@@ -317,3 +317,126 @@ def _read_reference(doc: dict, seed: int) -> dict:
         raise IntegrityError("the score file holds none of LBPE_top*, el2n, forgetting, accumulated_margin, "
                              "entropy, loss")
     return {"targets": targets, "per_seed": per_seed, "infos": infos, "ssp": ssp}
+
+
+# -- writing the reference's data-score pickle, or JSON ---------------------------------------------
+EXPORT_FORMATS = (".pickle", ".pkl", ".json")
+KMEANS_IPCS = (1, 2, 5, 10)  # the target IPCs the reference's score file holds k-means lists for
+
+
+def export_format(path: Path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in EXPORT_FORMATS:
+        raise UsageError(f"cannot tell the export format of {Path(path).name}",
+                         "name the file *.pickle (the reference's data-score layout) or *.json ({metric: [scores]})")
+    return "json" if suffix == ".json" else "pickle"
+
+
+def export_paths(path: Path, runs: int) -> dict[int, Path]:
+    """One file per dynamics run: `{run}` in the name is replaced, else -runJ is added (one run: as given)."""
+    path = Path(path)
+    if "{run}" in path.name:
+        return {j: path.with_name(path.name.replace("{run}", str(j))) for j in range(runs)}
+    if runs == 1:
+        return {0: path}
+    return {j: path.with_name(f"{path.stem}-run{j}{path.suffix}") for j in range(runs)}
+
+
+def export_scores(store: Store, m: Manifest, path: Path, kmeans: bool = True, device: str = "cpu") -> dict[int, Path]:
+    """Every run's scores as the reference's data-score pickle (spec 3.10) or as JSON; returns {run: file}.
+
+    The pickle also carries what the reference's file holds beyond yoco's scores (correctness,
+    forgetting counts, correct_num, loss_epoch, the chosen epochs' LBPE_t_{t+1}), from the
+    dynamics the scores were made of, and, when those have final weights, the k-means lists
+    for IPC 1, 2, 5, 10 (duplicates kept, as the reference's lists; seed = run index).
+    """
+    from ..data.reference_files import json_document, score_document, write_pickle
+    from ..files import atomic_write, check_output_file
+
+    fmt = export_format(path)
+    table = load_scores(store, m)
+    paths = export_paths(path, table.runs)
+    for p in paths.values():
+        check_output_file(p)
+    runs = _score_dynamics(store, m) if fmt == "pickle" else {}
+    cset = None
+    for j, p in paths.items():
+        values = {name: table.tensors[f"{name}/seed{j}"] for name in table.metrics if f"{name}/seed{j}" in table.tensors}
+        if fmt == "json":
+            import json
+
+            text = json.dumps(json_document(values), separators=(",", ":")) + "\n"
+            atomic_write(p, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"))
+            continue
+        infos = {name: (v[j] if j < len(v) else {}) for name, v in (m.meta.get("info") or {}).items()}
+        dyn, model = runs.get(j, (None, None))
+        lists = {}
+        if kmeans and model is not None:
+            cset = cset or _scored_set(store, m)
+            lists = _kmeans_lists(cset, model, j, device) if cset is not None else {}
+        doc = score_document(dyn, values, infos, lists) if dyn is not None else _plain_document(table, values, infos, j)
+        write_pickle(doc, p)
+    return paths
+
+
+def _score_dynamics(store: Store, m: Manifest) -> dict:
+    """{run j: (Dynamics, final model or None)} for the dynamics a score artifact was made of (run j is
+    the j-th seed in ascending order, as `load_dynamics` reads them); {} for scores read from a file."""
+    from ..data.dynamics import Dynamics
+    from ..nn.engine import load_model
+
+    seeds = sorted(int(g.group(1)) for k in m.inputs if (g := re.fullmatch(r"dynamics\.seed(\d+)/stats", k)))
+    out = {}
+    for j, s in enumerate(seeds):
+        weights = m.inputs.get(f"dynamics.seed{s}/model")
+        out[j] = (Dynamics.load(store.object_path(m.inputs[f"dynamics.seed{s}/stats"])),
+                  load_model(store.object_path(weights)) if weights else None)
+    return out
+
+
+def _scored_set(store: Store, m: Manifest):
+    from .sets import load_set
+
+    set_m = find_set(store, m.inputs.get("set", ""))
+    return load_set(store, set_m) if set_m is not None else None
+
+
+def _kmeans_lists(cset, model, run: int, device: str) -> dict:
+    import torch
+
+    from ..methods import select
+    from ..nn.device import resolve_device
+    from ..nn.engine import eval_pass
+    from .prune import unit
+
+    x, labels, _ = cset.decoded()
+    feats = eval_pass(model, model_input(cset, x), resolve_device(device), features=True)[1].numpy()
+    lab = labels.numpy()
+    smallest = int(torch.bincount(labels, minlength=cset.num_classes).min())
+    lists = {}
+    for k in KMEANS_IPCS:
+        per_class = k * unit(cset)
+        if per_class > smallest:
+            continue
+        total = per_class * cset.num_classes
+        lists[f"kmeans_{k}"] = select.kmeans_select(feats, lab, per_class, total, True, run, "keep").tolist()
+        lists[f"imbalance_kmeans_{k}"] = select.kmeans_select(feats, lab, per_class, total, False, run, "keep").tolist()
+    return lists
+
+
+def _plain_document(table: "ScoreTable", values: dict, infos: dict, run: int) -> dict:
+    """Scores without their dynamics (e.g. read from a reference file): the reference's keys yoco has."""
+    import torch
+
+    doc = {"targets": table.targets.to(torch.int32)}
+    names = {"el2n": ("LBPE_0_10", "el2n"), "forgetting": ("forgetting",), "aum": ("accumulated_margin",),
+             "entropy": ("entropy",), "loss": ("loss",)}
+    for metric, keys in names.items():
+        if metric in values:
+            for key in keys:
+                doc[key] = values[metric].float()
+    if "lbpe" in values:
+        doc[f"LBPE_top{infos.get('lbpe', {}).get('k', 0)}"] = values["lbpe"].float()
+    for name in table.manifest.meta.get("ssp_lists", []):
+        doc[name] = table.ssp_list(name).tolist()
+    return doc

@@ -42,6 +42,10 @@ def resolve_set(store: Store, spec: str) -> tuple[Manifest, CondensedSet]:
         m, _ = import_file(store, path, fmt="auto", dataset=None)
         return m, load_set(store, m)
     m = store.resolve(spec, what="condensed set")
+    if m.stage == "prune-group":
+        runs = len(m.meta.get("runs", []))
+        raise UsageError(f"{spec} names {runs} pruned sets, one per dynamics run (the paper's protocol)",
+                         f"name one ({spec}-run0 .. {spec}-run{runs - 1}); `yoco eval {spec}` pools them all")
     if not is_set(m):
         raise UsageError(f"{spec} is a {m.stage} artifact, not a condensed set", "see `yoco cache ls`")
     return m, load_set(store, m)
