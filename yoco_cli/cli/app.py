@@ -106,17 +106,24 @@ def _global(
     json_: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No messages or progress bars.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    threads: Annotated[Optional[str], typer.Option(
+        "--threads", metavar="N|auto", show_default=False,
+        help="CPU threads for torch (default: YOCO_THREADS, else OMP_NUM_THREADS, else auto: one thread for "
+             "small models on small images, the free cores for larger work). Results are byte-identical for "
+             "the same device and thread count.")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """Global options apply to every command."""
     state.home = home
     state.store = None
+    output.configure(json_mode=json_, quiet=quiet, debug=debug or bool(os.environ.get("YOCO_DEBUG")))
     # Process-wide settings are the CLI's to make (the library leaves its host process alone).
-    from ..nn.device import tune_malloc
+    # No torch here: the thread policy only reads the setting (and sets OpenMP's wait policy).
+    from ..nn.device import configure_threads, tune_malloc
 
     tune_malloc()
-    output.configure(json_mode=json_, quiet=quiet, debug=debug or bool(os.environ.get("YOCO_DEBUG")))
+    configure_threads(threads)
 
 
 for _name in COMMAND_MODULES:

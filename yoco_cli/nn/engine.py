@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from .. import tensors
 from ..errors import UsageError
 from .augment import DSA, DEFAULT_STRATEGY, ImageNetAug, cutmix, mixed_loss
+from .device import model_step_macs, use_threads
 from .models import model_from_spec, uses_batchnorm
 
 Hook = Callable[[int, torch.Tensor, torch.Tensor], None]
@@ -350,6 +351,7 @@ def train(spec: dict, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *, see
     A checkpoint is only taken when all seeds train as one group (one seed, or batched).
     """
     device = torch.device(device)
+    use_threads(model_step_macs(spec, cfg.batch_size), device)  # a no-op unless the caller set a policy
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise UsageError("no seeds to train")
@@ -565,6 +567,8 @@ def eval_pass(model: nn.Module, x: torch.Tensor, device: torch.device | str = "c
     if features and not hasattr(model, "embed"):
         raise UsageError(f"the model {type(model).__name__} has no embed(); its features cannot be taken")
     bs = batch_size or default_eval_batch(device)
+    spec = getattr(model, "spec", None)
+    use_threads(model_step_macs(spec, bs) / 3 if spec else None, device)  # a forward is ~1/3 of a step
     logits, feats = [], []
     for s in range(0, x.shape[0], bs):
         xb = x[s:s + bs].to(device, torch.float32)

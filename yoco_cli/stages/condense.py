@@ -108,6 +108,8 @@ def _compute(store, tmp, key, req, real, params, digest, every, on_iteration, on
     folder = store.partial_dir(STAGE, key) if (mod.ITERATIVE and every) else None
     job = Job(real, params["ipc"], params["factor"], params["seed"], params["settings"], device,
               Checkpointer(folder, key, every), on_iteration)
+    if mod.ITERATIVE:
+        _threads(real, params, device)
     if on_start is not None:
         on_start(total_iterations(req.method, params["settings"]))
     outcome = mod.run(job)
@@ -125,6 +127,19 @@ def _compute(store, tmp, key, req, real, params, digest, every, on_iteration, on
 
 def total_iterations(method: str, settings: dict) -> int:
     return int(settings.get("iterations", 0))
+
+
+def _threads(real, params: dict, device) -> int:
+    """Apply the caller's thread policy to this condensation's matching step: one class's real batch
+    plus its decoded synthetic images through the matching network (a no-op without a policy)."""
+    from ..nn.device import model_step_macs, use_threads
+    from ..nn.models import parse_model_arg
+
+    s = params["settings"]
+    name, options = parse_model_arg(str(s.get("model", "convnet")))
+    batch = int(s.get("batch_real", 64)) + params["ipc"] * params["factor"] ** 2
+    spec = {"name": name, "channels": real.channels, "image_size": real.image_size, "options": options}
+    return use_threads(model_step_macs(spec, batch), device)
 
 
 def _device(spec: str):
