@@ -45,16 +45,44 @@ click_errors = _click_exceptions()
 
 
 def _usage_error(e) -> typer.Exit:
-    """Click's usage errors as one line (its default is a boxed panel), exit code kept (2)."""
-    where = e.ctx.command_path if getattr(e, "ctx", None) is not None else "yoco"
-    output.get().error(f"{e.format_message().rstrip('.')}. see `{where} --help`")
-    return typer.Exit(e.exit_code)
+    """Click's usage errors as one line (its default is a boxed panel), exit code kept (2).
+
+    `yoco` or `yoco cache` alone is a request for help, not an error: the help is shown, exit 0.
+    """
+    ctx = getattr(e, "ctx", None)
+    where = ctx.command_path if ctx is not None else "yoco"
+    if type(e).__name__ == "NoArgsIsHelpError":
+        if _json_wanted(ctx):
+            return _fail(f"`{where}` needs a command", f"see `{where} --help`", e.exit_code)
+        text = e.format_message()  # Rich help is printed while formatting; plain help is returned
+        if text.strip():
+            typer.echo(text)
+        return typer.Exit(0)
+    return _fail(e.format_message(), f"see `{where} --help`", e.exit_code, ctx)
+
+
+def _json_wanted(ctx) -> bool:
+    """--json given anywhere on the command line (before `--`), even when parsing failed before it took effect."""
+    root = ctx.find_root() if ctx is not None else None
+    return output.get().json_mode or bool(root is not None and root.meta.get("yoco.json"))
+
+
+def _fail(message: str, hint: str | None, code: int, ctx=None) -> typer.Exit:
+    """One line on stderr; under --json also {"error", "hint", "exit_code"} on stdout."""
+    out = output.get()
+    if _json_wanted(ctx) and not out.json_mode:
+        out = output.configure(json_mode=True, quiet=out.quiet, debug=out.debug)
+    out.failure(message, hint, code)
+    return typer.Exit(code)
 
 
 class YocoGroup(typer.core.TyperGroup):
     """Runs every command inside one error boundary (also under CliRunner in tests)."""
 
     def parse_args(self, ctx, args):
+        if ctx.parent is None:
+            head = args[:args.index("--")] if "--" in args else args
+            ctx.meta["yoco.json"] = "--json" in head
         try:
             return super().parse_args(ctx, args)
         except click_errors.UsageError as e:
@@ -66,11 +94,10 @@ class YocoGroup(typer.core.TyperGroup):
         except YocoError as e:
             if output.get().debug:
                 raise
-            output.get().error(e.one_line())
-            raise typer.Exit(e.exit_code) from None
+            raise _fail(e.message, e.hint, e.exit_code, ctx) from None
         except KeyboardInterrupt:
-            output.get().error("interrupted; the cache is consistent, run the command again to resume")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+            raise _fail("interrupted", "the cache is consistent; run the command again to resume",
+                        EXIT_INTERRUPTED, ctx) from None
         except click_errors.UsageError as e:  # a subcommand's bad or missing argument
             raise _usage_error(e) from None
         except (typer.Exit, typer.Abort, click_errors.ClickException):
@@ -78,8 +105,8 @@ class YocoGroup(typer.core.TyperGroup):
         except Exception as e:  # a bug: say so in one line unless --debug
             if output.get().debug:
                 raise
-            output.get().error(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)")
-            raise typer.Exit(EXIT_BUG) from None
+            raise _fail(f"internal error: {type(e).__name__}: {e}", "run with --debug for the traceback",
+                        EXIT_BUG, ctx) from None
 
 
 app = typer.Typer(

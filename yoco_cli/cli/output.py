@@ -30,6 +30,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from ..errors import join_hint
+
 
 @dataclass
 class Output:
@@ -52,6 +54,14 @@ class Output:
 
     def error(self, text: str) -> None:
         self.err.print(f"[bold red]error:[/] {escape(_one_line(text))}", highlight=False, markup=True)
+
+    def failure(self, message: str, hint: str | None, exit_code: int) -> None:
+        """A failed command: one line on stderr, and under --json the error object on stdout."""
+        self.error(join_hint(_one_line(message), hint))
+        if self.json_mode:
+            doc = {"error": _one_line(message), "hint": _one_line(hint) if hint else None, "exit_code": exit_code}
+            sys.stdout.write(json.dumps(doc, sort_keys=True) + "\n")
+            sys.stdout.flush()
 
     # -- data (stdout) -----------------------------------------------------
     def data(self, payload: Any, table: Table | None = None) -> None:

@@ -115,7 +115,11 @@ def _column(r: EvalRecord) -> str:
 
 def build_tables(records: list[EvalRecord], names: list[str] | None = None, which: str = "best",
                  metrics: list[str] | None = None) -> list[Table]:
-    """One table per requested shape and per (dataset, source, model) that has runs for it."""
+    """One table per requested shape and per (dataset, source, model) that has runs for it.
+
+    Tables asked for by name keep the paper's full shape (rows without runs say so). By default
+    (`names=None`) only tables that compare at least two measured rules are shown, without their
+    unmeasured rows (a note lists them); if no table compares two, the first with runs is shown."""
     groups: dict[tuple[str, str, str], list[EvalRecord]] = {}
     for r in records:
         groups.setdefault((r.dataset, r.source, r.model), []).append(r)
@@ -123,6 +127,7 @@ def build_tables(records: list[EvalRecord], names: list[str] | None = None, whic
     for (dataset, source, model), recs in sorted(groups.items()):
         pruned = [r for r in recs if r.ipc_to is not None]
         full = [v for r in recs if r.ipc_to is None for v in getattr(r, which)]
+        shaped = []
         for name in names or list(TABLES):
             title, specs = TABLES[name]
             specs = [s for s in specs if not metrics or s.metric in metrics]
@@ -137,14 +142,33 @@ def build_tables(records: list[EvalRecord], names: list[str] | None = None, whic
                                   for v in getattr(r, which)]) for col in columns]
                 rows.append((s.label, cells))
             _mark_best(rows)
-            out.append(Table(name, title, dataset, source, model, columns, rows, cell_of(full), which))
+            shaped.append(Table(name, title, dataset, source, model, columns, rows, cell_of(full), which))
+        out += shaped if names else _overview(shaped)
     return out
 
 
+def _measured(t: Table) -> int:
+    return sum(1 for _, cells in t.rows if any(c is not None for c in cells))
+
+
+def _overview(tables: list[Table]) -> list[Table]:
+    """The default report: tables that compare something, each without its unmeasured rows."""
+    keep = [t for t in tables if _measured(t) >= 2] or tables[:1]
+    for t in keep:
+        empty = [label for label, cells in t.rows if all(c is None for c in cells)]
+        t.rows = [(label, cells) for label, cells in t.rows if any(c is not None for c in cells)]
+        if empty:
+            t.notes.append(f"no runs yet: {', '.join(empty)}")
+        if _measured(t) < 2:
+            t.notes.append("one rule measured: nothing to compare yet")
+    return keep
+
+
 def _mark_best(rows) -> None:
+    """Mark the best cell of each column, where there are at least two to compare."""
     for j in range(len(rows[0][1]) if rows else 0):
         present = [cells[j] for _, cells in rows if cells[j] is not None]
-        if present:
+        if len(present) >= 2:
             top = max(c.mean for c in present)
             for c in present:
                 c.best = c.mean == top
@@ -162,7 +186,8 @@ def caption(t: Table) -> str:
 def to_rich(t: Table):
     from rich.table import Table as RichTable
 
-    rt = RichTable(title=caption(t), title_justify="left", header_style="bold")
+    rt = RichTable(title=caption(t), title_justify="left", header_style="bold",
+                   caption="; ".join(t.notes) or None, caption_justify="left")
     rt.add_column("rule")
     for c in t.columns:
         rt.add_column(c, justify="right")
@@ -178,6 +203,7 @@ def to_markdown(t: Table) -> str:
     for label, cells in t.rows:
         txt = [(f"**{c.text()}**" if c.best else c.text()) if c else NO_RUNS for c in cells]
         lines.append(f"| {label} | " + " | ".join(txt) + " |")
+    lines += ["", *(f"_{n}_" for n in t.notes)] if t.notes else []
     return "\n".join(lines) + "\n"
 
 
@@ -194,7 +220,8 @@ def to_csv(tables: list[Table]) -> str:
 
 
 def to_json(tables: list[Table]) -> list[dict]:
-    return [asdict(t) for t in tables]
+    """The tables with their cells; accuracies are percentages here ("unit"), fractions in `yoco eval --json`."""
+    return [{**asdict(t), "unit": "percent"} for t in tables]
 
 
 def plot(records: list[EvalRecord], path: Path, which: str = "best") -> Path:
