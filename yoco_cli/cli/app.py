@@ -76,6 +76,28 @@ def _fail(message: str, hint: str | None, code: int, ctx=None) -> typer.Exit:
     return typer.Exit(code)
 
 
+_refs_before: dict | None = None  # the names stored when the command started
+
+
+def _say_moved_names() -> None:
+    """A stored name that now points at another artifact is said so, once per command, whichever
+    stage moved it (`SET@dynamics` after `yoco dynamics SET --epochs 10`, say)."""
+    global _refs_before
+    before, _refs_before = _refs_before, None
+    if not before:
+        return
+    from ..store import Store
+
+    try:
+        after = Store(state.home).refs()
+    except OSError:
+        return
+    for name, (stage, key) in sorted(after.items()):
+        old = before.get(name)
+        if old is not None and old != (stage, key):
+            output.get().info(f"name {name} now points to {stage} {key[:12]} (was {old[0]} {old[1][:12]})")
+
+
 class YocoGroup(typer.core.TyperGroup):
     """Runs every command inside one error boundary (also under CliRunner in tests)."""
 
@@ -90,7 +112,10 @@ class YocoGroup(typer.core.TyperGroup):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            finally:
+                _say_moved_names()
         except YocoError as e:
             if output.get().debug:
                 raise
@@ -144,6 +169,8 @@ def _global(
     """Global options apply to every command."""
     state.home = home
     state.store = None
+    global _refs_before
+    _refs_before = _stored_names(home)
     output.configure(json_mode=json_, quiet=quiet, debug=debug or bool(os.environ.get("YOCO_DEBUG")))
     # Process-wide settings are the CLI's to make (the library leaves its host process alone).
     # No torch here: the thread policy only reads the setting (and sets OpenMP's wait policy).
@@ -151,6 +178,15 @@ def _global(
 
     tune_malloc()
     configure_threads(threads)
+
+
+def _stored_names(home) -> dict | None:
+    from ..store import Store
+
+    try:
+        return Store(home).refs()
+    except (OSError, YocoError):
+        return None
 
 
 for _name in COMMAND_MODULES:

@@ -117,12 +117,22 @@ def _report(o: output.Output, res) -> None:
     doc = {"name": res.ref, "key": m.key, "cached": res.cached, "digest": m.digest("set"),
            "method": res.params["method"], "set": s, "params": res.params,
            "iterations": m.meta.get("iterations", 0), "final_loss": final,
-           "seconds": m.provenance.get("seconds"), "device": m.meta.get("device")}
+           "seconds": m.provenance.get("seconds"), "device": m.meta.get("device"),
+           "class_names": m.meta.get("class_names")}
     rows = [["name", res.ref], ["key", m.short], ["method", res.params["method"]],
-            ["dataset", s["dataset"]], ["ipc x factor", f"{s['ipc']} x {s['factor']}"],
+            ["dataset", s["dataset"]], ["classes", class_names(m.meta.get("class_names"), s["classes"])],
+            ["ipc x factor", f"{s['ipc']} x {s['factor']}"],
             ["stored", "x".join(map(str, s["stored_shape"]))], ["decoded images", str(s["decoded_count"])],
             ["iterations", str(doc["iterations"])],
             ["final loss", "" if final is None else f"{final:.4g}"],
             ["seconds", str(doc["seconds"])], ["device", str(doc["device"])],
             ["cached", "yes" if res.cached else "no"]]
     o.data(doc, output.table("condensed set", ["field", "value"], rows))
+
+
+def class_names(names: list[str] | None, count: int, show: int = 12) -> str:
+    """'10: airplane, automobile, ...' (the first `show` names; all are in --json)."""
+    if not names:
+        return str(count)
+    listed = ", ".join(names[:show]) + (f", ... ({len(names) - show} more)" if len(names) > show else "")
+    return f"{len(names)}: {listed}"

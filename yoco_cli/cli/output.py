@@ -59,7 +59,7 @@ class Output:
         """A failed command: one line on stderr, and under --json the error object on stdout."""
         self.error(join_hint(_one_line(message), hint))
         if self.json_mode:
-            doc = {"error": _one_line(message), "hint": _one_line(hint) if hint else None, "exit_code": exit_code}
+            doc = {"error": _one_line(message).rstrip("."), "hint": _one_line(hint) if hint else None, "exit_code": exit_code}
             sys.stdout.write(json.dumps(doc, sort_keys=True) + "\n")
             sys.stdout.flush()
 

@@ -48,7 +48,13 @@ def default_factor(dataset: str) -> int:
 
 
 def default_ref(dataset: str, method: str, ipc: int) -> str:
-    safe = re.sub(r"[^A-Za-z0-9._@+=,-]+", "-", dataset).strip("-") or "dataset"
+    """`digits/idc/ipc10`; a `folder:PATH` dataset is named by the folder's own name
+    (`folder/mnist28/dm/ipc10`), not by its whole path."""
+    if dataset.startswith("folder:"):
+        from pathlib import Path
+
+        dataset = "folder/" + (Path(dataset[len("folder:"):]).expanduser().resolve().name or "root")
+    safe = re.sub(r"[^A-Za-z0-9._@+=,/-]+", "-", dataset).strip("-/") or "dataset"
     return f"{safe}/{method}/ipc{ipc}"
 
 
@@ -120,7 +126,7 @@ def _compute(store, tmp, key, req, real, params, digest, every, on_iteration, on
                         value_space="raw01", ipc=params["ipc"], meta=made_by)
     summary = (f"{real.name} {req.method} ipc{params['ipc']} f{params['factor']} seed {params['seed']}"
                + (f", final loss {outcome.losses[-1]:.4g}" if outcome.losses else ""))
-    extra = {"device": _describe(device), "iterations": len(outcome.losses),
+    extra = {"device": _describe(device), "iterations": len(outcome.losses), "class_names": list(real.classes),
              "loss_curve": _curve(outcome.losses), **outcome.info}
     return set_result(tmp, cset, summary, extra)
 
