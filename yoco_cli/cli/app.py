@@ -102,9 +102,11 @@ class YocoGroup(typer.core.TyperGroup):
     """Runs every command inside one error boundary (also under CliRunner in tests)."""
 
     def parse_args(self, ctx, args):
-        if ctx.parent is None:
+        if ctx.parent is None:  # a fresh sink before anything can fail (the global options come later)
             head = args[:args.index("--")] if "--" in args else args
             ctx.meta["yoco.json"] = "--json" in head
+            output.configure(json_mode="--json" in head, quiet="--quiet" in head or "-q" in head,
+                             debug="--debug" in head or bool(os.environ.get("YOCO_DEBUG")))
         try:
             return super().parse_args(ctx, args)
         except click_errors.UsageError as e:
