@@ -92,7 +92,7 @@ def condense(
         def on_iteration(done: int, total: int, loss: float) -> None:
             prog.update(task, completed=done, status=f"loss {loss:.4g}")
 
-        res = stage.run(store, req, on_iteration=on_iteration, on_start=on_start)
+        res = stage.run(store, req, on_iteration=on_iteration, on_start=on_start, reporter=o)
     _report(o, res)
 
 

@@ -51,9 +51,11 @@ def eval_cmd(
     rows = []
     with o.progress() as prog:
         for label, set_m, cset, dataset in resolved:
-            rows.append(_one(prog, store, label, set_m, cset, dataset, params))
-    tbl = output.table(None, ["set", "model", "epochs", "images", "repeats", "best (mean ± std)",
-                              "last (mean ± std)", "cache"],
+            rows.append(_one(o, prog, store, label, set_m, cset, dataset, params))
+    # JSON keeps accuracies as fractions of the test set (as stored); the table shows percent
+    rows = [{**r, "unit": "fraction"} for r in rows]
+    tbl = output.table(None, ["set", "model", "epochs", "images", "repeats", "best % (mean ± std)",
+                              "last % (mean ± std)", "cache"],
                        [[r["target"], r["model"], r["epochs"], r["train_images"], r["repeats"],
                          f"{100 * r['best_mean']:.2f} ± {100 * r['best_std']:.2f}",
                          f"{100 * r['last_mean']:.2f} ± {100 * r['last_std']:.2f}",
@@ -77,7 +79,7 @@ def _resolve(store, target: str, full: bool):
     return target, set_m, cset, None
 
 
-def _one(prog, store, label, set_m, cset, dataset, params) -> dict:
+def _one(o, prog, store, label, set_m, cset, dataset, params) -> dict:
     from ..stages import evaluate as eval_stage
 
     task = prog.add_task(f"eval {label}", total=None, status="")
@@ -89,6 +91,6 @@ def _one(prog, store, label, set_m, cset, dataset, params) -> dict:
         test = f" test {max(ev.test_acc):.3f}" if ev.test_acc else ""
         prog.update(task, advance=len(ev.seeds), status=f"seed {ev.seeds[0]} loss {ev.loss[0]:.3f}{test}")
 
-    m, info = eval_stage.run_eval(store, set_m, cset, dataset, on_epoch=on_epoch, **params)
+    m, info = eval_stage.run_eval(store, set_m, cset, dataset, on_epoch=on_epoch, reporter=o, **params)
     prog.update(task, visible=False)
     return eval_stage.result_row(m, cached=not info["computed"])

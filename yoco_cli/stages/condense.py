@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import UsageError
+from ..progress import SILENT, Reporter
 from ..store import Manifest, Store, run_cached
 from .datasets import load_real
 from .sets import set_result
@@ -85,8 +86,10 @@ def plan(req: Request, real) -> tuple[dict, int]:
     return params, every
 
 
-def run(store: Store, req: Request, on_iteration=None, on_start=None) -> Result:
-    """Condense (or find in the cache) and name the result. `on_start(total)` fires on a cache miss."""
+def run(store: Store, req: Request, on_iteration=None, on_start=None, reporter: Reporter = SILENT) -> Result:
+    """Condense (or find in the cache) and name the result. `on_start(total)` fires on a cache miss;
+    a run that will take more than about a minute is announced on `reporter` with an estimate
+    once its first iterations are timed."""
     from .. import condensation as methods
     from ..condensation.common import dataset_digest
 
@@ -98,13 +101,13 @@ def run(store: Store, req: Request, on_iteration=None, on_start=None) -> Result:
     digest = dataset_digest(real)
 
     def compute(tmp, key):
-        return _compute(store, tmp, key, req, real, params, digest, every, on_iteration, on_start)
+        return _compute(store, tmp, key, req, real, params, digest, every, on_iteration, on_start, reporter)
 
     manifest, cached = run_cached(store, STAGE, VERSION, params, {"dataset": digest}, compute, ref=ref)
     return Result(manifest, cached, ref, params)
 
 
-def _compute(store, tmp, key, req, real, params, digest, every, on_iteration, on_start):
+def _compute(store, tmp, key, req, real, params, digest, every, on_iteration, on_start, reporter):
     from ..data.condensed import CondensedSet
     from .. import condensation as methods
     from ..condensation.common import Checkpointer, Job
@@ -112,10 +115,11 @@ def _compute(store, tmp, key, req, real, params, digest, every, on_iteration, on
     mod = methods.get(req.method)
     device = _device(req.device) if mod.ITERATIVE else "cpu"
     folder = store.partial_dir(STAGE, key) if (mod.ITERATIVE and every) else None
-    job = Job(real, params["ipc"], params["factor"], params["seed"], params["settings"], device,
-              Checkpointer(folder, key, every), on_iteration)
     if mod.ITERATIVE:
         _threads(real, params, device)
+        on_iteration = _timed(reporter, req, params, device, on_iteration)
+    job = Job(real, params["ipc"], params["factor"], params["seed"], params["settings"], device,
+              Checkpointer(folder, key, every), on_iteration)
     if on_start is not None:
         on_start(total_iterations(req.method, params["settings"]))
     outcome = mod.run(job)
@@ -129,6 +133,23 @@ def _compute(store, tmp, key, req, real, params, digest, every, on_iteration, on
     extra = {"device": _describe(device), "iterations": len(outcome.losses), "class_names": list(real.classes),
              "loss_curve": _curve(outcome.losses), **outcome.info}
     return set_result(tmp, cset, summary, extra)
+
+
+def _timed(reporter: Reporter, req: Request, params: dict, device, on_iteration):
+    """on_iteration, plus the clock that announces a long run once its first iterations are timed."""
+    from .estimates import CondenseClock
+
+    s = params["settings"]
+    what = (f"condensing {params['dataset']} with {req.method}: {total_iterations(req.method, s)} iterations "
+            f"of {s.get('model', 'convnet')}, IPC {params['ipc']}")
+    clock = CondenseClock(reporter, what, _describe(device))
+
+    def tick(done: int, total: int, loss: float) -> None:
+        clock.tick(done, total)
+        if on_iteration is not None:
+            on_iteration(done, total, loss)
+
+    return tick
 
 
 def total_iterations(method: str, settings: dict) -> int:

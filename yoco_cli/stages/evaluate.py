@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 from .. import tensors
 from ..data.condensed import CondensedSet
 from ..errors import UsageError
+from ..progress import SILENT, Reporter
 from ..store import Manifest, StageResult, Store
 from . import training
 from .datasets import load_real
@@ -97,7 +98,7 @@ def _full_target(store: Store, dataset: str | None) -> _Target:
 
 
 def _evaluate(store: Store, t: _Target, *, repeats: int = 3, device: str = "auto", batched: str = "auto",
-              on_epoch: Callable | None = None, **overrides) -> tuple[Manifest, dict]:
+              on_epoch: Callable | None = None, reporter: Reporter = SILENT, **overrides) -> tuple[Manifest, dict]:
     from ..nn import engine
     from ..nn.device import describe, resolve_device
 
@@ -129,9 +130,18 @@ def _evaluate(store: Store, t: _Target, *, repeats: int = 3, device: str = "auto
                            meta={**doc, "device": describe(dev), "compiled": res.compiled, "batched": res.batched,
                                  "summary": f"repeat {seed}: best {res.best:.4f} last {res.last:.4f}"})
 
+    def before(missing: list[int]) -> None:
+        from .estimates import announce_training
+        from .modelcheck import label
+
+        what = (f"evaluating {t.label}: {len(missing)} run(s) x {cfg.epochs} epochs of "
+                f"{label(spec['name'], spec.get('options', {}))} on {int(t.x.shape[0])} images")
+        announce_training(reporter, what, spec, cfg, int(t.x.shape[0]), len(missing), dev,
+                          test_n=int(ds.test_x.shape[0]))
+
     seeds = list(range(repeats))
     together = engine.plan_batched(spec, dev, repeats, batched)
-    runs, fresh = run_seeds(store, RUN_STAGE, VERSION, params, inputs, seeds, fit, write, together)
+    runs, fresh = run_seeds(store, RUN_STAGE, VERSION, params, inputs, seeds, fit, write, together, before)
     per = [{"seed": s, "best": m.meta["best"], "last": m.meta["last"], "evals": m.meta["evals"]}
            for s, m in zip(seeds, runs)]
     stats = summarize([p["best"] for p in per], [p["last"] for p in per])

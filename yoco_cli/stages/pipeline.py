@@ -152,12 +152,17 @@ def _source(store: Store, req: PipelineRequest, tell) -> tuple[Manifest, object,
 
 def _dynamics_and_scores(store, req, set_m, cset, tell):
     from ..methods.scores import ScoreOptions
-    from .dynamics import compute_dynamics
+    from .dynamics import dynamics_for_set
     from .score import load_scores, scores_for_set
 
+    # the defaults take what the store holds for the set (with enough seeds); options ask exactly
     over = {"epochs": req.dynamics_epochs} if req.dynamics_epochs else {}
-    dyn_m, info = compute_dynamics(store, set_m, cset, seeds=req.seeds, device=req.device, **over)
-    tell(Step("dynamics", f"dynamics x{req.seeds}", not info.get("computed")))
+    if over or req.seeds != PipelineRequest.seeds:
+        over["seeds"] = req.seeds
+    before = training_runs(store)
+    dyn_m = dynamics_for_set(store, set_m, cset, device=req.device, overrides=over, min_seeds=req.seeds,
+                             needs_model=bool({"entropy", "loss", "ssp"} & set(req.metrics)), reporter=reporter)
+    tell(Step("dynamics", f"dynamics x{req.seeds}", training_runs(store) == before))
     score_m, cached, _ = scores_for_set(store, set_m, cset, ScoreOptions(), dyn_m=dyn_m, device=req.device)
     tell(Step("scores", "scores", cached))
     return dyn_m, load_scores(store, score_m)
