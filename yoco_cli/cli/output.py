@@ -87,10 +87,14 @@ class Output:
     @contextmanager
     def progress(self, transient: bool = False, unit: str = "steps") -> Iterator[Progress]:
         """A Rich Progress on stderr; disabled (but still usable) when not wanted. `unit="bytes"`
-        shows sizes and transfer speed (downloads) instead of counts."""
+        shows sizes and transfer speed (downloads) instead of counts; `unit="pipeline"` leaves the
+        counts and the ETA to the caller's task fields `count` and `status`."""
         if unit == "bytes":
             columns = (TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
                        TransferSpeedColumn(), TimeRemainingColumn())
+        elif unit == "pipeline":  # counts and ETA are the caller's fields (see cmd_pipeline.PipelineBar)
+            columns = (TextColumn("{task.description}", markup=False), BarColumn(), TextColumn("{task.fields[count]}"),
+                       TaskProgressColumn(), TimeElapsedColumn(), TextColumn("{task.fields[status]}"))
         else:
             columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                        TaskProgressColumn(), TimeElapsedColumn(), TimeRemainingColumn(),

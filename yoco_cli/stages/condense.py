@@ -152,6 +152,31 @@ def _timed(reporter: Reporter, req: Request, params: dict, device, on_iteration)
     return tick
 
 
+def work(method: str, params: dict, real, step_overhead: float) -> float:
+    """A condensation's expected cost in multiply-adds (for progress weights, not for keys):
+    per iteration and class, DM embeds a real batch (a forward) and takes a step on the decoded
+    synthetic images; IDC matches gradients (about three steps) `inner_loop` times and trains its
+    network on `n_data` real images. Real-image baselines are one step's worth."""
+    from ..nn.device import model_step_macs
+    from ..nn.models import parse_model_arg
+
+    s = params["settings"]
+    if "model" not in s:
+        return step_overhead
+    name, options = parse_model_arg(str(s["model"]))
+    spec = {"name": name, "channels": real.channels, "image_size": real.image_size, "options": options}
+
+    def step(batch: int) -> float:
+        return (model_step_macs(spec, batch) or 0.0) + step_overhead
+
+    syn = params["ipc"] * params["factor"] ** 2
+    iters, classes, real_b = int(s.get("iterations", 1)), real.num_classes, int(s.get("batch_real", 64))
+    if method == "idc":
+        net = int(s.get("n_data", 0)) / max(int(s.get("net_batch", 64)), 1) * step(int(s.get("net_batch", 64)))
+        return iters * int(s.get("inner_loop", 1)) * (classes * 3 * step(max(real_b, syn)) + net)
+    return iters * classes * (step(real_b) / 3 + step(syn))
+
+
 def total_iterations(method: str, settings: dict) -> int:
     return int(settings.get("iterations", 0))
 
