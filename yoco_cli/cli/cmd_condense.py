@@ -101,8 +101,12 @@ def _show_settings(o: output.Output, store, req) -> None:
     from ..stages import condense as stage
     from ..stages.datasets import load_real
 
-    methods.get(req.method)
-    params, every = stage.plan(req, load_real(req.dataset, store, reporter=o))
+    mod = methods.get(req.method)
+    real = load_real(req.dataset, store, reporter=o)
+    params, every = stage.plan(req, real)
+    why = stage.fitted_settings(mod, real)[1]
+    if why:
+        o.info(why)
     rows = [[k, str(v)] for k, v in params["settings"].items()]
     rows += [["factor", str(params["factor"])], ["checkpoint_every", str(every)]]
     o.data(params | {"checkpoint_every": every}, output.table(f"{req.method} on {params['dataset']}",

@@ -67,7 +67,8 @@ def plan(req: Request, real) -> tuple[dict, int]:
     mod = methods.get(req.method)
     factor = req.factor if req.factor is not None else default_factor(real.name)
     check_ipc(real, req.ipc, factor)
-    settings = methods.resolve_params(req.method, real.name, req.overrides)
+    base, _ = fitted_settings(mod, real)
+    settings = methods.resolve_params(req.method, real.name, req.overrides, base)
     if hasattr(mod, "validate"):
         mod.validate(settings)
     if "model" in settings:  # fail on a model that cannot take the data before the first iteration
@@ -84,6 +85,16 @@ def plan(req: Request, real) -> tuple[dict, int]:
     if every < 0:
         raise UsageError(f"--checkpoint-every must be 0 (off) or positive, got {every}")
     return params, every
+
+
+def fitted_settings(mod, real) -> tuple[dict, str | None]:
+    """The method's preset for the dataset, or one fitted to its shape and size (with why)."""
+    import torch
+
+    from .fitted import DataShape, condense_settings
+
+    per_class = int(torch.bincount(real.train_y, minlength=real.num_classes).min()) if len(real.train_y) else 0
+    return condense_settings(mod, real.name, DataShape(real.channels, real.image_size, real.num_classes, per_class))
 
 
 def run(store: Store, req: Request, on_iteration=None, on_start=None, reporter: Reporter = SILENT) -> Result:
@@ -118,6 +129,9 @@ def _compute(store, tmp, key, req, real, params, digest, every, on_iteration, on
     if mod.ITERATIVE:
         _threads(real, params, device)
         on_iteration = _timed(reporter, req, params, device, on_iteration)
+        why = fitted_settings(mod, real)[1]
+        if why:
+            reporter.info(why)
     job = Job(real, params["ipc"], params["factor"], params["seed"], params["settings"], device,
               Checkpointer(folder, key, every), on_iteration)
     if on_start is not None:

@@ -37,8 +37,15 @@ RUN_STAGE, STAGE, VERSION = "dynamics-run", "dynamics", 2  # 2: scores from floa
 CHECKPOINT_EVERY_S = 30.0
 
 
-def preset_for(dataset: str) -> TrainPreset:
-    return training.preset("dynamics", dataset)
+def preset_for(dataset: str, cset: CondensedSet | None = None) -> TrainPreset:
+    """The dataset's dynamics preset; for a dataset without one, fitted to the set's images."""
+    return training.preset("dynamics", dataset, data_shape(cset) if cset is not None else None)
+
+
+def data_shape(cset: CondensedSet):
+    from .fitted import DataShape
+
+    return DataShape(int(cset.images.shape[1]), int(cset.images.shape[-1]), cset.num_classes)
 
 
 def _set_digest(m: Manifest) -> str:
@@ -49,7 +56,7 @@ def plan(cset: CondensedSet, *, test_every: int | None = None, **overrides):
     """(model spec, TrainConfig) for a set: its dataset's preset with the given overrides (epochs,
     batch_size, lr, model, aug, cutmix, compile); the LR decays per iteration as in the reference."""
     shape = cset.images.shape
-    return training.plan(preset_for(cset.dataset), num_classes=cset.num_classes, channels=int(shape[1]),
+    return training.plan(preset_for(cset.dataset, cset), num_classes=cset.num_classes, channels=int(shape[1]),
                          image_size=int(shape[-1]), schedule="iteration",
                          eval_at=lambda eps: training.every_k_epochs(test_every, eps), **overrides)
 
@@ -124,6 +131,9 @@ def compute_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, *
         from .modelcheck import label
         from .sets import set_label
 
+        why = training.fitted_preset("dynamics", cset.dataset, data_shape(cset))[1]
+        if why:
+            reporter.info(why)
         what = (f"training dynamics of {set_label(store, set_manifest)}: {len(missing)} seed(s) x {cfg.epochs} "
                 f"epochs of {label(spec['name'], spec.get('options', {}))} on {int(y.shape[0])} images")
         announce_training(reporter, what, spec, cfg, int(y.shape[0]), len(missing), dev,
@@ -391,7 +401,7 @@ def _preset_hint(m: Manifest, cset: CondensedSet) -> str:
     """How to ask for the preset instead, when the stored run is not it."""
     if m.meta.get("source") != "engine":
         return ""
-    p = preset_for(cset.dataset)
+    p = preset_for(cset.dataset, cset)
     seeds, epochs = len(m.meta.get("seeds", [])), m.meta.get("epochs")
     if (seeds, epochs) == (3, p.epochs):
         return ""

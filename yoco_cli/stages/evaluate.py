@@ -29,13 +29,8 @@ from ..store import Manifest, StageResult, Store
 from . import training
 from .datasets import load_real
 from .seeded import check_run_count, group_manifest, run_seeds
-from .training import TrainPreset
 
 RUN_STAGE, STAGE, VERSION = "eval-run", "eval", 2  # 2: real splits named by tensors.digest
-
-
-def eval_preset(dataset: str) -> TrainPreset:
-    return training.preset("eval", dataset)
 
 
 def plan(dataset: str, num_classes: int, channels: int, image_size: int, ipc: int, factor: int, **overrides):
@@ -43,7 +38,11 @@ def plan(dataset: str, num_classes: int, channels: int, image_size: int, ipc: in
     lr, aug, cutmix, compile); the LR steps per epoch and the test points are spec 5's."""
     from ..nn.engine import eval_epochs
 
-    return training.plan(eval_preset(dataset), num_classes=num_classes, channels=channels, image_size=image_size,
+    from .fitted import DataShape
+
+    shape = DataShape(channels, image_size, num_classes)
+    return training.plan(training.preset("eval", dataset, shape), num_classes=num_classes, channels=channels,
+                         image_size=image_size,
                          schedule="epoch", default_epochs=training.ipc_epochs(ipc, factor), eval_at=eval_epochs,
                          **overrides)
 
@@ -134,6 +133,12 @@ def _evaluate(store: Store, t: _Target, *, repeats: int = 3, device: str = "auto
         from .estimates import announce_training
         from .modelcheck import label
 
+        from .fitted import DataShape
+
+        why = training.fitted_preset("eval", t.dataset, DataShape(int(t.x.shape[1]), int(t.x.shape[-1]),
+                                                                  t.num_classes))[1]
+        if why:
+            reporter.info(why)
         what = (f"evaluating {t.label}: {len(missing)} run(s) x {cfg.epochs} epochs of "
                 f"{label(spec['name'], spec.get('options', {}))} on {int(t.x.shape[0])} images")
         announce_training(reporter, what, spec, cfg, int(t.x.shape[0]), len(missing), dev,

@@ -143,7 +143,6 @@ def plan_steps(store: Store, req: PipelineRequest) -> list[Step]:
     multiply-adds + STEP_OVERHEAD_MACS). Cheap: reads the source's shape, trains nothing."""
     from ..nn.device import model_step_macs
     from ..nn.engine import iterations_per_epoch
-    from . import dynamics as dynamics_stage
     from . import evaluate, training
 
     shape = _source_shape(store, req)
@@ -151,7 +150,10 @@ def plan_steps(store: Store, req: PipelineRequest) -> list[Step]:
     def cost(spec: dict, batch: int) -> float:
         return (model_step_macs(spec, batch) or 0.0) + STEP_OVERHEAD_MACS
 
-    dspec, dcfg = training.plan(dynamics_stage.preset_for(shape.dataset), num_classes=shape.num_classes,
+    from .fitted import DataShape
+
+    fit = DataShape(shape.channels, shape.size, shape.num_classes)
+    dspec, dcfg = training.plan(training.preset("dynamics", shape.dataset, fit), num_classes=shape.num_classes,
                                 channels=shape.channels, image_size=shape.size, schedule="iteration",
                                 epochs=req.dynamics_epochs)
     n_source = shape.ipc * shape.num_classes * shape.factor ** 2
