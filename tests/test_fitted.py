@@ -34,7 +34,7 @@ def test_known_datasets_keep_their_rows_and_others_say_why():
 
 
 def test_condensing_iterations_scale_with_images_per_class():
-    from yoco_cli.condense import dm, idc
+    from yoco_cli.condensation import dm, idc
 
     s, why = fitted.condense_settings(dm, "folder:/d", DataShape(1, 28, 10, per_class=2500))
     assert (s["model"], s["iterations"], s["batch_real"]) == ("convnet:width=128,depth=3", 10000, 256)

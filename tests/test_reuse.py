@@ -117,7 +117,7 @@ def test_dynamics_that_lack_what_the_metric_needs_are_passed_over_with_a_reason(
 
 def test_fetched_reference_dynamics_are_read_for_their_set(cli, cifar_set, tmp_path, monkeypatch, no_training):
     from loopback import Loopback
-    from yoco_cli.fetch import registry
+    from yoco_cli.remote import registry
     from yoco_cli.stages import fetching
 
     bodies = [write_td(tmp_path / f"td{k}.pickle", 400, epochs=3, seed=k) for k in (1, 2)]

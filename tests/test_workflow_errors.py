@@ -74,7 +74,7 @@ def test_json_missing_command_object(cli):
 def test_drive_connection_error_names_host_cause_and_working_hints():
     import requests
 
-    from yoco_cli.fetch.gdrive import translate_exception
+    from yoco_cli.remote.gdrive import translate_exception
 
     url = "https://drive.google.com/embeddedfolderview?id=1yh0Hf2ia4b"
     e = requests.exceptions.ConnectionError(socket.gaierror(-2, "Name or service not known"),
@@ -89,7 +89,7 @@ def test_drive_connection_error_names_host_cause_and_working_hints():
 def test_drive_connection_refused_says_so():
     import requests
 
-    from yoco_cli.fetch.gdrive import translate_exception
+    from yoco_cli.remote.gdrive import translate_exception
 
     inner = ConnectionRefusedError(111, "Connection refused")
     e = requests.exceptions.ConnectionError(inner)
@@ -97,7 +97,7 @@ def test_drive_connection_refused_says_so():
 
 
 def test_http_dns_failure_names_the_host_and_the_mirror_variable():
-    from yoco_cli.fetch import http
+    from yoco_cli.remote import http
 
     err = http._url_error(socket.gaierror(-2, "Name or service not known"), 10.0, "example.org:443", "cifar10 data")
     assert err.message == "cannot download cifar10 data: the host name example.org does not resolve (no network, or no DNS)"

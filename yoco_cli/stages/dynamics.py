@@ -360,7 +360,7 @@ def stored_dynamics(store: Store, set_manifest: Manifest) -> list[Manifest]:
 def fetched_dynamics(store: Store, set_manifest: Manifest) -> list[tuple[str, Path]]:
     """Reference dynamics files already downloaded for this set: registry entries of kind
     dynamics whose `set=` is the set's name (reproduce_1..3 give seeds 0..2, in registry order)."""
-    from ..fetch import registry
+    from ..remote import registry
     from .fetching import cached
     from .sets import set_label
 
