@@ -60,6 +60,7 @@ def eval_cmd(
                          f"{100 * r['best_mean']:.2f} ± {100 * r['best_std']:.2f}",
                          f"{100 * r['last_mean']:.2f} ± {100 * r['last_std']:.2f}",
                          "hit" if r["cached"] else ""] for r in rows])
+    tbl.columns[0].min_width = max(len(str(r["target"])) for r in rows)  # names are what people copy
     o.data(rows, tbl)
 
 

@@ -313,8 +313,8 @@ def ensure_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, re
 
         group, info = compute_dynamics(store, set_manifest, cset, on_epoch=on_epoch, reporter=reporter,
                                        announce=True, **overrides)
-    if not info["computed"]:
-        reporter.info(f"dynamics: {_name(store, group)} ({group.meta.get('summary', '')}), stored")
+    how = "trained now" if info["computed"] else "stored"
+    reporter.info(f"dynamics: {_name(store, group)} ({group.meta.get('summary', '')}), {how}")
     return group
 
 

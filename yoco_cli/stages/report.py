@@ -119,7 +119,8 @@ def build_tables(records: list[EvalRecord], names: list[str] | None = None, whic
 
     Tables asked for by name keep the paper's full shape (rows without runs say so). By default
     (`names=None`) only tables that compare at least two measured rules are shown, without their
-    unmeasured rows (a note lists them); if no table compares two, the first with runs is shown."""
+    unmeasured rows (a note lists them), and not twice the same cells under another title; if no
+    table compares two, the first with runs is shown."""
     groups: dict[tuple[str, str, str], list[EvalRecord]] = {}
     for r in records:
         groups.setdefault((r.dataset, r.source, r.model), []).append(r)
@@ -153,7 +154,12 @@ def _measured(t: Table) -> int:
 
 def _overview(tables: list[Table]) -> list[Table]:
     """The default report: tables that compare something, each without its unmeasured rows."""
-    keep = [t for t in tables if _measured(t) >= 2] or tables[:1]
+    keep, seen = [], set()
+    for t in [t for t in tables if _measured(t) >= 2] or tables[:1]:
+        same = tuple(sorted((c.mean, c.std, c.n) for _, cells in t.rows for c in cells if c is not None))
+        if same not in seen:  # a table showing exactly the cells of one already shown says nothing new
+            seen.add(same)
+            keep.append(t)
     for t in keep:
         empty = [label for label, cells in t.rows if all(c is None for c in cells)]
         t.rows = [(label, cells) for label, cells in t.rows if any(c is not None for c in cells)]
