@@ -3,6 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# CPU threads for `make demo THREADS=N`; unset: YOCO_THREADS, else OMP_NUM_THREADS, else yoco's auto policy
+THREADS ?=
 
 .PHONY: demo test install bench docs completions clean
 
@@ -17,7 +19,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	mkdir -p out
-	$(BIN)/yoco pipeline --plot out/demo-report.png --markdown out/demo-report.md
+	$(BIN)/yoco $(if $(THREADS),--threads $(THREADS)) pipeline --plot out/demo-report.png --markdown out/demo-report.md
 
 test: $(STAMP)
 	OMP_NUM_THREADS=2 $(BIN)/python -m pytest -q -p no:cacheprovider

@@ -23,6 +23,20 @@ def yoco_home(tmp_path, monkeypatch):
     return home
 
 
+@pytest.fixture(autouse=True)
+def _thread_policy():
+    """A CLI call adopts a thread policy for its process (yoco_cli/nn/device.py); in the test process
+    it must not leak into the next test's library calls."""
+    yield
+    from yoco_cli.nn import device
+
+    if device._policy is not None:
+        device._policy = None
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _torch_threads():
     try:

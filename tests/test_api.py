@@ -42,13 +42,16 @@ def test_script_gives_the_same_artifacts_as_the_cli(tmp_path, monkeypatch):
     assert small.set.ipc == 1 and small.set.class_counts() == [per_class] * 10 and len(small.indices) == 10 * per_class
     assert 0.0 <= ev.last_mean <= 1.0 and len(ev.per_repeat) == 1
 
+    import torch
+
     run = CliRunner()
+    threads = ["--threads", str(torch.get_num_threads())]  # same bytes need the same thread count
     for args in (["condense", "digits", "--ipc", "10", "--method", "random"],
                  ["dynamics", "digits/random/ipc10", "--seeds", "1", "--epochs", EPOCHS],
                  ["prune", "digits/random/ipc10", "--to", "1", "--metric", "lbpe", "--balanced",
                   "--dynamics", "digits/random/ipc10@dynamics"],
                  ["eval", small.ref, "--repeats", "1", "--epochs", EPOCHS]):
-        r = run.invoke(app, ["--home", str(cli_home), *args])
+        r = run.invoke(app, ["--home", str(cli_home), *threads, *args])
         assert r.exit_code == 0, (args, r.output)
     assert _digests(api_home) == _digests(cli_home)
 

@@ -34,8 +34,30 @@ def test_main_table_cells_are_mean_and_population_std_and_best_is_marked():
 def test_markdown_says_no_runs_and_bolds_the_best():
     (t,) = rep.build_tables(RECORDS, ["main"])
     md = rep.to_markdown(t)
-    assert "| YOCO | **51.00 ± 1.00** | **60.00 ± 0.00** |" in md
+    # 10→2 has one measured cell: nothing to compare, so nothing is marked best
+    assert "| YOCO | **51.00 ± 1.00** | 60.00 ± 0.00 |" in md
     assert "| SSP | no runs | no runs |" in md
+
+
+def test_default_report_shows_only_tables_that_compare_and_drops_unmeasured_rows():
+    tables = rep.build_tables(RECORDS)  # random, el2n and YOCO measured: main compares three rules
+    # each compares two or more; balance (Random, EL2N, YOCO) repeats main's very cells, so it is left out
+    assert [t.name for t in tables] == ["main", "rules", "easyhard"]
+    (only_yoco,) = rep.build_tables(RECORDS[1:3])  # YOCO alone at two targets: one table, nothing starred
+    assert only_yoco.name == "main" and [label for label, _ in only_yoco.rows] == ["YOCO"]
+    assert not any(c.best for c in only_yoco.rows[0][1])
+    main = tables[0]
+    assert [label for label, _ in main.rows] == ["Random", "EL2N", "YOCO"]
+    assert main.notes == ["no runs yet: SSP, Entropy, AUM, Forgetting, CCS"]
+    assert "_no runs yet: SSP, Entropy, AUM, Forgetting, CCS_" in rep.to_markdown(main)
+
+
+def test_default_report_of_one_measured_cell_is_one_table_without_a_star():
+    (t,) = rep.build_tables(RECORDS[:1])
+    assert t.name == "main" and [label for label, _ in t.rows] == ["Random"]
+    assert not t.rows[0][1][0].best
+    assert "one rule measured: nothing to compare yet" in t.notes
+    assert "*" not in rep.to_markdown(t).replace("**" + rep.caption(t) + "**", "")
 
 
 def test_rules_table_does_not_mix_directions_or_balance():

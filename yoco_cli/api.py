@@ -101,16 +101,19 @@ def _ref(store, m) -> Optional[str]:
     return names[0] if names else None
 
 
-def tune_process(threads: Optional[int] = None) -> None:
+def tune_process(threads: Optional[int | str] = None) -> None:
     """Apply the process-wide settings the CLI applies: glibc malloc tuning (large activations stay
-    in the heap) and, when given, torch's intra-op thread count. The library never does this itself."""
-    from .nn.device import tune_malloc
+    in the heap) and its thread policy: `threads=N` pins torch's intra-op threads, `"auto"` or None
+    (then YOCO_THREADS or OMP_NUM_THREADS if set) picks per workload, one thread for small models on
+    small images (yoco_cli/nn/device.py). The library never does this itself."""
+    from .nn.device import configure_threads, tune_malloc
 
     tune_malloc()
-    if threads:
+    policy = configure_threads(threads)
+    if policy.fixed is not None:
         import torch
 
-        torch.set_num_threads(int(threads))
+        torch.set_num_threads(policy.fixed)
 
 
 # -- the workflow -------------------------------------------------------------------------------

@@ -26,8 +26,17 @@ class YocoError(Exception):
         self.hint = hint
 
     def one_line(self) -> str:
-        text = self.message.rstrip(".")
-        return f"{text}. {self.hint}" if self.hint else text
+        return join_hint(self.message, self.hint)
+
+
+def join_hint(message: str, hint: str | None) -> str:
+    """'message. hint', without doubling the message's own end mark ("did you mean 'prune'? see ...")."""
+    text = message.rstrip()
+    if not hint:
+        return text.rstrip(".")
+    if text.endswith(("?", "!")):
+        return f"{text} {hint}"
+    return f"{text.rstrip('.')}. {hint}"
 
 
 class UsageError(YocoError):

@@ -45,16 +45,68 @@ click_errors = _click_exceptions()
 
 
 def _usage_error(e) -> typer.Exit:
-    """Click's usage errors as one line (its default is a boxed panel), exit code kept (2)."""
-    where = e.ctx.command_path if getattr(e, "ctx", None) is not None else "yoco"
-    output.get().error(f"{e.format_message().rstrip('.')}. see `{where} --help`")
-    return typer.Exit(e.exit_code)
+    """Click's usage errors as one line (its default is a boxed panel), exit code kept (2).
+
+    `yoco` or `yoco cache` alone is a request for help, not an error: the help is shown, exit 0.
+    """
+    ctx = getattr(e, "ctx", None)
+    where = ctx.command_path if ctx is not None else "yoco"
+    if type(e).__name__ == "NoArgsIsHelpError":
+        if _json_wanted(ctx):
+            return _fail(f"`{where}` needs a command", f"see `{where} --help`", e.exit_code)
+        text = e.format_message()  # Rich help is printed while formatting; plain help is returned
+        if text.strip():
+            typer.echo(text)
+        return typer.Exit(0)
+    return _fail(e.format_message(), f"see `{where} --help`", e.exit_code, ctx)
+
+
+def _json_wanted(ctx) -> bool:
+    """--json given anywhere on the command line (before `--`), even when parsing failed before it took effect."""
+    root = ctx.find_root() if ctx is not None else None
+    return output.get().json_mode or bool(root is not None and root.meta.get("yoco.json"))
+
+
+def _fail(message: str, hint: str | None, code: int, ctx=None) -> typer.Exit:
+    """One line on stderr; under --json also {"error", "hint", "exit_code"} on stdout."""
+    out = output.get()
+    if _json_wanted(ctx) and not out.json_mode:
+        out = output.configure(json_mode=True, quiet=out.quiet, debug=out.debug)
+    out.failure(message, hint, code)
+    return typer.Exit(code)
+
+
+_refs_before: dict | None = None  # the names stored when the command started
+
+
+def _say_moved_names() -> None:
+    """A stored name that now points at another artifact is said so, once per command, whichever
+    stage moved it (`SET@dynamics` after `yoco dynamics SET --epochs 10`, say)."""
+    global _refs_before
+    before, _refs_before = _refs_before, None
+    if not before:
+        return
+    from ..store import Store
+
+    try:
+        after = Store(state.home).refs()
+    except OSError:
+        return
+    for name, (stage, key) in sorted(after.items()):
+        old = before.get(name)
+        if old is not None and old != (stage, key):
+            output.get().info(f"name {name} now points to {stage} {key[:12]} (was {old[0]} {old[1][:12]})")
 
 
 class YocoGroup(typer.core.TyperGroup):
     """Runs every command inside one error boundary (also under CliRunner in tests)."""
 
     def parse_args(self, ctx, args):
+        if ctx.parent is None:  # a fresh sink before anything can fail (the global options come later)
+            head = args[:args.index("--")] if "--" in args else args
+            ctx.meta["yoco.json"] = "--json" in head
+            output.configure(json_mode="--json" in head, quiet="--quiet" in head or "-q" in head,
+                             debug="--debug" in head or bool(os.environ.get("YOCO_DEBUG")))
         try:
             return super().parse_args(ctx, args)
         except click_errors.UsageError as e:
@@ -62,15 +114,17 @@ class YocoGroup(typer.core.TyperGroup):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            finally:
+                _say_moved_names()
         except YocoError as e:
             if output.get().debug:
                 raise
-            output.get().error(e.one_line())
-            raise typer.Exit(e.exit_code) from None
+            raise _fail(e.message, e.hint, e.exit_code, ctx) from None
         except KeyboardInterrupt:
-            output.get().error("interrupted; the cache is consistent, run the command again to resume")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+            raise _fail("interrupted", "the cache is consistent; run the command again to resume",
+                        EXIT_INTERRUPTED, ctx) from None
         except click_errors.UsageError as e:  # a subcommand's bad or missing argument
             raise _usage_error(e) from None
         except (typer.Exit, typer.Abort, click_errors.ClickException):
@@ -81,11 +135,10 @@ class YocoGroup(typer.core.TyperGroup):
             # a full disk, a name too long, a read-only folder: the user's to fix, in one line (exit 2)
             err = resource_error(e) if isinstance(e, OSError) else None
             if err is not None:
-                output.get().error(err.one_line())
-                raise typer.Exit(err.exit_code) from None
+                raise _fail(err.message, err.hint, err.exit_code, ctx) from None
             # anything else is a bug: say so in one line unless --debug
-            output.get().error(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)")
-            raise typer.Exit(EXIT_BUG) from None
+            raise _fail(f"internal error: {type(e).__name__}: {e}", "run with --debug for the traceback",
+                        EXIT_BUG, ctx) from None
 
 
 app = typer.Typer(
@@ -112,17 +165,35 @@ def _global(
     json_: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No messages or progress bars.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    threads: Annotated[Optional[str], typer.Option(
+        "--threads", metavar="N|auto", show_default=False,
+        help="CPU threads for torch (default: YOCO_THREADS, else OMP_NUM_THREADS, else auto: one thread for "
+             "small models on small images, the free cores for larger work). Results are byte-identical for "
+             "the same device and thread count.")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """Global options apply to every command."""
     state.home = home
     state.store = None
+    global _refs_before
+    _refs_before = _stored_names(home)
+    output.configure(json_mode=json_, quiet=quiet, debug=debug or bool(os.environ.get("YOCO_DEBUG")))
     # Process-wide settings are the CLI's to make (the library leaves its host process alone).
-    from ..nn.device import tune_malloc
+    # No torch here: the thread policy only reads the setting (and sets OpenMP's wait policy).
+    from ..nn.device import configure_threads, tune_malloc
 
     tune_malloc()
-    output.configure(json_mode=json_, quiet=quiet, debug=debug or bool(os.environ.get("YOCO_DEBUG")))
+    configure_threads(threads)
+
+
+def _stored_names(home) -> dict | None:
+    from ..store import Store
+
+    try:
+        return Store(home).refs()
+    except (OSError, YocoError):
+        return None
 
 
 for _name in COMMAND_MODULES:

@@ -42,9 +42,9 @@ def condense(
     dataset: Annotated[str, typer.Argument(help="Real dataset: digits, cifar10, cifar100, imagenet10, ... or folder:PATH.",
                                            autocompletion=_complete_datasets)],
     ipc: Annotated[int, typer.Option("--ipc", help="Stored images per class.")] = 10,
-    method: Annotated[str, typer.Option("--method", "-m", help=METHOD_HELP,
+    method: Annotated[str, typer.Option("--method", help=METHOD_HELP,
                                                  autocompletion=_complete_methods)] = "idc",
-    factor: Annotated[Optional[int], typer.Option("--factor", "-f", show_default="2; 3 for imagenet10",
+    factor: Annotated[Optional[int], typer.Option("--factor", show_default="2; 3 for imagenet10",
                                                   help="Multi-formation factor: each stored image holds f x f images.")] = None,
     iterations: Annotated[Optional[int], typer.Option("--iterations", "-n", show_default="preset",
                                                       help="Outer iterations (idc) or iterations (dm).")] = None,
@@ -92,7 +92,7 @@ def condense(
         def on_iteration(done: int, total: int, loss: float) -> None:
             prog.update(task, completed=done, status=f"loss {loss:.4g}")
 
-        res = stage.run(store, req, on_iteration=on_iteration, on_start=on_start)
+        res = stage.run(store, req, on_iteration=on_iteration, on_start=on_start, reporter=o)
     _report(o, res)
 
 
@@ -101,8 +101,12 @@ def _show_settings(o: output.Output, store, req) -> None:
     from ..stages import condense as stage
     from ..stages.datasets import load_real
 
-    methods.get(req.method)
-    params, every = stage.plan(req, load_real(req.dataset, store, reporter=o))
+    mod = methods.get(req.method)
+    real = load_real(req.dataset, store, reporter=o)
+    params, every = stage.plan(req, real)
+    why = stage.fitted_settings(mod, real)[1]
+    if why:
+        o.info(why)
     rows = [[k, str(v)] for k, v in params["settings"].items()]
     rows += [["factor", str(params["factor"])], ["checkpoint_every", str(every)]]
     o.data(params | {"checkpoint_every": every}, output.table(f"{req.method} on {params['dataset']}",
@@ -117,12 +121,22 @@ def _report(o: output.Output, res) -> None:
     doc = {"name": res.ref, "key": m.key, "cached": res.cached, "digest": m.digest("set"),
            "method": res.params["method"], "set": s, "params": res.params,
            "iterations": m.meta.get("iterations", 0), "final_loss": final,
-           "seconds": m.provenance.get("seconds"), "device": m.meta.get("device")}
+           "seconds": m.provenance.get("seconds"), "device": m.meta.get("device"),
+           "class_names": m.meta.get("class_names")}
     rows = [["name", res.ref], ["key", m.short], ["method", res.params["method"]],
-            ["dataset", s["dataset"]], ["ipc x factor", f"{s['ipc']} x {s['factor']}"],
+            ["dataset", s["dataset"]], ["classes", class_names(m.meta.get("class_names"), s["classes"])],
+            ["ipc x factor", f"{s['ipc']} x {s['factor']}"],
             ["stored", "x".join(map(str, s["stored_shape"]))], ["decoded images", str(s["decoded_count"])],
             ["iterations", str(doc["iterations"])],
             ["final loss", "" if final is None else f"{final:.4g}"],
             ["seconds", str(doc["seconds"])], ["device", str(doc["device"])],
             ["cached", "yes" if res.cached else "no"]]
     o.data(doc, output.table("condensed set", ["field", "value"], rows))
+
+
+def class_names(names: list[str] | None, count: int, show: int = 12) -> str:
+    """'10: airplane, automobile, ...' (the first `show` names; all are in --json)."""
+    if not names:
+        return str(count)
+    listed = ", ".join(names[:show]) + (f", ... ({len(names) - show} more)" if len(names) > show else "")
+    return f"{len(names)}: {listed}"

@@ -128,7 +128,8 @@ def _train(o, store, set_m, cset, seeds: int, **kw):
             test = f" test {sum(ev.test_acc) / len(ev.test_acc):.3f}" if ev.test_acc else ""
             prog.update(tasks[key], completed=ev.epoch + 1, status=f"loss {loss:.3f} acc {acc:.3f}{test}")
 
-        return dynamics_stage.compute_dynamics(store, set_m, cset, seeds=seeds, on_epoch=on_epoch, **kw)
+        return dynamics_stage.compute_dynamics(store, set_m, cset, seeds=seeds, on_epoch=on_epoch, reporter=o,
+                                               **kw)
 
 
 def _report(o, store, group, info, exported: list[str] | None = None) -> None:

@@ -56,16 +56,19 @@ def eval_cmd(
             if isinstance(entry, _Group):
                 from ..stages.evaluate import pooled_row
 
-                rows.append(pooled_row(entry.label, [_one(prog, store, *member, params) for member in entry.members]))
+                rows.append(pooled_row(entry.label, [_one(o, prog, store, *member, params) for member in entry.members]))
                 continue
             label, set_m, cset, dataset = entry
-            rows.append(_one(prog, store, label, set_m, cset, dataset, params))
-    tbl = output.table(None, ["set", "model", "epochs", "images", "repeats", "best (mean ± std)",
-                              "last (mean ± std)", "cache"],
+            rows.append(_one(o, prog, store, label, set_m, cset, dataset, params))
+    # JSON keeps accuracies as fractions of the test set (as stored); the table shows percent
+    rows = [{**r, "unit": "fraction"} for r in rows]
+    tbl = output.table(None, ["set", "model", "epochs", "images", "repeats", "best % (mean ± std)",
+                              "last % (mean ± std)", "cache"],
                        [[r["target"], r["model"], r["epochs"], r["train_images"], r["repeats"],
                          f"{100 * r['best_mean']:.2f} ± {100 * r['best_std']:.2f}",
                          f"{100 * r['last_mean']:.2f} ± {100 * r['last_std']:.2f}",
                          "hit" if r["cached"] else ""] for r in rows])
+    tbl.columns[0].min_width = max(len(str(r["target"])) for r in rows)  # names are what people copy
     o.data(rows, tbl)
 
 
@@ -112,7 +115,7 @@ def _prune_group(store, target: str):
     return m if m.stage == "prune-group" else None
 
 
-def _one(prog, store, label, set_m, cset, dataset, params) -> dict:
+def _one(o, prog, store, label, set_m, cset, dataset, params) -> dict:
     from ..stages import evaluate as eval_stage
 
     task = prog.add_task(f"eval {label}", total=None, status="")
@@ -124,6 +127,6 @@ def _one(prog, store, label, set_m, cset, dataset, params) -> dict:
         test = f" test {max(ev.test_acc):.3f}" if ev.test_acc else ""
         prog.update(task, advance=len(ev.seeds), status=f"seed {ev.seeds[0]} loss {ev.loss[0]:.3f}{test}")
 
-    m, info = eval_stage.run_eval(store, set_m, cset, dataset, on_epoch=on_epoch, **params)
+    m, info = eval_stage.run_eval(store, set_m, cset, dataset, on_epoch=on_epoch, reporter=o, **params)
     prog.update(task, visible=False)
     return eval_stage.result_row(m, cached=not info["computed"])

@@ -76,13 +76,9 @@ def pipeline_cmd(
     if plot is not None:
         rep.check_plot_support()  # before hours of training, not after
     t0, trained0 = time.perf_counter(), pipeline_stage.training_runs(store)
-    with o.progress() as prog:
-        task = prog.add_task("pipeline", total=pipeline_stage.plan_size(req), status="")
-
-        def on_step(step: pipeline_stage.Step) -> None:
-            prog.update(task, advance=1, status=step.label + (" (cached)" if step.cached else ""))
-
-        result = pipeline_stage.run(store, req, on_step, reporter=o)
+    with o.progress(transient=True, unit="pipeline") as prog:
+        bar = PipelineBar(prog)
+        result = pipeline_stage.run(store, req, bar.on_step, reporter=o, on_stage=bar.on_stage)
     trained = pipeline_stage.training_runs(store) - trained0
     records = rep.filter_records(rep.collect(store), result["dataset"], result["source"])
     protocol = "per-seed" if req.per_seed else "mean-scores"  # sets of the other protocol are other methods
@@ -125,3 +121,67 @@ def _write_document(rep, req, tables, result, trained, seconds, path: Path, plot
     from ..files import atomic_write
 
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+class PipelineBar:
+    """Two rows: the pipeline (the running step's label, a bar and an ETA weighted by each step's
+    expected cost) and the running stage's own bar, shown only while a stage reports progress.
+
+    Rich's own ETA would count cached steps, which finish at once, as speed; here the rate is
+    the seconds spent per unit of cost on steps that did compute, and the remaining cost is the
+    planned cost of what is left (so a partly cached rerun errs long, never short)."""
+
+    def __init__(self, prog, clock=None):
+        import time
+
+        self.prog, self.clock = prog, clock or time.perf_counter
+        self.main = prog.add_task("planning the pipeline", total=None, count="", status="")
+        self.stage = prog.add_task("", total=None, count="", status="", visible=False)
+        self.total = self.done = 0.0
+        self.spent = self.computed = 0.0  # seconds and cost of the steps that computed
+        self.step = None
+        self.started = 0.0
+        self.fraction = 0.0
+
+    def on_step(self, step) -> None:
+        if step.cached is None:  # starting
+            self.total = float(step.plan_weight)
+            self.step, self.started, self.fraction = step, self.clock(), 0.0
+            self.prog.update(self.main, description=f"step {step.index}/{step.count}: {step.label}")
+            self.prog.update(self.stage, visible=False, completed=0, total=None, description="", count="",
+                             status="")
+        else:  # finished
+            took = self.clock() - self.started
+            if not step.cached:
+                self.spent += took
+                self.computed += step.weight
+            self.done += step.weight
+            self.fraction = 0.0
+            self.prog.update(self.stage, visible=False)
+        self._refresh()
+
+    def on_stage(self, done, total, status: str = "") -> None:
+        if not total or self.step is None:
+            return
+        self.fraction = min(1.0, float(done) / float(total))
+        self.prog.update(self.stage, visible=True, total=total, completed=done, description=f"  {self.step.kind}",
+                         count=f"{done:g}/{total:g}", status=status)
+        self._refresh()
+
+    def eta(self) -> float | None:
+        """Seconds left, or None before anything was timed."""
+        left = self.total - self.done - (self.step.weight * self.fraction if self.step else 0.0)
+        if self.computed > 0:
+            return max(0.0, left) * self.spent / self.computed
+        took = self.clock() - self.started
+        if self.step is not None and self.fraction > 0 and took > 0:  # inside the first computing step
+            return max(0.0, left) * took / (self.step.weight * self.fraction)
+        return None
+
+    def _refresh(self) -> None:
+        from ..nn.estimate import duration
+
+        done = self.done + (self.step.weight * self.fraction if self.step else 0.0)
+        eta = self.eta()
+        self.prog.update(self.main, total=self.total or None, completed=done,
+                         status=f"ETA {duration(eta)}" if eta is not None else "")

@@ -194,7 +194,8 @@ def prune_cmd(
         # a model for ssp at an IPC the given score file has no list for: train only when no --scores
         # were named (else prune_stage.prune says to give --dynamics rather than start a long run unasked)
         if prune_stage.needs(rule, table, t) == "model" and dyn_m is None and not scores:
-            dyn_m = prune_stage.dynamics_for(store, set_m, cset, dynamics, device, overrides, reporter=o)
+            dyn_m = prune_stage.dynamics_for(store, set_m, cset, dynamics, device, overrides, reporter=o,
+                                             needs_model=True)
         with o.progress(transient=True) as prog:
             prog.add_task(f"pruning to IPC {t}", total=None, status=rule.label)
             if score_run is not None:

@@ -158,13 +158,10 @@ def score_cmd(
         dyn_m, set_m, cset = resolve_target(store, target)
         from ..stages.score import scores_for_set
 
+        # SET@scores names these scores when they come from the dynamics SET@dynamics names
         m, cached, dyn_m = scores_for_set(store, set_m, cset, opts, dyn_m=dyn_m, device=device, reporter=o,
                                           dynamics=dynamics_overrides(dynamics_epochs, dynamics_seeds))
-        from ..stages.sets import set_label
-
-        ref_name = f"{set_label(store, set_m)}@scores"
-        store.set_ref(ref_name, m.stage, m.key)
-        ref = [ref_name]
+        ref = store.refs_to(m.stage, m.key)
     stats, tbl = summary_table(m)
     info = m.meta.get("info", {})
     _say_lbpe(o, info.get("lbpe") or [])

@@ -96,7 +96,13 @@ def show_cmd(
 
         doc["png"] = str(write_png(cset, png, per_class))
         o.info(f"wrote {png}")
+    names = m.meta.get("class_names")
+    if names:
+        from .cmd_condense import class_names
+
+        doc["class_names"] = names
     rows = _meta_rows(doc) + [["stage", m.stage], ["class counts", _counts(doc["class_counts"])],
+                              *([["class names", class_names(names, len(names))]] if names else []),
                               ["made by", _made_by(doc["made_by"])]]
     o.data(doc, output.table(None, ["field", "value"], rows))
 

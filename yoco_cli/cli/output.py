@@ -30,6 +30,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from ..errors import join_hint
+
 
 @dataclass
 class Output:
@@ -52,6 +54,14 @@ class Output:
 
     def error(self, text: str) -> None:
         self.err.print(f"[bold red]error:[/] {escape(_one_line(text))}", highlight=False, markup=True)
+
+    def failure(self, message: str, hint: str | None, exit_code: int) -> None:
+        """A failed command: one line on stderr, and under --json the error object on stdout."""
+        self.error(join_hint(_one_line(message), hint))
+        if self.json_mode:
+            doc = {"error": _one_line(message).rstrip("."), "hint": _one_line(hint) if hint else None, "exit_code": exit_code}
+            sys.stdout.write(json.dumps(doc, sort_keys=True) + "\n")
+            sys.stdout.flush()
 
     # -- data (stdout) -----------------------------------------------------
     def data(self, payload: Any, table: Table | None = None) -> None:
@@ -77,10 +87,14 @@ class Output:
     @contextmanager
     def progress(self, transient: bool = False, unit: str = "steps") -> Iterator[Progress]:
         """A Rich Progress on stderr; disabled (but still usable) when not wanted. `unit="bytes"`
-        shows sizes and transfer speed (downloads) instead of counts."""
+        shows sizes and transfer speed (downloads) instead of counts; `unit="pipeline"` leaves the
+        counts and the ETA to the caller's task fields `count` and `status`."""
         if unit == "bytes":
             columns = (TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
                        TransferSpeedColumn(), TimeRemainingColumn())
+        elif unit == "pipeline":  # counts and ETA are the caller's fields (see cmd_pipeline.PipelineBar)
+            columns = (TextColumn("{task.description}", markup=False), BarColumn(), TextColumn("{task.fields[count]}"),
+                       TaskProgressColumn(), TimeElapsedColumn(), TextColumn("{task.fields[status]}"))
         else:
             columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                        TaskProgressColumn(), TimeElapsedColumn(), TimeRemainingColumn(),

@@ -30,9 +30,10 @@ def get(name: str) -> ModuleType:
     return importlib.import_module(f"{__name__}.{METHODS[name]}")
 
 
-def resolve_params(name: str, dataset: str, overrides: dict | None) -> dict:
-    """The method's preset for the dataset with the user's overrides applied (unknown keys refused)."""
-    base = get(name).preset(dataset)
+def resolve_params(name: str, dataset: str, overrides: dict | None, base: dict | None = None) -> dict:
+    """The method's preset for the dataset (or `base`, a preset fitted to it) with the user's
+    overrides applied (unknown keys refused)."""
+    base = base if base is not None else get(name).preset(dataset)
     out = dict(base)
     for key, value in (overrides or {}).items():
         if value is None:

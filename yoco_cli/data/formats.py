@@ -80,6 +80,10 @@ def load(path: Path | str, fmt: str = "auto", dataset: str | None = None, factor
     if fmt == "auto":
         fmt = detect(objs, files)
     notes: list[str] = []
+    note, ipc_nominal = read_export_note(files[0]), None
+    if note is not None:
+        dataset, factor, ipc_nominal, value_space = _apply_note(note, files[0], fmt, dataset, factor, value_space,
+                                                                notes)
     images, labels, info = _EXTRACT[fmt](objs, experiment, notes)
     images = _as_images(images, fmt, info)
     labels = _to_tensor(labels, "labels")
@@ -93,16 +97,99 @@ def load(path: Path | str, fmt: str = "auto", dataset: str | None = None, factor
         raise IntegrityError(f"{files[0]}: {e.message}", e.hint) from None
     if not labels.numel():
         raise IntegrityError(f"{files[0]} holds no images")
-    dataset, num_classes = resolve_dataset(dataset, images, labels, width, files, notes)
+    if note is not None and note.get("dataset") == dataset and dataset not in NUM_CLASSES:
+        num_classes = int(note["num_classes"])  # a yoco export of a folder: dataset; its name is not a known one
+    else:
+        dataset, num_classes = resolve_dataset(dataset, images, labels, width, files, notes)
     side = int(images.shape[-1])
     factor = default_factor(fmt, side) if factor is None else int(factor)
     check_factor(factor, int(images.shape[-2]), side)
     space = value_space or DEFAULT_SPACE[fmt]
     _check_range(images, space, notes)
+    if note is not None and isinstance(note.get("pruned"), dict):
+        info = {**info, "pruned": note["pruned"]}  # a pruned set keeps its IPC unit (source factor) and rule
     cset = CondensedSet(images=images, labels=labels, dataset=dataset, num_classes=num_classes, factor=factor,
-                        value_space=space, meta={"format": fmt, **info})
+                        value_space=space, ipc=ipc_nominal,
+                        meta={"format": fmt, **info})
     _check_ipc(cset, ipc, notes)
     return Loaded(cset, files, fmt, notes)
+
+
+# -- yoco's own exports carry what the layouts cannot say ----------------------------------------
+# A pruned set is written at factor 1 (its decoded images), but IDC readers assume f=2 at this
+# size: read back without more, 40 images became 160. So every torch.save layout yoco writes
+# carries one extra zip member, `<archive>/yoco.json`, with the set's factor, IPC, dataset and
+# value space. torch.load ignores members it does not know, so the reference still reads the file.
+EXPORT_NOTE = "yoco.json"
+EXPORT_NOTE_FORMAT = "yoco-export/1"
+_NOTE_MAX = 64 << 10
+
+
+def export_note(cset: CondensedSet, fmt: str) -> dict:
+    note = {"format": EXPORT_NOTE_FORMAT, "layout": fmt, "dataset": cset.dataset, "num_classes": cset.num_classes,
+            "ipc": cset.ipc, "factor": cset.factor, "value_space": cset.value_space}
+    if isinstance((cset.meta or {}).get("pruned"), dict):
+        note["pruned"] = cset.meta["pruned"]
+    return note
+
+
+def read_export_note(path: Path) -> dict | None:
+    """The yoco.json member of a torch.save archive written by yoco's export, else None."""
+    import json
+    import zipfile
+
+    try:
+        if not zipfile.is_zipfile(path):
+            return None
+        with zipfile.ZipFile(path) as z:
+            member = next((i for i in z.infolist() if i.filename.endswith("/" + EXPORT_NOTE)), None)
+            if member is None or member.file_size > _NOTE_MAX:
+                return None
+            note = json.loads(z.read(member).decode("utf-8"))
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None
+    if not isinstance(note, dict) or note.get("format") != EXPORT_NOTE_FORMAT:
+        return None
+    try:
+        int(note["factor"]), int(note["ipc"]), int(note["num_classes"]), str(note["dataset"])
+    except (KeyError, TypeError, ValueError):
+        raise IntegrityError(f"{path}: yoco's export metadata ({EXPORT_NOTE}) is damaged",
+                             "pass --factor, --ipc and --dataset, or export the set again") from None
+    if note.get("value_space") not in VALUE_SPACES:
+        raise IntegrityError(f"{path}: yoco's export metadata names an unknown value space {note.get('value_space')!r}")
+    return note
+
+
+def _apply_note(note: dict, path: Path, fmt: str, dataset, factor, value_space, notes: list[str]):
+    """(dataset, factor, nominal IPC, value space): the user's options win over the file's record."""
+    said = []
+    if factor is None:
+        factor = int(note["factor"])
+        said.append(f"factor {factor}")
+    elif int(factor) != int(note["factor"]):
+        notes.append(f"--factor {factor} overrides factor {note['factor']} recorded in {path.name}")
+    if dataset is None:
+        dataset = str(note["dataset"])
+        said.append(f"dataset {dataset}")
+    if value_space is None:
+        value_space = str(note["value_space"])
+        said.append(f"value space {value_space}")
+    said.append(f"IPC {note['ipc']}")
+    if note.get("layout") and note["layout"] != fmt:
+        notes.append(f"{path.name} was written as {note['layout']} but is read as {fmt}")
+    notes.append(f"{', '.join(said)} read from yoco's export metadata in {path.name}")
+    return dataset, factor, int(note["ipc"]), value_space
+
+
+def _append_note(path: str, note: dict) -> None:
+    """Add yoco.json to the archive torch.save just wrote (fixed timestamp: same set => same bytes)."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(path, "a") as z:
+        prefix = z.namelist()[0].split("/")[0]
+        info = zipfile.ZipInfo(f"{prefix}/{EXPORT_NOTE}", date_time=(1980, 1, 1, 0, 0, 0))
+        z.writestr(info, json.dumps(note, sort_keys=True, separators=(",", ":")))
 
 
 def check_format(fmt: str) -> str:
@@ -397,18 +484,19 @@ def export(cset: CondensedSet, path: Path | str, fmt: str = "idc") -> list[str]:
         notes.append(f"images were reordered by class ({fmt} readers assume class-sorted files)")
     expected = default_factor(fmt, int(cset.images.shape[-1]))
     if cset.factor != expected:
-        notes.append(f"this set has factor {cset.factor}; {fmt} readers assume {expected} for this image size: "
-                     f"import it back with --factor {cset.factor}")
+        notes.append(f"this set has factor {cset.factor}; {fmt} readers assume {expected} for this image size "
+                     f"(`yoco import` reads the factor from the file; tell other readers f={cset.factor})")
+    note = export_note(cset, fmt)
     if fmt == "mtt":
-        atomic_write(out / MTT_IMAGES, lambda p: _save(images, p))
+        atomic_write(out / MTT_IMAGES, lambda p: _save(images, p, note))
         atomic_write(out / MTT_LABELS, lambda p: _save(labels, p))
     elif fmt == "dsa":
-        atomic_write(out, lambda p: _save({"data": [[images, labels]], "accs_all_exps": {}}, p))
+        atomic_write(out, lambda p: _save({"data": [[images, labels]], "accs_all_exps": {}}, p, note))
     elif fmt == "kip":
         one_hot = torch.nn.functional.one_hot(labels, cset.num_classes).float()
-        atomic_write(out, lambda p: _save((images.permute(0, 2, 3, 1).contiguous(), one_hot), p))
+        atomic_write(out, lambda p: _save((images.permute(0, 2, 3, 1).contiguous(), one_hot), p, note))
     else:
-        atomic_write(out, lambda p: _save([images, labels], p))
+        atomic_write(out, lambda p: _save([images, labels], p, note))
     return notes
 
 
@@ -439,11 +527,13 @@ def _export_target(out: Path, fmt: str) -> Path:
     return out
 
 
-def _save(obj, path: str) -> None:
+def _save(obj, path: str, note: dict | None = None) -> None:
     import torch
 
     with open(path, "wb") as f:
         torch.save(obj, f)  # through a file object the archive name is fixed: same set => same bytes
+    if note is not None:
+        _append_note(path, note)
 
 
 

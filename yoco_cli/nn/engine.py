@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from .. import tensors
 from ..errors import UsageError
 from .augment import DSA, DEFAULT_STRATEGY, ImageNetAug, cutmix, mixed_loss
+from .device import model_step_macs, use_threads
 from .models import model_from_spec, uses_batchnorm
 
 Hook = Callable[[int, torch.Tensor, torch.Tensor], None]
@@ -359,6 +360,7 @@ def train(spec: dict, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *, see
     A checkpoint is only taken when all seeds train as one group (one seed, or batched).
     """
     device = torch.device(device)
+    use_threads(model_step_macs(spec, cfg.batch_size), device)  # a no-op unless the caller set a policy
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise UsageError("no seeds to train")
@@ -578,6 +580,9 @@ def eval_pass(model: nn.Module, x: torch.Tensor, device: torch.device | str = "c
     split = hasattr(model, "embed") and hasattr(model, "classifier")
     if features and not hasattr(model, "embed"):
         raise UsageError(f"the model {type(model).__name__} has no embed(); its features cannot be taken")
+    spec = getattr(model, "spec", None)
+    # the thread policy sizes a forward (~1/3 of a step) at the batch the device's table gives
+    use_threads(model_step_macs(spec, batch_size or evalbatch.table_batch(device)) / 3 if spec else None, device)
 
     def forward(s: int, e: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         xb = x[s:e].to(device, torch.float32)
@@ -588,7 +593,7 @@ def eval_pass(model: nn.Module, x: torch.Tensor, device: torch.device | str = "c
         feats = model.embed(xb).flatten(1).float().cpu() if features else xb.new_zeros(e - s, 0).cpu()
         return model(xb).float().cpu(), feats
 
-    key = eval_key(getattr(model, "spec", None), features, normalize is not None)
+    key = eval_key(spec, features, normalize is not None)
     outs = evalbatch.run(forward, x.shape[0], device, key, batch_size)
     model.train(was_training)
     logits = torch.cat([o[0] for o in outs]) if outs else torch.zeros(0)

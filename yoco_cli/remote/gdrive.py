@@ -207,14 +207,58 @@ def translate_exception(e: BaseException, what: str) -> FetchError | BaseExcepti
     if isinstance(e, requests.exceptions.Timeout):
         return FetchError(f"Google Drive timed out for {what}", "try again, or raise --timeout")
     if isinstance(e, requests.exceptions.ConnectionError):
-        return FetchError(f"cannot connect to Google Drive for {what} ({_short(text)})",
-                          "check the network connection, or use --offline")
+        url = getattr(getattr(e, "request", None), "url", None) or ""
+        host = urllib.parse.urlsplit(url).hostname or "drive.google.com"
+        link = drive_link(url)
+        return FetchError(f"cannot reach {host} for {what}: {connection_cause(e)}" + (f" ({link})" if link else ""),
+                          network_hint("YOCO_GDRIVE_MIRROR=URL (a copy of the Drive folders)"))
     if isinstance(e, gdown.exceptions.DownloadError):
         p = classify_text(text)
         if p:
             return problem_error(p, what)
         return FetchError(f"download of {what} failed ({_short(text)})", "run again to resume")
     return e
+
+
+def connection_cause(e: BaseException) -> str:
+    """Why a connection failed, in a few words, from the innermost exception that says
+    (requests wraps urllib3, which wraps the socket error)."""
+    import errno
+    import socket
+
+    seen, todo = set(), [e]
+    while todo:
+        x = todo.pop(0)
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, socket.gaierror) or "NameResolution" in type(x).__name__:
+            return "its name does not resolve (no network, or no DNS)"
+        if isinstance(x, ConnectionRefusedError):
+            return "the connection was refused"
+        if isinstance(x, TimeoutError) or "Timeout" in type(x).__name__:
+            return "the connection timed out"
+        if isinstance(x, OSError) and x.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+            return "the network is unreachable"
+        todo += [a for a in getattr(x, "args", ()) if isinstance(a, BaseException)]
+        todo += [c for c in (getattr(x, "reason", None), x.__cause__, x.__context__) if isinstance(c, BaseException)]
+    return f"{type(e).__name__}"
+
+
+def network_hint(mirror: str) -> str:
+    """What works without a network: a mirror, or the file downloaded by hand and imported."""
+    return (f"check the network; without one, download the file by hand and run `yoco import FILE` "
+            f"(dynamics: `yoco dynamics SET --from-file FILE`), or set {mirror}")
+
+
+def drive_link(url: str) -> str | None:
+    """The page a person opens for a Drive request's file or folder id (None if the URL has none)."""
+    q = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
+    ident = (q.get("id") or [None])[0]
+    if not ident or "drive.google.com" not in url:
+        return None
+    kind = "drive/folders" if "folderview" in url or "folders" in url else "file/d"
+    return f"https://drive.google.com/{kind}/{ident}"
 
 
 def _short(text: str) -> str:

@@ -33,7 +33,7 @@ from typing import Callable, Iterator
 from .. import __version__
 from ..errors import FetchError
 from ..progress import SILENT, Reporter
-from .gdrive import classify_html, problem_error, DriveProblem
+from .gdrive import DriveProblem, classify_html, network_hint, problem_error
 
 CHUNK = 256 * 1024
 USER_AGENT = f"yoco/{__version__}"
@@ -206,14 +206,14 @@ def _url_error(reason, timeout: float, host: str, what: str) -> Exception:
     if isinstance(reason, (TimeoutError, socket.timeout)):
         return _Retry(_timeout_error(timeout, host, what))
     if isinstance(reason, socket.gaierror):
-        return FetchError(f"cannot download {what}: cannot resolve the host name {host.split(':')[0]}",
-                          "check the network connection (DNS); with no network, use --offline")
+        return FetchError(f"cannot download {what}: the host name {host.split(':')[0]} does not resolve "
+                          "(no network, or no DNS)", network_hint("YOCO_REGISTRY to a registry of mirror URLs"))
     if isinstance(reason, ssl.SSLError):
         return FetchError(f"cannot download {what}: TLS error with {host} ({reason})",
                           "a proxy may be intercepting HTTPS; check the system's certificates")
     detail = getattr(reason, "strerror", None) or str(reason)
     return _Retry(FetchError(f"cannot download {what}: cannot connect to {host} ({detail})",
-                             "check the network connection; with no network, use --offline"))
+                             network_hint("YOCO_REGISTRY to a registry of mirror URLs")))
 
 
 def _refuse_html(body: bytes, url: str, what: str) -> None:

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import UsageError
+from ..progress import SILENT, Reporter
 from ..store import Manifest, Store, run_cached
 from .datasets import load_real
 from .sets import set_result
@@ -48,7 +49,13 @@ def default_factor(dataset: str) -> int:
 
 
 def default_ref(dataset: str, method: str, ipc: int) -> str:
-    safe = re.sub(r"[^A-Za-z0-9._@+=,-]+", "-", dataset).strip("-") or "dataset"
+    """`digits/idc/ipc10`; a `folder:PATH` dataset is named by the folder's own name
+    (`folder/mnist28/dm/ipc10`), not by its whole path."""
+    if dataset.startswith("folder:"):
+        from pathlib import Path
+
+        dataset = "folder/" + (Path(dataset[len("folder:"):]).expanduser().resolve().name or "root")
+    safe = re.sub(r"[^A-Za-z0-9._@+=,/-]+", "-", dataset).strip("-/") or "dataset"
     return f"{safe}/{method}/ipc{ipc}"
 
 
@@ -60,7 +67,8 @@ def plan(req: Request, real) -> tuple[dict, int]:
     mod = methods.get(req.method)
     factor = req.factor if req.factor is not None else default_factor(real.name)
     check_ipc(real, req.ipc, factor)
-    settings = methods.resolve_params(req.method, real.name, req.overrides)
+    base, _ = fitted_settings(mod, real)
+    settings = methods.resolve_params(req.method, real.name, req.overrides, base)
     if hasattr(mod, "validate"):
         mod.validate(settings)
     if "model" in settings:  # fail on a model that cannot take the data before the first iteration
@@ -79,8 +87,20 @@ def plan(req: Request, real) -> tuple[dict, int]:
     return params, every
 
 
-def run(store: Store, req: Request, on_iteration=None, on_start=None) -> Result:
-    """Condense (or find in the cache) and name the result. `on_start(total)` fires on a cache miss."""
+def fitted_settings(mod, real) -> tuple[dict, str | None]:
+    """The method's preset for the dataset, or one fitted to its shape and size (with why)."""
+    import torch
+
+    from .fitted import DataShape, condense_settings
+
+    per_class = int(torch.bincount(real.train_y, minlength=real.num_classes).min()) if len(real.train_y) else 0
+    return condense_settings(mod, real.name, DataShape(real.channels, real.image_size, real.num_classes, per_class))
+
+
+def run(store: Store, req: Request, on_iteration=None, on_start=None, reporter: Reporter = SILENT) -> Result:
+    """Condense (or find in the cache) and name the result. `on_start(total)` fires on a cache miss;
+    a run that will take more than about a minute is announced on `reporter` with an estimate
+    once its first iterations are timed."""
     from .. import condensation as methods
     from ..condensation.common import dataset_digest
 
@@ -92,13 +112,13 @@ def run(store: Store, req: Request, on_iteration=None, on_start=None) -> Result:
     digest = dataset_digest(real)
 
     def compute(tmp, key):
-        return _compute(store, tmp, key, req, real, params, digest, every, on_iteration, on_start)
+        return _compute(store, tmp, key, req, real, params, digest, every, on_iteration, on_start, reporter)
 
     manifest, cached = run_cached(store, STAGE, VERSION, params, {"dataset": digest}, compute, ref=ref)
     return Result(manifest, cached, ref, params)
 
 
-def _compute(store, tmp, key, req, real, params, digest, every, on_iteration, on_start):
+def _compute(store, tmp, key, req, real, params, digest, every, on_iteration, on_start, reporter):
     from ..data.condensed import CondensedSet
     from .. import condensation as methods
     from ..condensation.common import Checkpointer, Job
@@ -106,6 +126,12 @@ def _compute(store, tmp, key, req, real, params, digest, every, on_iteration, on
     mod = methods.get(req.method)
     device = _device(req.device) if mod.ITERATIVE else "cpu"
     folder = store.partial_dir(STAGE, key) if (mod.ITERATIVE and every) else None
+    if mod.ITERATIVE:
+        _threads(real, params, device)
+        on_iteration = _timed(reporter, req, params, device, on_iteration)
+        why = fitted_settings(mod, real)[1]
+        if why:
+            reporter.info(why)
     job = Job(real, params["ipc"], params["factor"], params["seed"], params["settings"], device,
               Checkpointer(folder, key, every), on_iteration)
     if on_start is not None:
@@ -118,13 +144,68 @@ def _compute(store, tmp, key, req, real, params, digest, every, on_iteration, on
                         value_space="raw01", ipc=params["ipc"], meta=made_by)
     summary = (f"{real.name} {req.method} ipc{params['ipc']} f{params['factor']} seed {params['seed']}"
                + (f", final loss {outcome.losses[-1]:.4g}" if outcome.losses else ""))
-    extra = {"device": _describe(device), "iterations": len(outcome.losses),
+    extra = {"device": _describe(device), "iterations": len(outcome.losses), "class_names": list(real.classes),
              "loss_curve": _curve(outcome.losses), **outcome.info}
     return set_result(tmp, cset, summary, extra)
 
 
+def _timed(reporter: Reporter, req: Request, params: dict, device, on_iteration):
+    """on_iteration, plus the clock that announces a long run once its first iterations are timed."""
+    from .estimates import CondenseClock
+
+    s = params["settings"]
+    what = (f"condensing {params['dataset']} with {req.method}: {total_iterations(req.method, s)} iterations "
+            f"of {s.get('model', 'convnet')}, IPC {params['ipc']}")
+    clock = CondenseClock(reporter, what, _describe(device))
+
+    def tick(done: int, total: int, loss: float) -> None:
+        clock.tick(done, total)
+        if on_iteration is not None:
+            on_iteration(done, total, loss)
+
+    return tick
+
+
+def work(method: str, params: dict, real, step_overhead: float) -> float:
+    """A condensation's expected cost in multiply-adds (for progress weights, not for keys):
+    per iteration and class, DM embeds a real batch (a forward) and takes a step on the decoded
+    synthetic images; IDC matches gradients (about three steps) `inner_loop` times and trains its
+    network on `n_data` real images. Real-image baselines are one step's worth."""
+    from ..nn.device import model_step_macs
+    from ..nn.models import parse_model_arg
+
+    s = params["settings"]
+    if "model" not in s:
+        return step_overhead
+    name, options = parse_model_arg(str(s["model"]))
+    spec = {"name": name, "channels": real.channels, "image_size": real.image_size, "options": options}
+
+    def step(batch: int) -> float:
+        return (model_step_macs(spec, batch) or 0.0) + step_overhead
+
+    syn = params["ipc"] * params["factor"] ** 2
+    iters, classes, real_b = int(s.get("iterations", 1)), real.num_classes, int(s.get("batch_real", 64))
+    if method == "idc":
+        net = int(s.get("n_data", 0)) / max(int(s.get("net_batch", 64)), 1) * step(int(s.get("net_batch", 64)))
+        return iters * int(s.get("inner_loop", 1)) * (classes * 3 * step(max(real_b, syn)) + net)
+    return iters * classes * (step(real_b) / 3 + step(syn))
+
+
 def total_iterations(method: str, settings: dict) -> int:
     return int(settings.get("iterations", 0))
+
+
+def _threads(real, params: dict, device) -> int:
+    """Apply the caller's thread policy to this condensation's matching step: one class's real batch
+    plus its decoded synthetic images through the matching network (a no-op without a policy)."""
+    from ..nn.device import model_step_macs, use_threads
+    from ..nn.models import parse_model_arg
+
+    s = params["settings"]
+    name, options = parse_model_arg(str(s.get("model", "convnet")))
+    batch = int(s.get("batch_real", 64)) + params["ipc"] * params["factor"] ** 2
+    spec = {"name": name, "channels": real.channels, "image_size": real.image_size, "options": options}
+    return use_threads(model_step_macs(spec, batch), device)
 
 
 def _device(spec: str):

@@ -40,8 +40,15 @@ RUN_STAGE, STAGE, VERSION = "dynamics-run", "dynamics", 3
 CHECKPOINT_EVERY_S = 30.0
 
 
-def preset_for(dataset: str) -> TrainPreset:
-    return training.preset("dynamics", dataset)
+def preset_for(dataset: str, cset: CondensedSet | None = None) -> TrainPreset:
+    """The dataset's dynamics preset; for a dataset without one, fitted to the set's images."""
+    return training.preset("dynamics", dataset, data_shape(cset) if cset is not None else None)
+
+
+def data_shape(cset: CondensedSet):
+    from .fitted import DataShape
+
+    return DataShape(int(cset.images.shape[1]), int(cset.images.shape[-1]), cset.num_classes)
 
 
 def _set_digest(m: Manifest) -> str:
@@ -52,7 +59,7 @@ def plan(cset: CondensedSet, *, test_every: int | None = None, **overrides):
     """(model spec, TrainConfig) for a set: its dataset's preset with the given overrides (epochs,
     batch_size, lr, model, aug, cutmix, compile); the LR decays per iteration as in the reference."""
     shape = cset.images.shape
-    return training.plan(preset_for(cset.dataset), num_classes=cset.num_classes, channels=int(shape[1]),
+    return training.plan(preset_for(cset.dataset, cset), num_classes=cset.num_classes, channels=int(shape[1]),
                          image_size=int(shape[-1]), schedule="iteration",
                          eval_at=lambda eps: training.every_k_epochs(test_every, eps), **overrides)
 
@@ -61,11 +68,14 @@ def plan(cset: CondensedSet, *, test_every: int | None = None, **overrides):
 
 def compute_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, *, seeds: int = 3,
                      device: str = "auto", batched: str = "auto", on_epoch: Callable | None = None,
-                     ref: str | None = None, records: bool = False, **overrides) -> tuple[Manifest, dict]:
+                     ref: str | None = None, records: bool = False, reporter: Reporter = SILENT,
+                     announce: bool = False, **overrides) -> tuple[Manifest, dict]:
     """Train `seeds` models on the decoded set, recording dynamics; returns (group manifest, info).
 
     records=True also keeps every batch's float16 log-probabilities (the reference's td-pickle
-    content) as output "records"; it is part of the key, so such runs are cached apart.
+    content) as output "records"; it is part of the key, so such runs are cached apart. Seeds that
+    must train are announced on `reporter` with an estimate when they take more than about a
+    minute (always, with `announce`).
     """
     from ..data.dynamics import Recorder
     from ..nn import engine
@@ -113,8 +123,21 @@ def compute_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, *
             meta["records"] = len(kept)
         return StageResult(outputs=outputs, meta=meta)
 
+    def before(missing: list[int]) -> None:
+        from .estimates import announce_training
+        from .modelcheck import label
+        from .sets import set_label
+
+        why = training.fitted_preset("dynamics", cset.dataset, data_shape(cset))[1]
+        if why:
+            reporter.info(why)
+        what = (f"training dynamics of {set_label(store, set_manifest)}: {len(missing)} seed(s) x {cfg.epochs} "
+                f"epochs of {label(spec['name'], spec.get('options', {}))} on {int(y.shape[0])} images")
+        announce_training(reporter, what, spec, cfg, int(y.shape[0]), len(missing), dev,
+                          test_n=len(test[1]) if test else 0, always=announce)
+
     seed_list = list(range(seeds))
-    runs, fresh = run_seeds(store, RUN_STAGE, VERSION, params, inputs, seed_list, fit, write, together)
+    runs, fresh = run_seeds(store, RUN_STAGE, VERSION, params, inputs, seed_list, fit, write, together, before)
     meta = _group_meta(cset, set_manifest, spec, cfg.epochs, seed_list, runs, "engine", int(y.shape[0]))
     meta["records"] = records
     group = group_manifest(store, STAGE, VERSION, params, inputs, dict(zip(seed_list, runs)), meta,
@@ -407,8 +430,9 @@ def export_reference(store: Store, group: Manifest, path: Path) -> dict[int, Pat
 def ensure_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, reporter: Reporter = SILENT,
                     **overrides) -> Manifest:
     """The set's dynamics with its preset (plus overrides), computed now if not cached, with a
-    progress bar over every seed's epochs on the reporter."""
-    with reporter.progress() as prog:
+    progress bar over every seed's epochs on the reporter. Training is announced (what, and how
+    long on this device) before it starts; a stored result is named."""
+    with reporter.progress(transient=True) as prog:
         task = prog.add_task("dynamics", total=None, status="")
         sized: list[bool] = []
 
@@ -418,7 +442,106 @@ def ensure_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, re
                 prog.update(task, total=overrides.get("seeds", 3) * info.epochs)
             prog.update(task, advance=len(info.seeds), status=f"loss {sum(info.loss) / len(info.loss):.3f}")
 
-        return compute_dynamics(store, set_manifest, cset, on_epoch=on_epoch, **overrides)[0]
+        group, info = compute_dynamics(store, set_manifest, cset, on_epoch=on_epoch, reporter=reporter,
+                                       announce=True, **overrides)
+    how = "trained now" if info["computed"] else "stored"
+    reporter.info(f"dynamics: {_name(store, group)} ({group.meta.get('summary', '')}), {how}")
+    return group
+
+
+# -- what the store already holds for a set ----------------------------------------------------------
+
+def dynamics_for_set(store: Store, set_manifest: Manifest, cset: CondensedSet, *, device: str = "auto",
+                     overrides: dict | None = None, min_seeds: int = 1, needs_model: bool = False,
+                     reporter: Reporter = SILENT) -> Manifest:
+    """The dynamics a consumer (score, prune, pipeline) should use for a set, training only when
+    nothing stored fits, and saying in one line which artifact it is.
+
+    With `overrides` (epochs, seeds, ...) the request is exact: that run, trained if missing.
+    Without, what the store holds for this set comes first: the dynamics its `SET@dynamics` name
+    points to, then imported reference dynamics, then other recorded runs (most seeds x epochs
+    first), then reference files fetched for this set by name (`yoco fetch reproduce_1 ...`, read
+    now), each only if it has `min_seeds` runs (and final weights when `needs_model`). Only then
+    the preset is trained, announced with an estimate."""
+    over = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if over:
+        return ensure_dynamics(store, set_manifest, cset, reporter=reporter, device=device, **over)
+    picked, skipped = _stored_pick(store, set_manifest, min_seeds, needs_model)
+    if picked is not None:
+        reporter.info(f"dynamics: {_name(store, picked)} ({picked.meta.get('summary', '')}), stored: nothing to train"
+                      + _preset_hint(picked, cset))
+        return picked
+    fetched = fetched_dynamics(store, set_manifest)
+    if fetched and len(fetched) >= min_seeds and not needs_model:
+        group, _ = import_dynamics(store, set_manifest, cset, [path for _, path in fetched])
+        reporter.info(f"dynamics: {_name(store, group)}, read from the fetched {', '.join(n for n, _ in fetched)}: "
+                      "nothing to train")
+        return group
+    for why in skipped:
+        reporter.info(why)
+    return ensure_dynamics(store, set_manifest, cset, reporter=reporter, device=device)
+
+
+def stored_dynamics(store: Store, set_manifest: Manifest) -> list[Manifest]:
+    """Every dynamics group recorded or imported for this set (by the set's digest)."""
+    digest = _set_digest(set_manifest)
+    return [m for m in store.all_runs(STAGE) if m.inputs.get("set") == digest]
+
+
+def fetched_dynamics(store: Store, set_manifest: Manifest) -> list[tuple[str, Path]]:
+    """Reference dynamics files already downloaded for this set: registry entries of kind
+    dynamics whose `set=` is the set's name (reproduce_1..3 give seeds 0..2, in registry order)."""
+    from ..remote import registry
+    from .fetching import cached
+    from .sets import set_label
+
+    names = set(store.refs_to(set_manifest.stage, set_manifest.key)) or {set_label(store, set_manifest)}
+    out = []
+    for e in registry.load():
+        if e.kind == "dynamics" and e.attrs.get("set") in names:
+            m = cached(store, e)
+            if m is not None:
+                out.append((e.name, store.object_path(m.digest("file"))))
+    return out
+
+
+def _stored_pick(store: Store, set_manifest: Manifest, min_seeds: int, needs_model: bool):
+    """(the best stored group that fits, [one line per stored group that does not fit and why])."""
+    from .sets import set_label
+
+    groups = stored_dynamics(store, set_manifest)
+    named = store.refs().get(f"{set_label(store, set_manifest)}@dynamics")
+    skipped, fits = [], []
+    for m in groups:
+        seeds = m.meta.get("seeds", [])
+        if len(seeds) < min_seeds:
+            skipped.append(f"not using stored dynamics {_name(store, m)}: {len(seeds)} seed(s), {min_seeds} needed")
+        elif needs_model and not all(f"seed{s}/model" in m.outputs for s in seeds):
+            skipped.append(f"not using stored dynamics {_name(store, m)}: no final weights (this metric needs them)")
+        else:
+            fits.append(m)
+
+    def rank(m: Manifest):
+        return (named == (m.stage, m.key), m.meta.get("source") == "reference-pickle",
+                len(m.meta.get("seeds", [])) * int(m.meta.get("epochs") or 0), m.provenance.get("created", ""))
+
+    return (max(fits, key=rank) if fits else None), skipped
+
+
+def _preset_hint(m: Manifest, cset: CondensedSet) -> str:
+    """How to ask for the preset instead, when the stored run is not it."""
+    if m.meta.get("source") != "engine":
+        return ""
+    p = preset_for(cset.dataset, cset)
+    seeds, epochs = len(m.meta.get("seeds", [])), m.meta.get("epochs")
+    if (seeds, epochs) == (3, p.epochs):
+        return ""
+    return f" (the preset's 3 seeds x {p.epochs} epochs: --dynamics-seeds 3 --dynamics-epochs {p.epochs})"
+
+
+def _name(store: Store, m: Manifest) -> str:
+    names = store.refs_to(m.stage, m.key)
+    return names[0] if names else m.short
 
 
 def load_dynamics(store: Store, manifest: Manifest) -> list[tuple[Any, Any, Optional[dict]]]:

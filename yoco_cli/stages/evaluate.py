@@ -24,17 +24,13 @@ from typing import Any, Callable, Optional
 from .. import tensors
 from ..data.condensed import CondensedSet
 from ..errors import UsageError
+from ..progress import SILENT, Reporter
 from ..store import Manifest, StageResult, Store
 from . import training
 from .datasets import load_real
 from .seeded import check_run_count, group_manifest, run_seeds
-from .training import TrainPreset
 
 RUN_STAGE, STAGE, VERSION = "eval-run", "eval", 2  # 2: real splits named by tensors.digest
-
-
-def eval_preset(dataset: str) -> TrainPreset:
-    return training.preset("eval", dataset)
 
 
 def plan(dataset: str, num_classes: int, channels: int, image_size: int, ipc: int, factor: int, **overrides):
@@ -42,7 +38,11 @@ def plan(dataset: str, num_classes: int, channels: int, image_size: int, ipc: in
     lr, aug, cutmix, compile); the LR steps per epoch and the test points are spec 5's."""
     from ..nn.engine import eval_epochs
 
-    return training.plan(eval_preset(dataset), num_classes=num_classes, channels=channels, image_size=image_size,
+    from .fitted import DataShape
+
+    shape = DataShape(channels, image_size, num_classes)
+    return training.plan(training.preset("eval", dataset, shape), num_classes=num_classes, channels=channels,
+                         image_size=image_size,
                          schedule="epoch", default_epochs=training.ipc_epochs(ipc, factor), eval_at=eval_epochs,
                          **overrides)
 
@@ -100,7 +100,7 @@ def _full_target(store: Store, dataset: str | None) -> _Target:
 
 
 def _evaluate(store: Store, t: _Target, *, repeats: int = 3, device: str = "auto", batched: str = "auto",
-              on_epoch: Callable | None = None, **overrides) -> tuple[Manifest, dict]:
+              on_epoch: Callable | None = None, reporter: Reporter = SILENT, **overrides) -> tuple[Manifest, dict]:
     from ..nn import engine
     from ..nn.device import describe, resolve_device
 
@@ -139,9 +139,24 @@ def _evaluate(store: Store, t: _Target, *, repeats: int = 3, device: str = "auto
                            meta={**doc, "device": describe(dev), "compiled": res.compiled, "batched": res.batched,
                                  "summary": f"repeat {seed}: best {res.best:.4f} last {res.last:.4f}"})
 
+    def before(missing: list[int]) -> None:
+        from .estimates import announce_training
+        from .modelcheck import label
+
+        from .fitted import DataShape
+
+        why = training.fitted_preset("eval", t.dataset, DataShape(int(t.x.shape[1]), int(t.x.shape[-1]),
+                                                                  t.num_classes))[1]
+        if why:
+            reporter.info(why)
+        what = (f"evaluating {t.label}: {len(missing)} run(s) x {cfg.epochs} epochs of "
+                f"{label(spec['name'], spec.get('options', {}))} on {int(t.x.shape[0])} images")
+        announce_training(reporter, what, spec, cfg, int(t.x.shape[0]), len(missing), dev,
+                          test_n=int(ds.test_x.shape[0]))
+
     seeds = list(range(repeats))
     together = engine.plan_batched(spec, dev, repeats, batched)
-    runs, fresh = run_seeds(store, RUN_STAGE, VERSION, params, inputs, seeds, fit, write, together)
+    runs, fresh = run_seeds(store, RUN_STAGE, VERSION, params, inputs, seeds, fit, write, together, before)
     per = [{"seed": s, "best": m.meta["best"], "last": m.meta["last"], "evals": m.meta["evals"]}
            for s, m in zip(seeds, runs)]
     stats = summarize([p["best"] for p in per], [p["last"] for p in per])

@@ -9,6 +9,7 @@ with the same protocol as the reference line.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -88,10 +89,22 @@ class PipelineRequest:
 
 @dataclass
 class Step:
-    """One unit of work, for the progress display."""
+    """One unit of work, for the progress display: told when it starts (`cached` None) and when
+    it ends (`cached` True when nothing was computed). `weight` is its expected cost (see
+    `plan_steps`), so a display can weigh its bar and its ETA by what is left to compute."""
     kind: str
     label: str
     cached: bool | None = None
+    weight: float = 1.0
+    index: int = 0  # 1-based position in the plan
+    count: int = 0  # steps in the plan
+    plan_weight: float = 0.0  # the whole plan's cost (the sum of every step's weight)
+
+
+# The fixed cost of one optimizer step (dispatch, fork/join) in multiply-adds of convolution:
+# a ConvNet-2 step on 8x8 digits (0.12 GMAC) took ~27 ms and a ConvNet-3 step on CIFAR (9.7 GMAC)
+# ~600 ms on the 2-core dev CPU, i.e. ~20 ms + 0.06 ms per MMAC (benchmarks/threads.py).
+STEP_OVERHEAD_MACS = 3.3e8
 
 
 def rules(req: PipelineRequest) -> list:
@@ -112,54 +125,199 @@ def rules(req: PipelineRequest) -> list:
     return out
 
 
-def plan_size(req: PipelineRequest) -> int:
-    runs = req.seeds if req.per_seed else 1
-    pruned = len(rules(req)) * len(req.targets) * runs
-    return 1 + 1 + 1 + pruned + pruned + 1  # source, dynamics, scores, prunes, evals, source eval
+@dataclass
+class _Shape:
+    """What the plan needs to know of the source set before it exists."""
+    dataset: str
+    label: str
+    num_classes: int
+    channels: int
+    size: int
+    ipc: int
+    factor: int
+    condense_weight: float
+
+
+def plan_steps(store: Store, req: PipelineRequest) -> list[Step]:
+    """Every step `run` will tell, in order, with its expected cost: optimizer steps x (their
+    multiply-adds + STEP_OVERHEAD_MACS). Cheap: reads the source's shape, trains nothing."""
+    from ..nn.device import model_step_macs
+    from ..nn.engine import iterations_per_epoch
+    from . import evaluate, training
+
+    shape = _source_shape(store, req)
+
+    def cost(spec: dict, batch: int) -> float:
+        return (model_step_macs(spec, batch) or 0.0) + STEP_OVERHEAD_MACS
+
+    from .fitted import DataShape
+
+    fit = DataShape(shape.channels, shape.size, shape.num_classes)
+    dspec, dcfg = training.plan(training.preset("dynamics", shape.dataset, fit), num_classes=shape.num_classes,
+                                channels=shape.channels, image_size=shape.size, schedule="iteration",
+                                epochs=req.dynamics_epochs)
+    n_source = shape.ipc * shape.num_classes * shape.factor ** 2
+    steps = [Step("condense" if not req.set_ref else "source", shape.label, weight=shape.condense_weight),
+             Step("dynamics", f"dynamics, {req.seeds} seed(s) x {dcfg.epochs} epochs",
+                  weight=req.seeds * dcfg.epochs * iterations_per_epoch(n_source, dcfg.batch_size) * cost(dspec, dcfg.batch_size)),
+             Step("scores", "scores", weight=req.seeds * cost(dspec, 128) * (n_source / 128 + 1) / 3)]
+    runs = range(req.seeds) if req.per_seed else [None]
+    pruned = [(rule, r, t) for rule in rules(req) for t in req.targets for r in runs]  # _prune_all's order
+    for rule, r, t in pruned:
+        steps.append(Step("prune", f"prune {rule.label} to IPC {t}" + (f", run {r}" if r is not None else ""),
+                          weight=STEP_OVERHEAD_MACS))
+
+    def eval_step(label: str, n: int) -> Step:
+        espec, ecfg = evaluate.plan(shape.dataset, shape.num_classes, shape.channels, shape.size, shape.ipc,
+                                    shape.factor, epochs=req.eval_epochs)
+        w = req.repeats * ecfg.epochs * iterations_per_epoch(n, ecfg.batch_size) * cost(espec, ecfg.batch_size)
+        return Step("eval", label, weight=w)
+
+    steps.append(eval_step(f"eval {shape.label.split(' ', 1)[-1]}", n_source))
+    for rule, r, t in pruned:
+        steps.append(eval_step(f"eval {rule.label} IPC {t}" + (f", run {r}" if r is not None else ""),
+                               t * shape.factor ** 2 * shape.num_classes))
+    total = sum(step.weight for step in steps)
+    for i, step in enumerate(steps, 1):
+        step.index, step.count, step.plan_weight = i, len(steps), total
+    return steps
+
+
+def _source_shape(store: Store, req: PipelineRequest) -> _Shape:
+    from . import condense
+    from .datasets import load_real
+    from .sets import resolve_set, set_label
+
+    if req.set_ref:
+        m, cset = resolve_set(store, req.set_ref)
+        c, size = int(cset.images.shape[1]), int(cset.images.shape[-1])
+        return _Shape(cset.dataset, f"source {set_label(store, m)}", cset.num_classes, c, size, cset.ipc,
+                      cset.factor, STEP_OVERHEAD_MACS)
+    real = load_real(req.dataset, store)
+    params, _ = condense.plan(_condense_request(req), real)
+    ref = condense.default_ref(real.name, req.method, req.ipc)
+    return _Shape(real.name, f"condense {ref}", real.num_classes, real.channels, real.image_size, req.ipc,
+                  params["factor"], condense.work(req.method, params, real, STEP_OVERHEAD_MACS))
+
+
+def _condense_request(req: PipelineRequest):
+    from . import condense
+
+    overrides = {"iterations": req.condense_iterations} if req.condense_iterations else {}
+    return condense.Request(dataset=req.dataset, method=req.method, ipc=req.ipc, factor=req.factor,
+                            seed=req.seed, device=req.device, overrides=overrides)
+
+
+class _Teller:
+    """Numbers the planned steps as they start and end, and forwards each stage's own progress."""
+
+    def __init__(self, plan: list[Step], on_step, on_stage):
+        self.plan, self.i = plan, 0
+        self.on_step = on_step or (lambda step: None)
+        self.on_stage = on_stage or (lambda done, total, status="": None)
+
+    def start(self) -> Step:
+        step = self.plan[self.i]
+        self.i += 1
+        self.on_step(step)
+        return step
+
+    def end(self, step: Step, cached: bool) -> None:
+        step.cached = bool(cached)
+        self.on_step(step)
+
+
+class _StageReporter(Reporter):
+    """The caller's reporter for messages; a stage's progress bars become the pipeline's stage row."""
+
+    def __init__(self, reporter: Reporter, on_stage):
+        self.reporter, self.on_stage = reporter, on_stage
+
+    def info(self, text: str) -> None:
+        self.reporter.info(text)
+
+    def warn(self, text: str) -> None:
+        self.reporter.warn(text)
+
+    @contextmanager
+    def progress(self, transient: bool = False, unit: str = "steps"):
+        yield _StageBar(self.on_stage)
+
+
+class _StageBar:
+    """rich.progress.Progress's add_task/update/advance, mapped onto on_stage(done, total, status)."""
+
+    def __init__(self, on_stage):
+        self.on_stage, self.total, self.done, self.status = on_stage, None, 0.0, ""
+
+    def add_task(self, description: str, total: float | None = None, **fields) -> int:
+        self.total, self.done, self.status = total, 0.0, fields.get("status", "")
+        return 0
+
+    def advance(self, task: int, advance: float = 1) -> None:
+        self.update(task, advance=advance)
+
+    def update(self, task: int, **kw) -> None:
+        self.total = kw.get("total", self.total)
+        self.done = kw.get("completed", self.done) + kw.get("advance", 0)
+        self.status = kw.get("status", self.status)
+        if self.total:
+            self.on_stage(self.done, self.total, self.status)
 
 
 def run(store: Store, req: PipelineRequest, on_step: Callable[[Step], None] | None = None,
-        reporter: Reporter = SILENT) -> dict:
-    """Run (or find in the cache) every stage; returns what the report needs to filter on."""
+        reporter: Reporter = SILENT, on_stage: Callable[..., None] | None = None) -> dict:
+    """Run (or find in the cache) every stage; returns what the report needs to filter on.
+
+    `on_step(step)` hears each planned step when it starts and again when it ends (`plan_steps`
+    says them all up front); `on_stage(done, total, status)` is the running stage's own progress."""
     req.check(reporter)
-    tell = on_step or (lambda s: None)
-    set_m, cset, label = _source(store, req, tell)
+    tell = _Teller(plan_steps(store, req), on_step, on_stage)
+    inner = _StageReporter(reporter, tell.on_stage)
+    set_m, cset, label = _source(store, req, tell, inner)
     if req.ipc != cset.ipc:
         raise UsageError(f"the source set has IPC {cset.ipc}, not {req.ipc}", f"pass --ipc {cset.ipc}")
     betas = ccs_betas(req, cset, reporter)  # every check that needs no training, before any training
-    dyn_m, table = _dynamics_and_scores(store, req, set_m, cset, tell)
+    dyn_m, table = _dynamics_and_scores(store, req, set_m, cset, tell, inner)
     pruned = _prune_all(store, req, set_m, cset, table, dyn_m, tell, betas)
-    evals = [_evaluate(store, req, m, tell) for m in [set_m] + pruned]
+    evals = [_evaluate(store, req, m, tell, inner) for m in [set_m] + pruned]
     return {"dataset": cset.dataset, "source": label, "set": set_m.key, "dynamics": dyn_m.key,
             "pruned": [m.key for m in pruned], "evals": [m.key for m in evals]}
 
 
-def _source(store: Store, req: PipelineRequest, tell) -> tuple[Manifest, object, str]:
+def _source(store: Store, req: PipelineRequest, tell: _Teller, inner: Reporter) -> tuple[Manifest, object, str]:
     from . import condense
     from .sets import load_set, resolve_set, set_label
 
+    step = tell.start()
     if req.set_ref:
         m, cset = resolve_set(store, req.set_ref)
-        tell(Step("source", f"using {set_label(store, m)}", True))
+        tell.end(step, True)
         return m, cset, set_label(store, m)
-    overrides = {"iterations": req.condense_iterations} if req.condense_iterations else {}
-    res = condense.run(store, condense.Request(dataset=req.dataset, method=req.method, ipc=req.ipc,
-                                               factor=req.factor, seed=req.seed, device=req.device,
-                                               overrides=overrides))
-    tell(Step("condense", f"condensed {res.ref}", res.cached))
+    res = condense.run(store, _condense_request(req), reporter=inner,
+                       on_iteration=lambda done, total, loss: tell.on_stage(done, total, f"loss {loss:.4g}"))
+    tell.end(step, res.cached)
     return res.manifest, load_set(store, res.manifest), res.ref
 
 
-def _dynamics_and_scores(store, req, set_m, cset, tell):
+def _dynamics_and_scores(store, req, set_m, cset, tell: _Teller, inner: Reporter):
     from ..methods.scores import ScoreOptions
-    from .dynamics import compute_dynamics
+    from .dynamics import dynamics_for_set
     from .score import load_scores, scores_for_set
 
+    # the defaults take what the store holds for the set (with enough seeds); options ask exactly
     over = {"epochs": req.dynamics_epochs} if req.dynamics_epochs else {}
-    dyn_m, info = compute_dynamics(store, set_m, cset, seeds=req.seeds, device=req.device, **over)
-    tell(Step("dynamics", f"dynamics x{req.seeds}", not info.get("computed")))
-    score_m, cached, _ = scores_for_set(store, set_m, cset, ScoreOptions(), dyn_m=dyn_m, device=req.device)
-    tell(Step("scores", "scores", cached))
+    if over or req.seeds != PipelineRequest.seeds:
+        over["seeds"] = req.seeds
+    step = tell.start()
+    before = training_runs(store)
+    dyn_m = dynamics_for_set(store, set_m, cset, device=req.device, overrides=over, min_seeds=req.seeds,
+                             needs_model=bool({"entropy", "loss", "ssp"} & set(req.metrics)), reporter=inner)
+    tell.end(step, training_runs(store) == before)
+    step = tell.start()
+    score_m, cached, _ = scores_for_set(store, set_m, cset, ScoreOptions(), dyn_m=dyn_m, device=req.device,
+                                        reporter=inner)
+    tell.end(step, cached)
     return dyn_m, load_scores(store, score_m)
 
 
@@ -185,7 +343,7 @@ def ccs_betas(req: PipelineRequest, cset, reporter: Reporter = SILENT) -> dict[i
     return out
 
 
-def _prune_all(store, req, set_m, cset, table, dyn_m, tell, betas) -> list[Manifest]:
+def _prune_all(store, req, set_m, cset, table, dyn_m, tell: _Teller, betas) -> list[Manifest]:
     """Every rule x target through `prune_runs`: one set per dynamics run named <name>-run<j> under a
     group <name> (the paper's protocol, the same cache entries `yoco prune` makes), or with
     --mean-scores one set from the averaged scores (<parent>@<rule>-meanscores-ipc<to>)."""
@@ -194,24 +352,32 @@ def _prune_all(store, req, set_m, cset, table, dyn_m, tell, betas) -> list[Manif
     out = []
     for rule in rules(req):
         for t in req.targets:
+            steps = [tell.start() for _ in range(req.seeds if req.per_seed else 1)]
             opts = prune_stage.PruneOptions(seed=0 if req.per_seed else req.seed, device=req.device,
                                             ccs_beta=betas.get(t))
             pruned = prune_stage.prune_runs(store, set_m, cset, t, rule, opts, table, dyn_m,
                                             mean_scores=not req.per_seed)
-            for j, m in enumerate(pruned.sets):
-                label = f"{rule.label} ipc{t}" + (f" run {j}" if pruned.runs > 1 else "")
-                tell(Step("prune", label, pruned.cached))
+            for step in steps:
+                tell.end(step, pruned.cached)
+            for m in pruned.sets:
                 out.append(m)
     return out
 
 
-def _evaluate(store, req, m: Manifest, tell) -> Manifest:
-    from .evaluate import evaluate_set
-    from .sets import load_set, set_label
+def _evaluate(store, req, m: Manifest, tell: _Teller, inner: Reporter) -> Manifest:
+    from .evaluate import run_eval
+    from .sets import load_set
 
+    step = tell.start()
     over = {"epochs": req.eval_epochs} if req.eval_epochs else {}
-    ev = evaluate_set(store, m, load_set(store, m), repeats=req.repeats, device=req.device, **over)
-    tell(Step("eval", f"eval {set_label(store, m)}"))
+
+    def on_epoch(ev) -> None:  # repeats train one after another (or together, on a GPU)
+        done = ev.seeds[0] * ev.epochs + (ev.epoch + 1) * len(ev.seeds)
+        tell.on_stage(done, req.repeats * ev.epochs, f"repeat {ev.seeds[0]}, loss {ev.loss[0]:.3f}")
+
+    ev, info = run_eval(store, m, load_set(store, m), repeats=req.repeats, device=req.device, reporter=inner,
+                        on_epoch=on_epoch, **over)
+    tell.end(step, not info["computed"])
     return ev
 
 

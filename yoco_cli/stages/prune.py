@@ -210,14 +210,21 @@ def group_sets(store: Store, m: Manifest) -> list[Manifest]:
     return out
 
 
-def dynamics_for(store: Store, set_m: Manifest, cset, ref: str | None, device: str = "auto",
-                 overrides: dict | None = None, reporter: Reporter = SILENT) -> Manifest:
-    """The dynamics named `ref`, else the set's preset dynamics (trained now when missing)."""
-    if ref:
-        return store.resolve(ref, stage="dynamics", what="dynamics artifact")
-    from .dynamics import ensure_dynamics
+MODEL_METRICS = ("entropy", "loss", "ssp")  # read the dynamics' final models, not only their statistics
 
-    return ensure_dynamics(store, set_m, cset, reporter=reporter, device=device, **(overrides or {}))
+
+def dynamics_for(store: Store, set_m: Manifest, cset, ref: str | None, device: str = "auto",
+                 overrides: dict | None = None, reporter: Reporter = SILENT, needs_model: bool = False) -> Manifest:
+    """The dynamics named `ref`, else what the store holds for the set when it fits, else the
+    preset's, trained now (see dynamics.dynamics_for_set); one line says which."""
+    if ref:
+        m = store.resolve(ref, stage="dynamics", what="dynamics artifact")
+        reporter.info(f"dynamics: {_name(store, m)} ({m.meta.get('summary', '')}), as given")
+        return m
+    from .dynamics import dynamics_for_set
+
+    return dynamics_for_set(store, set_m, cset, device=device, overrides=overrides, needs_model=needs_model,
+                            reporter=reporter)
 
 
 def upstream(store: Store, set_m: Manifest, cset, rule: select.Rule, targets: list[int], sopts, *,
@@ -237,8 +244,7 @@ def upstream(store: Store, set_m: Manifest, cset, rule: select.Rule, targets: li
         from .score import check_options
 
         check_options(cset, sopts, dynamics=dynamics)
-    dyn_m = dynamics_for(store, set_m, cset, dyn_ref, device, dynamics, reporter)
-    reporter.info(f"dynamics: {_name(store, dyn_m)} ({dyn_m.meta.get('summary', '')})")
+    dyn_m = dynamics_for(store, set_m, cset, dyn_ref, device, dynamics, reporter, rule.metric in MODEL_METRICS)
     if all(needs(rule, None, t) == "model" for t in targets):
         return None, dyn_m
     sm, cached, _ = scores_for_set(store, set_m, cset, sopts, dyn_m=dyn_m, device=device, reporter=reporter)

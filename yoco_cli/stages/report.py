@@ -122,7 +122,12 @@ def _column(r: EvalRecord) -> str:
 
 def build_tables(records: list[EvalRecord], names: list[str] | None = None, which: str = "best",
                  metrics: list[str] | None = None) -> list[Table]:
-    """One table per requested shape and per (dataset, source, model) that has runs for it."""
+    """One table per requested shape and per (dataset, source, model) that has runs for it.
+
+    Tables asked for by name keep the paper's full shape (rows without runs say so). By default
+    (`names=None`) only tables that compare at least two measured rules are shown, without their
+    unmeasured rows (a note lists them), and not twice the same cells under another title; if no
+    table compares two, the first with runs is shown."""
     groups: dict[tuple[str, str, str], list[EvalRecord]] = {}
     for r in records:
         groups.setdefault((r.dataset, r.source, r.model), []).append(r)
@@ -131,7 +136,8 @@ def build_tables(records: list[EvalRecord], names: list[str] | None = None, whic
         full = [v for r in recs if r.ipc_to is None for v in getattr(r, which)]
         for protocol in sorted({r.protocol for r in recs if r.ipc_to is not None}, key=PROTOCOLS.index):
             pruned = [r for r in recs if r.ipc_to is not None and r.protocol == protocol]
-            out += _tables_of(pruned, full, names, which, metrics, dataset, source, model, protocol)
+            shaped = _tables_of(pruned, full, names, which, metrics, dataset, source, model, protocol)
+            out += shaped if names else _overview(shaped)
     return out
 
 
@@ -186,10 +192,33 @@ def _window_text(w: dict) -> str:
     return f"the {k} {by} epoch(s) of [0, {stop}) ({rel}" + (f"; {how})" if how else ")")
 
 
+def _measured(t: Table) -> int:
+    return sum(1 for _, cells in t.rows if any(c is not None for c in cells))
+
+
+def _overview(tables: list[Table]) -> list[Table]:
+    """The default report: tables that compare something, each without its unmeasured rows."""
+    keep, seen = [], set()
+    for t in [t for t in tables if _measured(t) >= 2] or tables[:1]:
+        same = tuple(sorted((c.mean, c.std, c.n) for _, cells in t.rows for c in cells if c is not None))
+        if same not in seen:  # a table showing exactly the cells of one already shown says nothing new
+            seen.add(same)
+            keep.append(t)
+    for t in keep:
+        empty = [label for label, cells in t.rows if all(c is None for c in cells)]
+        t.rows = [(label, cells) for label, cells in t.rows if any(c is not None for c in cells)]
+        if empty:
+            t.notes.append(f"no runs yet: {', '.join(empty)}")
+        if _measured(t) < 2:
+            t.notes.append("one rule measured: nothing to compare yet")
+    return keep
+
+
 def _mark_best(rows) -> None:
+    """Mark the best cell of each column, where there are at least two to compare."""
     for j in range(len(rows[0][1]) if rows else 0):
         present = [cells[j] for _, cells in rows if cells[j] is not None]
-        if present:
+        if len(present) >= 2:
             top = max(c.mean for c in present)
             for c in present:
                 c.best = c.mean == top
@@ -209,7 +238,7 @@ def to_rich(t: Table):
     from rich.table import Table as RichTable
 
     rt = RichTable(title=caption(t), title_justify="left", header_style="bold",
-                   caption=" ".join(t.notes) or None, caption_justify="left")
+                   caption="; ".join(t.notes) or None, caption_justify="left")
     rt.add_column("rule")
     for c in t.columns:
         rt.add_column(c, justify="right")
@@ -225,8 +254,7 @@ def to_markdown(t: Table) -> str:
     for label, cells in t.rows:
         txt = [(f"**{c.text()}**" if c.best else c.text()) if c else NO_RUNS for c in cells]
         lines.append(f"| {label} | " + " | ".join(txt) + " |")
-    if t.notes:
-        lines += [""] + list(t.notes)
+    lines += ["", *(f"_{n}_" for n in t.notes)] if t.notes else []
     return "\n".join(lines) + "\n"
 
 
@@ -243,7 +271,8 @@ def to_csv(tables: list[Table]) -> str:
 
 
 def to_json(tables: list[Table]) -> list[dict]:
-    return [asdict(t) for t in tables]
+    """The tables with their cells; accuracies are percentages here ("unit"), fractions in `yoco eval --json`."""
+    return [{**asdict(t), "unit": "percent"} for t in tables]
 
 
 def check_plot_support() -> None:

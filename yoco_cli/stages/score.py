@@ -117,19 +117,28 @@ def _score_runs(runs, cset, opts, setting, device, on_step) -> dict:
 
 def scores_for_set(store: Store, set_m: Manifest, cset, opts: score_methods.ScoreOptions, *,
                    dyn_m: Manifest | None = None, device: str = "auto", dynamics: dict | None = None,
+                   min_seeds: int = 1, needs_model: bool = False,
                    reporter: Reporter = SILENT) -> tuple[Manifest, bool, Manifest]:
-    """A set's scores: its dynamics (the preset's plus `dynamics` overrides, trained now when missing,
-    unless `dyn_m` names them), then every score. Returns (scores manifest, cached, dynamics manifest).
-    This is the one place that chains the two stages: prune, score and the pipeline all call it."""
-    from .dynamics import ensure_dynamics
+    """A set's scores: its dynamics (unless `dyn_m` names them: what the store holds for the set
+    when it fits, else the preset's plus `dynamics` overrides, trained now; see
+    `dynamics.dynamics_for_set`), then every score. Returns (scores manifest, cached, dynamics
+    manifest). This is the one place that chains the two stages: prune, score and the pipeline
+    all call it. `SET@scores` follows `SET@dynamics`: it names these scores when they were made
+    from the dynamics that `SET@dynamics` names."""
+    from .dynamics import dynamics_for_set
+    from .sets import set_label
 
     check_options(cset, opts, dyn_m, dynamics)
     if dyn_m is None:
-        dyn_m = ensure_dynamics(store, set_m, cset, reporter=reporter, device=device, **(dynamics or {}))
+        dyn_m = dynamics_for_set(store, set_m, cset, device=device, overrides=dynamics, min_seeds=min_seeds,
+                                 needs_model=needs_model, reporter=reporter)
     with reporter.progress(transient=True) as prog:
         task = prog.add_task("scoring", total=None, status="")
         m, cached = ensure_scores(store, dyn_m, set_m, cset, opts, device,
                                   on_step=lambda step: prog.update(task, status=step))
+    label = set_label(store, set_m)
+    if store.refs().get(f"{label}@dynamics") == (dyn_m.stage, dyn_m.key):
+        store.set_ref(f"{label}@scores", m.stage, m.key)
     return m, cached, dyn_m
 
 

@@ -39,10 +39,14 @@ def seed_params(params: dict, seed: int) -> dict:
 
 
 def run_seeds(store: Store, stage: str, version: int, params: dict, inputs: dict[str, str], seeds: list[int],
-              fit: Fit, write: Write, together: bool) -> tuple[list[Manifest], list[int]]:
-    """Per-seed manifests in seed order, and the seeds that were computed now (not cached)."""
+              fit: Fit, write: Write, together: bool,
+              before: Callable[[list[int]], None] | None = None) -> tuple[list[Manifest], list[int]]:
+    """Per-seed manifests in seed order, and the seeds that were computed now (not cached).
+    `before(missing)` hears which seeds will train, before any does (to announce them)."""
     missing = [s for s in seeds
                if store.load_run(stage, run_key(stage, version, seed_params(params, s), inputs)) is None]
+    if missing and before is not None:
+        before(missing)
     fresh: dict[int, Any] = {}
     if together and len(missing) > 1:
         fresh = dict(zip(missing, fit(missing, None)))

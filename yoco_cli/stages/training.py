@@ -49,9 +49,20 @@ EVAL: dict[str, TrainPreset] = {
 TABLES = {"dynamics": DYNAMICS, "eval": EVAL}
 
 
-def preset(table: str, dataset: str) -> TrainPreset:
+def preset(table: str, dataset: str, shape=None) -> TrainPreset:
+    """The table's row for `dataset`; without one, a preset fitted to `shape` (a fitted.DataShape,
+    see stages/fitted.py), else CIFAR-10's."""
+    return fitted_preset(table, dataset, shape)[0]
+
+
+def fitted_preset(table: str, dataset: str, shape=None) -> tuple[TrainPreset, str | None]:
+    """(preset, why): why is None for a dataset with its own row, else says what was fitted and why."""
     presets = TABLES[table]
-    return presets.get(dataset, presets["cifar10"])
+    if dataset in presets or shape is None:
+        return presets.get(dataset, presets["cifar10"]), None
+    from .fitted import train_preset
+
+    return train_preset(presets, dataset, shape)
 
 
 def ipc_epochs(ipc: int, factor: int) -> int:
