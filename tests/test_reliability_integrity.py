@@ -214,3 +214,17 @@ def test_verify_reports_quarantine_and_the_command_to_recompute(cli, store, scor
     r = ok(cli("--json", "cache", "gc"))
     assert r.json()["quarantine"] == [digest] and store.quarantined() == []
     assert json.loads(cli("--json", "cache", "info", SET).stdout)["outputs"]["set"]["digest"] == digest
+
+
+def test_a_damaged_condense_checkpoint_is_dropped_and_the_run_starts_over(tmp_path):
+    import torch
+
+    from yoco_cli.condensation.common import Checkpointer
+
+    ck = Checkpointer(tmp_path, "k" * 64, 5)
+    ck.save({"images": torch.rand(4, 1, 8, 8)}, {"iteration": 5})
+    assert ck.load()[1]["iteration"] == 5
+    data = bytearray(ck.path.read_bytes())
+    data[-3] ^= 0x08
+    ck.path.write_bytes(bytes(data))
+    assert ck.load() is None and not ck.path.exists()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from .. import tensors
-from ..errors import UsageError
+from ..errors import IntegrityError, UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -201,7 +201,8 @@ class Checkpointer:
 
     A checkpoint is one safetensors file (tensors + JSON meta with the iteration and the run
     key), written to a temp name and renamed into place, so a crash mid-write leaves the
-    previous checkpoint intact.
+    previous checkpoint intact. It is sealed with a digest of its tensors: one damaged on disk
+    is dropped and the run starts over, rather than resuming into a wrong result.
     """
 
     def __init__(self, folder: Path | None, key: str, every: int):
@@ -217,7 +218,11 @@ class Checkpointer:
         p = self.path
         if p is None or not p.is_file():
             return None
-        ts, meta = tensors.load(p)
+        try:
+            ts, meta = tensors.load(p)
+        except IntegrityError:  # torn or damaged: starting over gives the right result, resuming would not
+            p.unlink(missing_ok=True)
+            return None
         if meta.get("key") != self.key:  # not ours (cannot happen with per-key folders; be safe)
             return None
         return ts, meta
@@ -228,7 +233,7 @@ class Checkpointer:
     def save(self, state: dict, meta: dict) -> None:
         p = self.path
         tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-        tensors.save(tmp, state, {**meta, "key": self.key})
+        tensors.save(tmp, state, {**meta, "key": self.key}, seal=True)
         os.replace(tmp, p)
 
 
