@@ -136,7 +136,7 @@ def child_evalbatch(a) -> dict:
     tune_malloc()
     dev = torch.device(a.device)
     m = _model(32, 3, a.width, dev).eval()
-    x = torch.randn(2048, 3, 32, 32).to(dev)
+    x = torch.randn(a.images, 3, 32, 32).to(dev)
     out = {}
     with torch.no_grad():
         m(x[:64])
@@ -152,8 +152,8 @@ def child_evalbatch(a) -> dict:
             out[str(bs)] = rounds
     from yoco_cli.nn import engine, evalbatch
 
-    engine.infer(m, x, dev)  # what the engine's probe picks for this model here, now
-    return {"by_batch": out, "probe": evalbatch.chosen(dev, engine.eval_key(m.spec, "logits", False))}
+    engine.eval_pass(m, x, dev)  # what the engine's probe picks for this model here, now
+    return {"by_batch": out, "probe": evalbatch.chosen(dev, engine.eval_key(m.spec, False, False))}
 
 
 def _sync(dev):
@@ -275,7 +275,7 @@ def main() -> None:
                "steps": [compare(32, 128, a.device, a.quick), compare(8, 128, a.device, a.quick)]}
     if a.device == "cpu" or a.device.startswith("cuda"):
         results["dynamics_cifar10_ipc10"] = estimate_dynamics(a.device, a.quick)
-    eb = run_child("evalbatch", device=a.device, width=128, rounds=2)
+    eb = run_child("evalbatch", device=a.device, width=128, rounds=2, images=1024 if a.quick else 2048)
     results["eval_batch"] = {k: best(v) for k, v in eb["by_batch"].items()}
     results["eval_batch_probe"] = eb["probe"]
     if a.device.startswith("cuda"):
@@ -295,10 +295,10 @@ def main() -> None:
         if "engine_eager" in r:
             print(_line("engine, no compile", r["engine_eager"], r["naive_tuned"]))
         print(_line("engine", r["engine"], r["naive_tuned"]))
-        print(f"  HEADLINE {r['size']}x{r['size']}: the engine's step costs {r['naive_tuned']['cpu'] / r['engine']['cpu']:.2f}x "
-              f"less CPU than the naive step with the same malloc settings (wall: "
-              f"{r['engine']['wall'] / r['naive_tuned']['wall']:.2f}x the images/s; untuned pair: "
-              f"{r['engine_untuned']['cpu'] / r['naive']['cpu']:.2f}x CPU)")
+        print(f"  HEADLINE {r['size']}x{r['size']}: engine / naive step, same malloc settings: "
+              f"{r['engine']['cpu'] / r['naive_tuned']['cpu']:.2f}x the images per CPU-s, "
+              f"{r['engine']['wall'] / r['naive_tuned']['wall']:.2f}x per wall-s "
+              f"(both untuned: {r['engine_untuned']['cpu'] / r['naive']['cpu']:.2f}x per CPU-s)")
     d = results.get("dynamics_cifar10_ipc10")
     if d:
         print(f"CIFAR-10 IPC10 dynamics, 1000 epochs x 400 images: {d['epoch_cpu']:.2f} CPU-s/epoch "
