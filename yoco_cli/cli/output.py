@@ -38,6 +38,7 @@ class Output:
     json_mode: bool = False
     quiet: bool = False
     debug: bool = False
+    wrote_json: bool = False  # a --json document is on stdout already
     # emoji=False: Rich would turn `root:x:0` (a quoted line of a bad file) into `root❌0`
     out: Console = field(default_factory=lambda: Console(soft_wrap=True, emoji=False))
     err: Console = field(default_factory=lambda: Console(stderr=True, soft_wrap=True, emoji=False))
@@ -58,7 +59,8 @@ class Output:
     def failure(self, message: str, hint: str | None, exit_code: int) -> None:
         """A failed command: one line on stderr, and under --json the error object on stdout."""
         self.error(join_hint(_one_line(message), hint))
-        if self.json_mode:
+        if self.json_mode and not self.wrote_json:  # one JSON document per run: a command that printed
+            # its own (`yoco cache verify --json` lists its problems, then fails) keeps it
             doc = {"error": _one_line(message).rstrip("."), "hint": _one_line(hint) if hint else None, "exit_code": exit_code}
             sys.stdout.write(json.dumps(doc, sort_keys=True) + "\n")
             sys.stdout.flush()
@@ -69,6 +71,7 @@ class Output:
         if self.json_mode:
             sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
             sys.stdout.flush()
+            self.wrote_json = True
         elif table is not None:
             self.out.print(table)
         elif payload is not None:
