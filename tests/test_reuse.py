@@ -7,25 +7,13 @@ import pickle
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-
-def reference_records(n: int, epochs: int, classes: int = 10, b: int = 64, seed: int = 0) -> list[dict]:
-    """The reference's td-*.pickle record stream (spec 2.3): per batch epoch, iteration, idx, fp16 log-softmax."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for e in range(epochs):
-        perm = torch.randperm(n, generator=g)
-        for it, s in enumerate(range(0, n, b)):
-            idx = perm[s:s + b]
-            out.append({"epoch": e, "iteration": it, "idx": idx,
-                        "output": F.log_softmax(3 * torch.randn(len(idx), classes, generator=g), 1).half()})
-    return out
+from test_dynamics import fabricate_records  # the reference's record layout, written once
 
 
 def write_td(path, n: int, epochs: int, seed: int = 0) -> bytes:
     with open(path, "wb") as f:
-        pickle.dump({"data-name": "cifar10", "training_dynamics": reference_records(n, epochs, seed=seed)}, f)
+        pickle.dump({"data-name": "cifar10", "training_dynamics": fabricate_records(n, epochs=epochs, b=64, seed=seed)}, f)
     return path.read_bytes()
 
 
