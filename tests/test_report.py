@@ -48,7 +48,7 @@ def test_default_report_shows_only_tables_that_compare_and_drops_unmeasured_rows
     assert not any(c.best for c in only_yoco.rows[0][1])
     main = tables[0]
     assert [label for label, _ in main.rows] == ["Random", "EL2N", "YOCO"]
-    assert main.notes == ["no runs yet: SSP, Entropy, AUM, Forgetting, CCS"]
+    assert main.notes[-1] == "no runs yet: SSP, Entropy, AUM, Forgetting, CCS"  # after the protocol note
     assert "_no runs yet: SSP, Entropy, AUM, Forgetting, CCS_" in rep.to_markdown(main)
 
 

@@ -168,7 +168,9 @@ def _tables_of(pruned, full, names, which, metrics, dataset, source, model, prot
 def protocol_note(records: list[EvalRecord]) -> str:
     """One sentence: the LBPE window and the seed protocol behind a table's cells."""
     windows = {_window_text(r.lbpe_window) for r in records if r.metric == "lbpe" and r.lbpe_window}
-    lbpe = ("LBPE window: " + "; ".join(sorted(windows))) if windows else "no LBPE row"
+    has_lbpe = any(r.metric == "lbpe" for r in records)
+    lbpe = ("LBPE window: " + "; ".join(sorted(windows))) if windows else \
+        ("LBPE window: not recorded with these sets" if has_lbpe else "no LBPE row")
     runs = sorted({r.runs for r in records if r.runs})
     n = "/".join(map(str, runs)) if runs else "the"
     if any(r.protocol == "mean-scores" for r in records):
