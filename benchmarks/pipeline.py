@@ -47,32 +47,29 @@ def _load() -> str:
 
 # -- children ---------------------------------------------------------------------------------------
 
-def _setup(home: str, dyn_epochs: int) -> list:
-    """The source set, its dynamics, scores and pruned sets (untimed); returns the pruned manifests."""
+def _setup(home: str, dyn_epochs: int):
+    """The source set, its dynamics, scores and pruned sets, made by `yoco pipeline` itself with
+    one-epoch evaluations (untimed); returns (store, request, source manifest, set, pruned manifests)."""
     from yoco_cli.stages import pipeline
-    from yoco_cli.stages.sweep import Pool
+    from yoco_cli.stages.sets import load_set
     from yoco_cli.store import Store
 
     store = Store(home).ensure()
-    req = pipeline.PipelineRequest(method="random", dynamics_epochs=dyn_epochs)
-    req.check()
-    set_m, cset, _ = pipeline._source(store, req, lambda s: None)
-    with Pool("serial") as pool:
-        dyn_m, table = pipeline._dynamics_and_scores(store, req, set_m, cset, lambda s: None, pool)
-    pruned = pipeline._prune_all(store, req, set_m, cset, table, dyn_m, lambda s: None,
-                                 pipeline.ccs_betas(req, cset))
-    return store, req, set_m, cset, pruned
+    req = pipeline.PipelineRequest(method="random", dynamics_epochs=dyn_epochs, eval_epochs=1, executor="local")
+    result = pipeline.run(store, req)
+    set_m = store.resolve(result["set"])
+    return store, req, set_m, load_set(store, set_m), [store.resolve(k) for k in result["pruned"]]
 
 
 def child_pipeline(a) -> dict:
     from yoco_cli.nn.device import tune_malloc
-    from yoco_cli.stages import evaluate, pipeline
+    from yoco_cli.stages import evaluate
     from yoco_cli.stages.dynamics import compute_dynamics
     from yoco_cli.stages.sweep import Pool
 
     tune_malloc()
     store, req, set_m, cset, pruned = _setup(a.home, a.dyn_epochs)
-    for stage in ("dynamics-run", "eval-run", "eval"):  # the training runs are what is timed
+    for stage in ("dynamics-run",):  # the training runs are what is timed (evaluations: new epochs, new keys)
         for p in (store.runs / stage).glob("*.json"):
             p.unlink()
     w0, c0 = time.perf_counter(), _cpu()

@@ -40,9 +40,11 @@ def test_local_pool_equals_serial_one_thread_digest_for_digest(store, tmp_path, 
     """Each run in a worker process (one thread) gives the bytes of the same run alone on one thread."""
     m, cset = digits_subset(store, 2, factor=2)
     sent = pool.submitted
-    g, info = E.run_eval(store, m, cset, repeats=3, executor=pool, **KW)
-    d, dinfo = D.compute_dynamics(store, m, cset, seeds=2, executor=pool, **KW)
+    epochs = []
+    g, info = E.run_eval(store, m, cset, repeats=3, executor=pool, on_epoch=lambda ev: epochs.append(ev.epoch), **KW)
+    d, dinfo = D.compute_dynamics(store, m, cset, seeds=2, executor=pool, **KW)  # the next sweep: no hook
     assert pool.submitted - sent == 5
+    assert sorted(epochs) == [0, 0, 0, 1, 1, 1, 2, 2, 2]  # every worker's epochs reached the driver
     assert info["computed"] == [0, 1, 2] and dinfo["computed"] == [0, 1]
     assert {m_.provenance["executor"] for m_ in store.all_runs("eval-run")} == {"local"}
     workers = {m_.provenance["worker"] for m_ in store.all_runs("eval-run") + store.all_runs("dynamics-run")}

@@ -133,8 +133,14 @@ class _Driver:
         self.running: dict[str, tuple[Job, contextlib.ExitStack]] = {}
         self.failure: Failed | None = None
         self.local_store = executor.name in ("serial", "local")  # workers see this machine's files
-        if on_progress is not None:
-            executor.on_progress = lambda task_id, info: on_progress(self.running[task_id][0], info)
+        # set on every sweep: an executor reused by a pool must not call an earlier sweep's hook
+        executor.on_progress = None if on_progress is None else self._progress(on_progress)
+
+    def _progress(self, on_progress):
+        def forward(task_id: str, info) -> None:
+            if task_id in self.running:  # news of a task this sweep already gave up on is dropped
+                on_progress(self.running[task_id][0], info)
+        return forward
 
     def drive(self, todo: list[Job]) -> None:
         t0 = time.perf_counter()
