@@ -17,9 +17,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "yoco_cli"
 # shared leaves any layer may use (they import nothing above `store`)
 LEAVES = {"errors", "progress", "files", "tensors", "limits", "__init__"}
 ALLOWED = {
-    "cli": {"api", "stages", "remote", "condensation", "methods", "nn", "data", "store"},
-    "api": {"stages", "remote", "condensation", "methods", "nn", "data", "store"},
-    "stages": {"remote", "condensation", "methods", "nn", "data", "store"},
+    "cli": {"api", "stages", "executors", "remote", "condensation", "methods", "nn", "data", "store"},
+    "api": {"stages", "executors", "remote", "condensation", "methods", "nn", "data", "store"},
+    "stages": {"executors", "remote", "condensation", "methods", "nn", "data", "store"},
+    "executors": {"nn"},  # workers set their threads and malloc with nn.device; no store (one writer)
     "condensation": {"nn", "data", "store"},
     "remote": {"store"},
     "methods": {"store"},

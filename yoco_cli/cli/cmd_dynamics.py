@@ -8,7 +8,8 @@ import typer
 
 from ..errors import UsageError
 from . import output
-from .common import DeviceOpt, JsonOpt, complete_set_refs, get_store, set_json
+from .common import (AddressOpt, DeviceOpt, ExecutorOpt, JsonOpt, MaxParallelOpt, complete_set_refs, get_store,
+                     set_json, where_summary)
 from .training_options import check_switches, options
 
 TRAIN_PANEL = "Training (defaults: the dataset's preset, spec section 2)"
@@ -55,6 +56,9 @@ def dynamics_cmd(
     name: Annotated[Optional[str], typer.Option(
         "--name", help="Name for the result (default: SET@dynamics).", show_default=False)] = None,
     device: DeviceOpt = "auto",
+    executor: ExecutorOpt = None,
+    address: AddressOpt = None,
+    max_parallel: MaxParallelOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Record training dynamics (per-epoch, per-sample statistics + final weights) of a condensed set.
@@ -86,9 +90,14 @@ def dynamics_cmd(
     else:
         if checkpoint:
             raise UsageError("--checkpoint goes with --from-file", "drop it to train here")
-        group, info = _train(o, store, set_m, cset, seeds=seeds, device=device, batched=batched, ref=name,
-                             epochs=epochs, batch_size=batch_size, lr=lr, model=model, aug=aug, cutmix=cutmix,
-                             test_every=test_every, compile=compile_, records=records)
+        from ..stages.sweep import Pool
+
+        with Pool(executor, address, max_parallel) as pool:
+            group, info = _train(o, store, set_m, cset, seeds=seeds, device=device, batched=batched, ref=name,
+                                 epochs=epochs, batch_size=batch_size, lr=lr, model=model, aug=aug, cutmix=cutmix,
+                                 test_every=test_every, compile=compile_, records=records, executor=pool)
+        if where_summary(pool.summary()):
+            o.info(where_summary(pool.summary()))
     written = []
     if export is not None:
         for path in dynamics_stage.export_reference(store, group, export).values():

@@ -7,7 +7,8 @@ import typer
 
 from ..errors import UsageError
 from . import output
-from .common import DeviceOpt, JsonOpt, complete_set_refs, get_store, set_json
+from .common import (AddressOpt, DeviceOpt, ExecutorOpt, JsonOpt, MaxParallelOpt, complete_set_refs, get_store,
+                     set_json, where_summary)
 from .training_options import check_switches, options
 
 TRAIN_PANEL = "Training (defaults: the dataset's preset, spec section 5)"
@@ -35,6 +36,9 @@ def eval_cmd(
     batched: TRAIN.batched = "auto",
     compile_: TRAIN.compile = "auto",
     device: DeviceOpt = "auto",
+    executor: ExecutorOpt = None,
+    address: AddressOpt = None,
+    max_parallel: MaxParallelOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Train fresh networks on each set and report test accuracy (best and last: mean ± std over repeats).
@@ -51,7 +55,11 @@ def eval_cmd(
                   cutmix=cutmix, batched=batched, compile=compile_, device=device)
     resolved = [_resolve(store, t, full) for t in targets]  # fail on a bad name before any training
     rows = []
-    with o.progress() as prog:
+    from ..stages.sweep import Pool
+
+    # one executor for every target (workers start once); each target's repeats are one sweep on it
+    with o.progress() as prog, Pool(executor, address, max_parallel) as pool:
+        params["executor"] = pool
         for entry in resolved:
             if isinstance(entry, _Group):
                 from ..stages.evaluate import pooled_row
@@ -60,6 +68,8 @@ def eval_cmd(
                 continue
             label, set_m, cset, dataset = entry
             rows.append(_one(o, prog, store, label, set_m, cset, dataset, params))
+    if where_summary(pool.summary()):
+        o.info(where_summary(pool.summary()))
     # JSON keeps accuracies as fractions of the test set (as stored); the table shows percent
     rows = [{**r, "unit": "fraction"} for r in rows]
     tbl = output.table(None, ["set", "model", "epochs", "images", "repeats", "best % (mean ± std)",

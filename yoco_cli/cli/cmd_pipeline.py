@@ -6,8 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (DeviceOpt, MultiTargetCommand, complete_metrics, complete_set_refs, get_store, out,
-                     parse_targets)
+from .common import (AddressOpt, DeviceOpt, ExecutorOpt, MaxParallelOpt, MultiTargetCommand, complete_metrics,
+                     complete_set_refs, get_store, out, parse_targets, where_summary)
 
 
 def register(app: typer.Typer) -> None:
@@ -46,6 +46,9 @@ def pipeline_cmd(
         "--ccs-beta", help="CCS's hard-cut ratio (default: the reference's table; CIFAR-10's for digits).",
         show_default=False)] = None,
     device: DeviceOpt = "auto",
+    executor: ExecutorOpt = None,
+    address: AddressOpt = None,
+    max_parallel: MaxParallelOpt = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the condensation.")] = 0,
 ) -> None:
     """Condense, record dynamics, score, prune to every target with every metric, evaluate, report.
@@ -66,7 +69,8 @@ def pipeline_cmd(
                             tables=tables or ["main"], seeds=seeds,
                             repeats=repeats, per_seed=not mean_scores, condense_iterations=condense_iterations,
                             dynamics_epochs=dynamics_epochs, eval_epochs=eval_epochs, ccs_beta=ccs_beta,
-                            device=device, seed=seed)
+                            device=device, seed=seed, executor=executor, address=address,
+                            max_parallel=max_parallel)
     req.check(o)
     from ..files import check_output_file
 
@@ -99,6 +103,8 @@ def pipeline_cmd(
         _write_document(rep, req, tables + last, result, trained, payload["seconds"], markdown, plot)
         o.info(f"wrote {markdown}")
     o.info("more tables (rules, balance, easyhard) and formats: `yoco report --help`")
+    if where_summary(result):
+        o.info(where_summary(result))
     o.info(f"pipeline done in {payload['seconds']} s; {trained} training run(s) now"
            + (" (everything came from the cache)" if trained == 0 else ""))
 

@@ -70,6 +70,44 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cu
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random choice.", callback=check_seed)]
 
 
+# -- where independent training runs execute (yoco_cli.executors; imports neither torch nor ray) ----
+def check_executor(value: Optional[str]) -> Optional[str]:
+    from ..executors import resolve_name
+
+    if value is not None:
+        resolve_name(value)
+    return value
+
+
+def check_max_parallel(value: Optional[int]) -> Optional[int]:
+    from ..executors import check_max_parallel as check
+
+    return check(value)
+
+
+RUN_PANEL = "Where runs execute"
+ExecutorOpt = Annotated[Optional[str], typer.Option(
+    "--executor", help="auto | serial | local | ray: auto = one worker process per core (one thread each) when "
+                       "there is enough training, else one run at a time. Env: YOCO_EXECUTOR.",
+    callback=check_executor, show_default=False, rich_help_panel=RUN_PANEL)]
+AddressOpt = Annotated[Optional[str], typer.Option(
+    "--address", help="Ray cluster to use (HOST:PORT, auto, ray://HOST:10001; implies --executor ray); without it "
+                      "ray starts a private local cluster. Env: YOCO_RAY_ADDRESS. See docs/ray.md.",
+    show_default=False, rich_help_panel=RUN_PANEL)]
+MaxParallelOpt = Annotated[Optional[int], typer.Option(
+    "--max-parallel", help="Run at most N training runs at once (default: every core, or the cluster's CPUs).",
+    callback=check_max_parallel, show_default=False, rich_help_panel=RUN_PANEL)]
+
+
+def where_summary(result: dict) -> str | None:
+    """'N run(s) on local (...): 40 on host pid 1, 37 on host pid 2', or None when nothing ran."""
+    where = result.get("where") or {}
+    if not where:
+        return None
+    places = ", ".join(f"{n} on {w}" for w, n in where.items())
+    return f"{sum(where.values())} run(s) on {result.get('executor') or 'this machine'}: {places}"
+
+
 # -- shell completion helpers (run on every TAB: keep them cheap, no torch) ----------
 def _stored_refs() -> dict[str, tuple[str, str]]:
     from ..store import Store

@@ -22,6 +22,7 @@ result is byte-identical to an uninterrupted one.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -33,7 +34,7 @@ from ..progress import SILENT, Reporter
 from . import training
 from .datasets import dataset_stats, load_real
 from .training import TrainPreset
-from .seeded import check_run_count, group_manifest, run_seeds
+from .seeded import check_run_count, group_manifest, plan_seeds, run_jobs, seed_manifests
 
 # 2: scores from float16 log-probs (spec 2.3); 3: float32 per-epoch error by a non-cancelling formula
 RUN_STAGE, STAGE, VERSION = "dynamics-run", "dynamics", 3
@@ -66,20 +67,86 @@ def plan(cset: CondensedSet, *, test_every: int | None = None, **overrides):
 
 # -- recording with the engine -------------------------------------------------------------------
 
+@dataclass
+class DynamicsSpec:
+    """What a dynamics job needs, picklable (sent to a worker process or a Ray node)."""
+    model: dict
+    cfg: Any
+    data: Any               # Shared((x, y)): the decoded set
+    num_classes: int
+    dataset: str
+    normalize: Optional[tuple]
+    test: Optional[tuple]
+    device: str
+    batched: str = "auto"
+    records: bool = False
+    seeds: list = field(default_factory=list)
+    partial: Optional[str] = None  # checkpoint folder (only where the store is on this machine)
+
+
+def dynamics_job(spec: DynamicsSpec, progress: Callable | None = None) -> list:
+    """Train one model per seed, recording its dynamics: `stats`, `model` (and `records`) per seed."""
+    from ..data.dynamics import Recorder
+    from ..nn import engine
+    from ..nn.device import resolve_device
+
+    dev = resolve_device(spec.device)
+    x, y = spec.data.value
+    recs = [Recorder(y.to(dev), spec.cfg.epochs, spec.num_classes, keep_records=spec.records) for _ in spec.seeds]
+    ck = None
+    if spec.partial is not None:
+        ck = engine.Checkpoint(Path(spec.partial), CHECKPOINT_EVERY_S, extra_get=recs[0].state,
+                               extra_set=recs[0].load_state)
+    results = engine.train(spec.model, x, y, spec.cfg, seeds=spec.seeds, device=dev, normalize=spec.normalize,
+                           test=spec.test, hooks=[r.update for r in recs], on_epoch=progress, checkpoint=ck,
+                           batched=spec.batched)
+    return [_dynamics_output(spec, dev, int(y.shape[0]), res, rec) for res, rec in zip(results, recs)]
+
+
+def _dynamics_output(spec: DynamicsSpec, dev, n: int, res, rec):
+    import tempfile
+
+    from ..executors import Output
+    from ..nn import engine
+    from ..nn.device import describe
+
+    cfg, seed = spec.cfg, res.seed
+    dyn = rec.result({"seed": seed, "dataset": spec.dataset, "model": spec.model, "train": cfg.params(),
+                      "source": "engine", "device": dev.type})
+    last = res.history[-1] if res.history else {}
+    meta = {"seed": seed, "epochs": cfg.epochs, "num_samples": n,
+            "final_loss": last.get("loss"), "final_acc": last.get("acc"),
+            "test_acc": {str(k): v for k, v in res.evals.items()}, "device": describe(dev),
+            "compiled": res.compiled, "batched": res.batched,
+            "summary": f"seed {seed}: {cfg.epochs} epochs of {spec.model['name']} on {n} decoded images"}
+    with tempfile.TemporaryDirectory(prefix="yoco-dynamics-") as tmp:
+        files = {"stats": dyn.save(Path(tmp) / "dynamics.safetensors").read_bytes(),
+                 "model": engine.save_model(res.model, Path(tmp) / "model.safetensors").read_bytes()}
+        kept = rec.result_records()
+        if kept is not None:
+            files["records"] = kept.save(Path(tmp) / "records.safetensors",
+                                         {"seed": seed, "dataset": spec.dataset,
+                                          "num_classes": spec.num_classes}).read_bytes()
+            meta["records"] = len(kept)
+    return Output(files, meta)
+
+
 def compute_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, *, seeds: int = 3,
                      device: str = "auto", batched: str = "auto", on_epoch: Callable | None = None,
                      ref: str | None = None, records: bool = False, reporter: Reporter = SILENT,
-                     announce: bool = False, **overrides) -> tuple[Manifest, dict]:
+                     announce: bool = False, executor=None, on_status: Callable | None = None,
+                     **overrides) -> tuple[Manifest, dict]:
     """Train `seeds` models on the decoded set, recording dynamics; returns (group manifest, info).
 
     records=True also keeps every batch's float16 log-probabilities (the reference's td-pickle
     content) as output "records"; it is part of the key, so such runs are cached apart. Seeds that
     must train are announced on `reporter` with an estimate when they take more than about a
-    minute (always, with `announce`).
+    minute (always, with `announce`). Each seed is a sweep job on `executor` (an Executor, a
+    `sweep.Pool`, or None: one chosen for the work, see `yoco_cli.executors`).
     """
-    from ..data.dynamics import Recorder
+    from ..executors import Resources, Shared, estimate_seconds, gpu_share
     from ..nn import engine
-    from ..nn.device import describe, resolve_device
+    from ..nn.device import resolve_device
 
     check_run_count(seeds, "--seeds")
     dev = resolve_device(device)
@@ -94,36 +161,17 @@ def compute_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, *
     if records:
         params["records"] = True
     inputs = {"set": _set_digest(set_manifest)}
-
-    def fit(seed_list: list[int], partial: Optional[Path]):
-        recs = [Recorder(y.to(dev), cfg.epochs, cset.num_classes, keep_records=records) for _ in seed_list]
-        ck = None
-        if partial is not None:
-            ck = engine.Checkpoint(partial, CHECKPOINT_EVERY_S, extra_get=recs[0].state, extra_set=recs[0].load_state)
-        results = engine.train(spec, x, y, cfg, seeds=seed_list, device=dev, normalize=norm, test=test,
-                               hooks=[r.update for r in recs], on_epoch=on_epoch, checkpoint=ck, batched=batched)
-        return list(zip(results, recs))
-
-    def write(tmp: Path, seed: int, got) -> StageResult:
-        res, rec = got
-        dyn = rec.result({"seed": seed, "dataset": cset.dataset, "model": spec, "train": cfg.params(),
-                          "source": "engine", "device": dev.type})
-        last = res.history[-1] if res.history else {}
-        meta = {"seed": seed, "epochs": cfg.epochs, "num_samples": int(y.shape[0]),
-                "final_loss": last.get("loss"), "final_acc": last.get("acc"),
-                "test_acc": {str(k): v for k, v in res.evals.items()}, "device": describe(dev),
-                "compiled": res.compiled, "batched": res.batched,
-                "summary": f"seed {seed}: {cfg.epochs} epochs of {spec['name']} on {int(y.shape[0])} decoded images"}
-        outputs = {"stats": dyn.save(tmp / "dynamics.safetensors"),
-                   "model": engine.save_model(res.model, tmp / "model.safetensors")}
-        kept = rec.result_records()
-        if kept is not None:
-            outputs["records"] = kept.save(tmp / "records.safetensors", {"seed": seed, "dataset": cset.dataset,
-                                                                         "num_classes": cset.num_classes})
-            meta["records"] = len(kept)
-        return StageResult(outputs=outputs, meta=meta)
-
-    def before(missing: list[int]) -> None:
+    job_spec = DynamicsSpec(spec, cfg, Shared(f"train:{inputs['set']}", (x, y)), cset.num_classes, cset.dataset,
+                            norm, test, device, batched, records)
+    n, size = int(y.shape[0]), int(x.shape[-1])
+    cost = estimate_seconds(cfg.epochs * engine.iterations_per_epoch(n, cfg.batch_size),
+                            min(n, cfg.batch_size), size * size)
+    res = Resources(cpus=1, gpu=0.0 if device == "cpu" else gpu_share(size))
+    seed_list = list(range(seeds))
+    jobs = plan_seeds(store, RUN_STAGE, VERSION, params, inputs, seed_list, dynamics_job, job_spec, together,
+                      f"dynamics {cset.dataset}", cost, res)
+    missing = [r for j in jobs for r in j.runs if store.load_run(r.stage, r.key) is None]
+    if missing:
         from .estimates import announce_training
         from .modelcheck import label
         from .sets import set_label
@@ -132,17 +180,16 @@ def compute_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, *
         if why:
             reporter.info(why)
         what = (f"training dynamics of {set_label(store, set_manifest)}: {len(missing)} seed(s) x {cfg.epochs} "
-                f"epochs of {label(spec['name'], spec.get('options', {}))} on {int(y.shape[0])} images")
-        announce_training(reporter, what, spec, cfg, int(y.shape[0]), len(missing), dev,
+                f"epochs of {label(spec['name'], spec.get('options', {}))} on {n} images")
+        announce_training(reporter, what, spec, cfg, n, len(missing), dev,
                           test_n=len(test[1]) if test else 0, always=announce)
-
-    seed_list = list(range(seeds))
-    runs, fresh = run_seeds(store, RUN_STAGE, VERSION, params, inputs, seed_list, fit, write, together, before)
-    meta = _group_meta(cset, set_manifest, spec, cfg.epochs, seed_list, runs, "engine", int(y.shape[0]))
+    report = run_jobs(store, jobs, executor, dev.type, on_epoch, on_status)
+    runs, fresh = seed_manifests(jobs, report)
+    meta = _group_meta(cset, set_manifest, spec, cfg.epochs, seed_list, runs, "engine", n)
     meta["records"] = records
     group = group_manifest(store, STAGE, VERSION, params, inputs, dict(zip(seed_list, runs)), meta,
                            ref=ref or _default_ref(store, set_manifest))
-    return group, {"computed": fresh, "runs": runs}
+    return group, {"computed": fresh, "runs": runs, "report": report}
 
 
 def _check_memory(samples: int, epochs: int, runs_at_once: int, record_classes: int = 0) -> None:
@@ -453,7 +500,7 @@ def ensure_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, re
 
 def dynamics_for_set(store: Store, set_manifest: Manifest, cset: CondensedSet, *, device: str = "auto",
                      overrides: dict | None = None, min_seeds: int = 1, needs_model: bool = False,
-                     reporter: Reporter = SILENT) -> Manifest:
+                     reporter: Reporter = SILENT, executor=None) -> Manifest:
     """The dynamics a consumer (score, prune, pipeline) should use for a set, training only when
     nothing stored fits, and saying in one line which artifact it is.
 
@@ -465,7 +512,7 @@ def dynamics_for_set(store: Store, set_manifest: Manifest, cset: CondensedSet, *
     the preset is trained, announced with an estimate."""
     over = {k: v for k, v in (overrides or {}).items() if v is not None}
     if over:
-        return ensure_dynamics(store, set_manifest, cset, reporter=reporter, device=device, **over)
+        return ensure_dynamics(store, set_manifest, cset, reporter=reporter, device=device, executor=executor, **over)
     picked, skipped = _stored_pick(store, set_manifest, min_seeds, needs_model)
     if picked is not None:
         reporter.info(f"dynamics: {_name(store, picked)} ({picked.meta.get('summary', '')}), stored: nothing to train"
@@ -479,7 +526,7 @@ def dynamics_for_set(store: Store, set_manifest: Manifest, cset: CondensedSet, *
         return group
     for why in skipped:
         reporter.info(why)
-    return ensure_dynamics(store, set_manifest, cset, reporter=reporter, device=device)
+    return ensure_dynamics(store, set_manifest, cset, reporter=reporter, device=device, executor=executor)
 
 
 def stored_dynamics(store: Store, set_manifest: Manifest) -> list[Manifest]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -25,10 +25,11 @@ from .. import tensors
 from ..data.condensed import CondensedSet
 from ..errors import UsageError
 from ..progress import SILENT, Reporter
-from ..store import Manifest, StageResult, Store
+from ..executors import Output, Resources, Shared
+from ..store import Manifest, Store
 from . import training
 from .datasets import load_real
-from .seeded import check_run_count, group_manifest, run_seeds
+from .seeded import check_run_count, group_manifest, plan_seeds, run_jobs, seed_manifests
 
 RUN_STAGE, STAGE, VERSION = "eval-run", "eval", 2  # 2: real splits named by tensors.digest
 
@@ -70,8 +71,20 @@ def evaluate_set(store: Store, set_manifest: Manifest, cset: CondensedSet, **par
 def run_eval(store: Store, set_manifest: Manifest | None, cset: CondensedSet | None, dataset: str | None = None,
              **params) -> tuple[Manifest, dict]:
     """evaluate_set (a set) or the full training split (cset None, a dataset name); also says which repeats ran now."""
-    target = _set_target(store, set_manifest, cset) if cset is not None else _full_target(store, dataset)
-    return _evaluate(store, target, **params)
+    return _evaluate(store, target_of(store, set_manifest, cset, dataset), **params)
+
+
+def target_of(store: Store, set_manifest: Manifest | None, cset: CondensedSet | None,
+              dataset: str | None = None) -> _Target:
+    """What an evaluation trains on: a stored set, or (cset None) a dataset's full training split."""
+    return _set_target(store, set_manifest, cset) if cset is not None else _full_target(store, dataset)
+
+
+def set_target(store: Store, m: Manifest) -> _Target:
+    """What evaluating the stored set `m` trains on (for `plan_eval`)."""
+    from .sets import load_set
+
+    return _set_target(store, m, load_set(store, m))
 
 
 def _set_target(store: Store, m: Manifest, cset: CondensedSet) -> _Target:
@@ -99,10 +112,66 @@ def _full_target(store: Store, dataset: str | None) -> _Target:
                    ipc, 1, {"train": tensors.digest(ds.train_x, ds.train_y)})
 
 
-def _evaluate(store: Store, t: _Target, *, repeats: int = 3, device: str = "auto", batched: str = "auto",
-              on_epoch: Callable | None = None, reporter: Reporter = SILENT, **overrides) -> tuple[Manifest, dict]:
+@dataclass
+class EvalSpec:
+    """What an evaluation job needs, picklable (sent to a worker process or a Ray node)."""
+    model: dict
+    cfg: Any
+    data: Shared            # (x, y): the set's decoded images and labels
+    test: Shared            # (x_test, y_test), already in the network's input space
+    normalize: Optional[tuple]
+    device: str
+    batched: str = "auto"
+    seeds: list = field(default_factory=list)
+    partial: Optional[str] = None  # checkpoint folder (only where the store is on this machine)
+
+
+def eval_job(spec: EvalSpec, progress: Callable | None = None) -> list[Output]:
+    """Train one model per seed and test it (spec 5): one `result` JSON per seed."""
     from ..nn import engine
-    from ..nn.device import describe, resolve_device
+    from ..nn.device import resolve_device
+
+    dev = resolve_device(spec.device)
+    x, y = spec.data.value
+    ck = engine.Checkpoint(Path(spec.partial), 30.0) if spec.partial else None
+    results = engine.train(spec.model, x, y, spec.cfg, seeds=spec.seeds, device=dev, normalize=spec.normalize,
+                           test=spec.test.value, on_epoch=progress, checkpoint=ck, batched=spec.batched)
+    return [_eval_output(res, dev) for res in results]
+
+
+def _eval_output(res, dev) -> Output:
+    from ..nn.device import describe
+
+    doc = {"seed": res.seed, "best": res.best, "last": res.last,
+           "evals": {str(k): v for k, v in sorted(res.evals.items())},
+           "final_loss": res.history[-1]["loss"], "final_train_acc": res.history[-1]["acc"]}
+    data = (json.dumps(doc, sort_keys=True, indent=1) + "\n").encode()
+    return Output({"result": data}, {**doc, "device": describe(dev), "compiled": res.compiled,
+                                     "batched": res.batched,
+                                     "summary": f"repeat {res.seed}: best {res.best:.4f} last {res.last:.4f}"})
+
+
+@dataclass
+class EvalPlan:
+    """An evaluation's sweep jobs, and what its group manifest needs once they are done."""
+    target: _Target
+    spec: dict
+    cfg: Any
+    params: dict
+    inputs: dict
+    seeds: list[int]
+    jobs: list
+    test_images: int
+    device_type: str
+
+
+def plan_eval(store: Store, t: _Target, *, repeats: int = 3, device: str = "auto", batched: str = "auto",
+              reporter: Reporter = SILENT, **overrides) -> EvalPlan:
+    """The sweep jobs of one evaluation (one per repeat; one for all repeats when they stack on CUDA);
+    announces the training it will do (with an estimate) when some repeat is not stored yet."""
+    from ..executors import estimate_seconds, gpu_share
+    from ..nn import engine
+    from ..nn.device import resolve_device
 
     check_run_count(repeats, "--repeats")
     if t.x.shape[0] == 0:
@@ -116,57 +185,67 @@ def _evaluate(store: Store, t: _Target, *, repeats: int = 3, device: str = "auto
     ds = load_real(t.dataset, store)
     stats = (tuple(ds.mean), tuple(ds.std))
     test_x, zca_params = test_split(ds, t.value_space, t.publisher, t.label)
-    test = (test_x, ds.test_y)
     norm = engine.set_normalization(t.value_space, stats)
     params = {"dataset": t.dataset, "model": spec, "train": cfg.params(), "value_space": t.value_space,
               "normalize": list(map(list, norm)) if norm else None}
     if zca_params is not None:
         params["zca"] = zca_params
     inputs = {**t.inputs, "test": tensors.digest(ds.test_x, ds.test_y)}
-
-    def fit(seeds: list[int], partial: Optional[Path]):
-        ck = engine.Checkpoint(partial, 30.0) if partial is not None else None
-        return engine.train(spec, t.x, t.y, cfg, seeds=seeds, device=dev, normalize=norm, test=test,
-                            on_epoch=on_epoch, checkpoint=ck, batched=batched)
-
-    def write(tmp: Path, seed: int, res) -> StageResult:
-        doc = {"seed": seed, "best": res.best, "last": res.last,
-               "evals": {str(k): v for k, v in sorted(res.evals.items())},
-               "final_loss": res.history[-1]["loss"], "final_train_acc": res.history[-1]["acc"]}
-        path = tmp / "result.json"
-        path.write_text(json.dumps(doc, sort_keys=True, indent=1) + "\n")
-        return StageResult(outputs={"result": path},
-                           meta={**doc, "device": describe(dev), "compiled": res.compiled, "batched": res.batched,
-                                 "summary": f"repeat {seed}: best {res.best:.4f} last {res.last:.4f}"})
-
-    def before(missing: list[int]) -> None:
-        from .estimates import announce_training
-        from .modelcheck import label
-
-        from .fitted import DataShape
-
-        why = training.fitted_preset("eval", t.dataset, DataShape(int(t.x.shape[1]), int(t.x.shape[-1]),
-                                                                  t.num_classes))[1]
-        if why:
-            reporter.info(why)
-        what = (f"evaluating {t.label}: {len(missing)} run(s) x {cfg.epochs} epochs of "
-                f"{label(spec['name'], spec.get('options', {}))} on {int(t.x.shape[0])} images")
-        announce_training(reporter, what, spec, cfg, int(t.x.shape[0]), len(missing), dev,
-                          test_n=int(ds.test_x.shape[0]))
-
+    # shared inputs travel once per worker (or once into Ray's object store), named by content
+    test = Shared(f"test:{tensors.digest(test_x)}", (test_x, ds.test_y))
+    data = Shared(f"train:{next(iter(t.inputs.values()))}", (t.x, t.y))
+    job_spec = EvalSpec(spec, cfg, data, test, norm, device, batched)
+    n, size = int(t.x.shape[0]), int(t.x.shape[-1])
+    cost = estimate_seconds(cfg.epochs * engine.iterations_per_epoch(n, cfg.batch_size), min(n, cfg.batch_size),
+                            size * size)
     seeds = list(range(repeats))
     together = engine.plan_batched(spec, dev, repeats, batched)
-    runs, fresh = run_seeds(store, RUN_STAGE, VERSION, params, inputs, seeds, fit, write, together, before)
+    res = Resources(cpus=1, gpu=0.0 if device == "cpu" else gpu_share(size))
+    jobs = plan_seeds(store, RUN_STAGE, VERSION, params, inputs, seeds, eval_job, job_spec, together,
+                      f"eval {t.label}", cost, res)
+    missing = [r for j in jobs for r in j.runs if store.load_run(r.stage, r.key) is None]
+    if missing:
+        _announce(reporter, t, spec, cfg, len(missing), dev, int(ds.test_x.shape[0]))
+    return EvalPlan(t, spec, cfg, params, inputs, seeds, jobs, int(ds.test_x.shape[0]), dev.type)
+
+
+def _announce(reporter: Reporter, t: _Target, spec: dict, cfg, runs: int, dev, test_n: int) -> None:
+    from .estimates import announce_training
+    from .fitted import DataShape
+    from .modelcheck import label
+
+    why = training.fitted_preset("eval", t.dataset, DataShape(int(t.x.shape[1]), int(t.x.shape[-1]),
+                                                              t.num_classes))[1]
+    if why:
+        reporter.info(why)
+    what = (f"evaluating {t.label}: {runs} run(s) x {cfg.epochs} epochs of "
+            f"{label(spec['name'], spec.get('options', {}))} on {int(t.x.shape[0])} images")
+    announce_training(reporter, what, spec, cfg, int(t.x.shape[0]), runs, dev, test_n=test_n)
+
+
+def finish_eval(store: Store, p: EvalPlan, report) -> tuple[Manifest, dict]:
+    """The group manifest over the per-repeat runs of a finished sweep."""
+    runs, fresh = seed_manifests(p.jobs, report)
+    t, spec, cfg, seeds = p.target, p.spec, p.cfg, p.seeds
     per = [{"seed": s, "best": m.meta["best"], "last": m.meta["last"], "evals": m.meta["evals"]}
            for s, m in zip(seeds, runs)]
-    stats = summarize([p["best"] for p in per], [p["last"] for p in per])
+    stats = summarize([q["best"] for q in per], [q["last"] for q in per])
     meta = {"target": t.label, "dataset": t.dataset, "set": t.set_key, "model": spec, "epochs": cfg.epochs,
-            "repeats": repeats, "train_images": int(t.x.shape[0]), "test_images": int(ds.test_x.shape[0]),
+            "repeats": len(seeds), "train_images": int(t.x.shape[0]), "test_images": p.test_images,
             "per_repeat": per, **stats,
-            "summary": f"{t.label}: {spec['name']} x{repeats}, best {stats['best_mean']:.4f}"
+            "summary": f"{t.label}: {spec['name']} x{len(seeds)}, best {stats['best_mean']:.4f}"
                        f"±{stats['best_std']:.4f}, last {stats['last_mean']:.4f}±{stats['last_std']:.4f}"}
-    group = group_manifest(store, STAGE, VERSION, params, inputs, dict(zip(seeds, runs)), meta)
+    group = group_manifest(store, STAGE, VERSION, p.params, p.inputs, dict(zip(seeds, runs)), meta)
     return group, {"computed": fresh}
+
+
+def _evaluate(store: Store, t: _Target, *, repeats: int = 3, device: str = "auto", batched: str = "auto",
+              on_epoch: Callable | None = None, reporter: Reporter = SILENT, executor=None,
+              on_status: Callable | None = None, **overrides) -> tuple[Manifest, dict]:
+    p = plan_eval(store, t, repeats=repeats, device=device, batched=batched, reporter=reporter, **overrides)
+    report = run_jobs(store, p.jobs, executor, p.device_type, on_epoch, on_status)
+    group, info = finish_eval(store, p, report)
+    return group, {**info, "report": report}
 
 
 _ZCA_CACHE: dict[tuple, Any] = {}

@@ -16,6 +16,8 @@ from typing import Callable
 from ..errors import UsageError
 from ..progress import SILENT, Reporter
 from ..store import Manifest, Store
+from .sweep import Pool
+from .sweep import Pool
 
 # the main table's rows, in its order; "lbpe" with its defaults (easy, balanced) is YOCO
 MAIN_METRICS = ["random", "ssp", "entropy", "aum", "forgetting", "el2n", "ccs", "lbpe"]
@@ -41,6 +43,10 @@ class PipelineRequest:
     ccs_beta: float | None = None       # None: the reference's table (CIFAR-10's row for digits)
     device: str = "auto"
     seed: int = 0
+    # where the training runs go (not part of any result): see yoco_cli.executors
+    executor: str | None = None         # auto | serial | local | ray (None: YOCO_EXECUTOR, else auto)
+    address: str | None = None          # a Ray cluster (None: YOCO_RAY_ADDRESS)
+    max_parallel: int | None = None     # at most this many runs at once
 
     def command_line(self, **outputs) -> str:
         """The `yoco pipeline` invocation that reproduces this request (options that differ from the defaults)."""
@@ -278,11 +284,15 @@ def run(store: Store, req: PipelineRequest, on_step: Callable[[Step], None] | No
     if req.ipc != cset.ipc:
         raise UsageError(f"the source set has IPC {cset.ipc}, not {req.ipc}", f"pass --ipc {cset.ipc}")
     betas = ccs_betas(req, cset, reporter)  # every check that needs no training, before any training
-    dyn_m, table = _dynamics_and_scores(store, req, set_m, cset, tell, inner)
-    pruned = _prune_all(store, req, set_m, cset, table, dyn_m, tell, betas)
-    evals = [_evaluate(store, req, m, tell, inner) for m in [set_m] + pruned]
+    pool = Pool(req.executor, req.address, req.max_parallel)  # workers start once, for both sweeps
+    try:
+        dyn_m, table = _dynamics_and_scores(store, req, set_m, cset, tell, inner, pool)
+        pruned = _prune_all(store, req, set_m, cset, table, dyn_m, tell, betas)
+        evals = _evaluate_all(store, req, [set_m] + pruned, tell, inner, pool)
+    finally:
+        pool.close()
     return {"dataset": cset.dataset, "source": label, "set": set_m.key, "dynamics": dyn_m.key,
-            "pruned": [m.key for m in pruned], "evals": [m.key for m in evals]}
+            "pruned": [m.key for m in pruned], "evals": [m.key for m in evals], **pool.summary()}
 
 
 def _source(store: Store, req: PipelineRequest, tell: _Teller, inner: Reporter) -> tuple[Manifest, object, str]:
@@ -300,7 +310,7 @@ def _source(store: Store, req: PipelineRequest, tell: _Teller, inner: Reporter) 
     return res.manifest, load_set(store, res.manifest), res.ref
 
 
-def _dynamics_and_scores(store, req, set_m, cset, tell: _Teller, inner: Reporter):
+def _dynamics_and_scores(store, req, set_m, cset, tell: _Teller, inner: Reporter, pool: Pool):
     from ..methods.scores import ScoreOptions
     from .dynamics import dynamics_for_set
     from .score import load_scores, scores_for_set
@@ -312,7 +322,8 @@ def _dynamics_and_scores(store, req, set_m, cset, tell: _Teller, inner: Reporter
     step = tell.start()
     before = training_runs(store)
     dyn_m = dynamics_for_set(store, set_m, cset, device=req.device, overrides=over, min_seeds=req.seeds,
-                             needs_model=bool({"entropy", "loss", "ssp"} & set(req.metrics)), reporter=inner)
+                             needs_model=bool({"entropy", "loss", "ssp"} & set(req.metrics)), reporter=inner,
+                             executor=pool)
     tell.end(step, training_runs(store) == before)
     step = tell.start()
     score_m, cached, _ = scores_for_set(store, set_m, cset, ScoreOptions(), dyn_m=dyn_m, device=req.device,
@@ -364,21 +375,37 @@ def _prune_all(store, req, set_m, cset, table, dyn_m, tell: _Teller, betas) -> l
     return out
 
 
-def _evaluate(store, req, m: Manifest, tell: _Teller, inner: Reporter) -> Manifest:
-    from .evaluate import run_eval
-    from .sets import load_set
+def _evaluate_all(store, req, sets: list[Manifest], tell: _Teller, inner: Reporter, pool: Pool) -> list[Manifest]:
+    """Every set's evaluation runs as one sweep (the source and all pruned sets, longest first): each
+    set's step starts with the sweep and ends when its last run is in; the stage row shows the sweep's
+    done / running / queued / failed runs."""
+    from .evaluate import finish_eval, plan_eval, set_target
 
-    step = tell.start()
     over = {"epochs": req.eval_epochs} if req.eval_epochs else {}
+    plans = [plan_eval(store, set_target(store, m), repeats=req.repeats, device=req.device, reporter=inner, **over)
+             for m in sets]
+    steps = [tell.start() for _ in plans]
+    owner = {r.key: i for i, p in enumerate(plans) for j in p.jobs for r in j.runs}
+    left = [sum(len(j.runs) for j in p.jobs) for p in plans]
+    fresh = [False] * len(plans)
+    finished: set[str] = set()
 
-    def on_epoch(ev) -> None:  # repeats train one after another (or together, on a GPU)
-        done = ev.seeds[0] * ev.epochs + (ev.epoch + 1) * len(ev.seeds)
-        tell.on_stage(done, req.repeats * ev.epochs, f"repeat {ev.seeds[0]}, loss {ev.loss[0]:.3f}")
+    def on_status(st) -> None:
+        tell.on_stage(st.done + st.cached, st.total, f"{st.done} done, {st.running} running, {st.queued} queued, "
+                                                     f"{st.failed} failed")
 
-    ev, info = run_eval(store, m, load_set(store, m), repeats=req.repeats, device=req.device, reporter=inner,
-                        on_epoch=on_epoch, **over)
-    tell.end(step, not info["computed"])
-    return ev
+    def on_run(key: str, computed: bool) -> None:
+        if key in finished:
+            return
+        finished.add(key)
+        i = owner[key]
+        left[i] -= 1
+        fresh[i] = fresh[i] or computed
+        if left[i] == 0:
+            tell.end(steps[i], not fresh[i])
+
+    report = pool.run(store, [j for p in plans for j in p.jobs], plans[0].device_type, on_status, on_run=on_run)
+    return [finish_eval(store, p, report)[0] for p in plans]
 
 
 TRAINING_STAGES = ("condense", "dynamics-run", "eval-run")

@@ -6,18 +6,23 @@ after 3 computes only the 2 new ones, and an interrupted command keeps every fin
 The group manifest names the per-seed outputs `seed{s}/{name}` and reuses their objects
 (same digests, no second copy).
 
-Which seeds train together is the engine's business (`plan_batched`): on CUDA all missing
-seeds of a small model train as one stacked model; otherwise one at a time, each with a
-resumable checkpoint in `store.partial_dir(run_stage, key)`.
+Each seed is a sweep job (`stages.sweep`) that an executor runs: in this process, in a local
+process pool or on a Ray cluster. Which seeds train together is the engine's business
+(`plan_batched`): on CUDA all missing seeds of a small model are one job, trained as one
+stacked model; otherwise each seed is its own job, with a resumable checkpoint in
+`store.partial_dir(run_stage, key)` when it runs on this machine.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import UsageError
+from ..executors import Executor, Resources
 from ..store import Manifest, StageResult, Store, run_cached
-from ..store.manifest import run_key
+from . import sweep
+from .sweep import Job, Report, Run
 
 MAX_RUNS = 10_000  # each seed is a cached training run; more is a typo (and list(range(1e20)) an OverflowError)
 
@@ -29,36 +34,43 @@ def check_run_count(n: int, option: str) -> None:
         raise UsageError(f"{option} {n} asks for more than {MAX_RUNS} training runs", f"use {option} 3 (the paper's)")
 
 
-# fit(seeds, partial_dir or None) -> one result per seed; write(tmpdir, seed, result) -> StageResult
-Fit = Callable[[list[int], "Path | None"], list[Any]]
-Write = Callable[[Path, int, Any], StageResult]
-
-
 def seed_params(params: dict, seed: int) -> dict:
     return {**params, "seed": int(seed)}
 
 
-def run_seeds(store: Store, stage: str, version: int, params: dict, inputs: dict[str, str], seeds: list[int],
-              fit: Fit, write: Write, together: bool,
-              before: Callable[[list[int]], None] | None = None) -> tuple[list[Manifest], list[int]]:
-    """Per-seed manifests in seed order, and the seeds that were computed now (not cached).
-    `before(missing)` hears which seeds will train, before any does (to announce them)."""
-    missing = [s for s in seeds
-               if store.load_run(stage, run_key(stage, version, seed_params(params, s), inputs)) is None]
-    if missing and before is not None:
-        before(missing)
-    fresh: dict[int, Any] = {}
-    if together and len(missing) > 1:
-        fresh = dict(zip(missing, fit(missing, None)))
-    out = []
-    for s in seeds:
-        def compute(tmp: Path, key: str, s=s) -> StageResult:
-            result = fresh[s] if s in fresh else fit([s], store.partial_dir(stage, key))[0]
-            return write(tmp, s, result)
+def plan_seeds(store: Store, stage: str, version: int, params: dict, inputs: dict[str, str], seeds: list[int],
+               fn: Callable, spec: Any, together: bool, label: str, cost: float,
+               resources: Resources | None = None) -> list[Job]:
+    """One sweep job per seed (`spec.seeds = [s]`), or one job for all missing seeds when they
+    train `together` as one stacked model (CUDA); `cost` is one run's estimated CPU seconds."""
+    runs = {s: Run(stage, version, seed_params(params, s), inputs, f"{label} seed {s}") for s in seeds}
+    res = resources or Resources()
+    if together:
+        missing = [s for s in seeds if store.load_run(stage, runs[s].key) is None]
+        if len(missing) > 1:
+            rest = [s for s in seeds if s not in missing]
+            return ([Job([runs[s] for s in missing], fn, replace(spec, seeds=missing), cost * len(missing), res)]
+                    + [Job([runs[s]], fn, replace(spec, seeds=[s]), cost, res) for s in rest])
+    return [Job([runs[s]], fn, replace(spec, seeds=[s]), cost, res) for s in seeds]
 
-        m, _ = run_cached(store, stage, version, seed_params(params, s), inputs, compute)
-        out.append(m)
-    return out, missing
+
+def run_jobs(store: Store, jobs: list[Job], executor: "Executor | sweep.Pool | None", device_type: str,
+             on_epoch: Callable | None = None, on_status: Callable | None = None) -> Report:
+    """Run jobs on `executor`, on a caller's `sweep.Pool`, or (None) on one chosen for this work."""
+    progress = (lambda job, info: on_epoch(info)) if on_epoch is not None else None
+    if isinstance(executor, sweep.Pool):
+        return executor.run(store, jobs, device_type, on_status, progress)
+    if executor is not None:
+        return sweep.run(store, jobs, executor, on_status=on_status, on_progress=progress)
+    with sweep.Pool() as pool:
+        return pool.run(store, jobs, device_type, on_status, progress)
+
+
+def seed_manifests(jobs: list[Job], report: Report) -> tuple[list[Manifest], list[int]]:
+    """Per-seed manifests in seed order, and the seeds computed by this sweep."""
+    runs = sorted((r for j in jobs for r in j.runs), key=lambda r: r.params["seed"])
+    fresh = set(report.computed)
+    return [report.manifests[r.key] for r in runs], [r.params["seed"] for r in runs if r.key in fresh]
 
 
 def group_manifest(store: Store, stage: str, version: int, params: dict, inputs: dict[str, str],

@@ -26,6 +26,7 @@ from .store import Store
 class StageResult:
     outputs: dict[str, Path]
     meta: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)  # where/how it ran (executor, worker); not in the key
 
 
 def provenance(seconds: float) -> dict:
@@ -88,6 +89,21 @@ def run_cached(
         return manifest, False
 
 
+def commit(store: Store, stage: str, version: int, key: str, params: dict, inputs: dict[str, str],
+           compute: Callable[[Path, str], StageResult], *, ref: str | None = None) -> Manifest:
+    """Commit a run whose key lock the caller holds (a sweep's driver): outputs into objects/, then the
+    manifest (and name); a full disk is a one-line resource error with nothing committed."""
+    try:
+        manifest = _compute_and_commit(store, stage, version, params, inputs, key, compute, ref)
+    except OSError as e:
+        err = resource_error(e)
+        if err is None:
+            raise
+        raise err from None
+    store.clear_partial(stage, key)
+    return manifest
+
+
 def _compute_and_commit(store, stage, version, params, inputs, key, compute, ref) -> Manifest:
     """Compute into a staging folder, move the outputs into objects/ and write the manifest (and name)."""
     t0 = time.perf_counter()
@@ -99,7 +115,7 @@ def _compute_and_commit(store, stage, version, params, inputs, key, compute, ref
                 digest, size = store.put_file(Path(path))
                 outputs[name] = {"digest": digest, "size": size}
             manifest = Manifest(stage, version, key, params, inputs, outputs, result.meta,
-                                provenance(time.perf_counter() - t0))
+                                {**provenance(time.perf_counter() - t0), **result.provenance})
             store.commit_run(manifest)
             if ref:
                 try:

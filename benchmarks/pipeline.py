@@ -1,0 +1,197 @@
+"""The embedded pipeline's training work against a naive sequential loop of the same optimizer steps.
+
+    python benchmarks/pipeline.py                     # the runs `make demo` trains (37k steps)
+    python benchmarks/pipeline.py --quick             # the same runs at 1/4 of the epochs
+    python benchmarks/pipeline.py --naive-threads 1   # the naive loop on one thread (default: torch's)
+    python benchmarks/pipeline.py --executor serial   # the pipeline side one run at a time
+    python benchmarks/pipeline.py --demo              # also `yoco pipeline` (make demo) serial vs auto
+
+pipeline  what `yoco pipeline` trains on digits with its defaults (3 dynamics seeds x 100 epochs on the
+          400 decoded images of the IPC-10 set; 73 evaluations x 200 epochs: the source and the 72
+          sets pruned to IPC 1, 2, 5, 40-200 images), through the stages as the pipeline calls
+          them: one sweep for the dynamics seeds, one for every evaluation, on `--executor`
+          (default auto: a local pool, one process per core, one torch thread each), with DSA,
+          CutMix, the dynamics recorder and the test passes. The source set is a seeded random
+          subset (condensing first would not change the runs' shapes, only add a serial step).
+naive     the same runs' optimizer steps (same models, batch sizes and epochs) as plain forward +
+          backward + SGD on in-memory batches, no augmentation, no tests, one run after another in
+          one process with torch's default thread count.
+Both sides run in subprocesses with the same glibc malloc settings (the engine's tuning; glibc's
+environment variables for the naive side). CPU time is the process's plus its workers'. Figures
+depend on the machine's load: the first and last lines print it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 30), "MALLOC_TOP_PAD_": str(64 << 20)}
+
+
+def _cpu() -> float:
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+
+def _load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+# -- children ---------------------------------------------------------------------------------------
+
+def _setup(home: str, dyn_epochs: int):
+    """The source set, its dynamics, scores and pruned sets, made by `yoco pipeline` itself with
+    one-epoch evaluations (untimed); returns (store, request, source manifest, set, pruned manifests)."""
+    from yoco_cli.stages import pipeline
+    from yoco_cli.stages.sets import load_set
+    from yoco_cli.store import Store
+
+    store = Store(home).ensure()
+    req = pipeline.PipelineRequest(method="random", dynamics_epochs=dyn_epochs, eval_epochs=1, executor="local")
+    result = pipeline.run(store, req)
+    set_m = store.resolve(result["set"])
+    return store, req, set_m, load_set(store, set_m), [store.resolve(k) for k in result["pruned"]]
+
+
+def child_pipeline(a) -> dict:
+    from yoco_cli.nn.device import tune_malloc
+    from yoco_cli.stages import evaluate
+    from yoco_cli.stages.dynamics import compute_dynamics
+    from yoco_cli.stages.sweep import Pool
+
+    tune_malloc()
+    store, req, set_m, cset, pruned = _setup(a.home, a.dyn_epochs)
+    for stage in ("dynamics-run",):  # the training runs are what is timed (evaluations: new epochs, new keys)
+        for p in (store.runs / stage).glob("*.json"):
+            p.unlink()
+    w0, c0 = time.perf_counter(), _cpu()
+    with Pool(a.executor) as pool:
+        _, info = compute_dynamics(store, set_m, cset, seeds=req.seeds, executor=pool, epochs=a.dyn_epochs)
+        plans = [evaluate.plan_eval(store, evaluate.set_target(store, m), repeats=1, epochs=a.eval_epochs)
+                 for m in [set_m] + pruned]
+        report = pool.run(store, [j for p in plans for j in p.jobs], plans[0].device_type)
+        executor = pool.ex.describe()
+    wall, cpu = time.perf_counter() - w0, _cpu() - c0  # the pool is closed: its workers' CPU is counted
+    runs = [(int(cset.decoded()[1].shape[0]), a.dyn_epochs)] * req.seeds
+    runs += [(int(p.target.x.shape[0]), a.eval_epochs) for p in plans]
+    assert len(info["computed"]) == req.seeds and len(report.computed) == len(plans)
+    return {"wall": wall, "cpu": cpu, "runs": runs, "executor": executor, "where": len(report.where)}
+
+
+def child_naive(a) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from yoco_cli.nn.models import build_model
+
+    if a.naive_threads:
+        torch.set_num_threads(a.naive_threads)
+    runs = json.loads(a.runs)
+    threads = torch.get_num_threads()
+    steps = 0
+    w0, c0 = time.perf_counter(), _cpu()
+    for i, (n, epochs) in enumerate(runs):
+        torch.manual_seed(i)
+        x, y = torch.rand(n, 1, 8, 8), torch.arange(n) % 10
+        model = build_model("convnet", 10, 1, 8, width=64, depth=2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+        for _ in range(epochs):
+            perm = torch.randperm(n)
+            for s in range(0, n, 64):
+                idx = perm[s:s + 64]
+                loss = F.cross_entropy(model(x[idx]), y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                steps += 1
+    return {"wall": time.perf_counter() - w0, "cpu": _cpu() - c0, "steps": steps, "threads": threads}
+
+
+# -- the parent ----------------------------------------------------------------------------------------
+
+def _run_child(kind: str, a, **extra) -> dict:
+    args = [sys.executable, os.path.abspath(__file__), "--child", kind, "--eval-epochs", str(a.eval_epochs),
+            "--dyn-epochs", str(a.dyn_epochs), "--executor", a.executor, "--naive-threads", str(a.naive_threads)]
+    for k, v in extra.items():
+        args += [f"--{k}", str(v)]
+    env = {**os.environ, **MALLOC_ENV} if kind == "naive" else dict(os.environ)
+    out = subprocess.run(args, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"{kind} child failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _steps(runs) -> int:
+    return sum(e * -(-n // 64) for n, e in runs)
+
+
+def _demo(a) -> None:
+    """`yoco pipeline` as `make demo` runs it, one training at a time vs the default executor."""
+    rows = []
+    for name in ("serial", "auto"):
+        with tempfile.TemporaryDirectory(prefix="yoco-bench-demo-") as home:
+            env = {**os.environ, "YOCO_HOME": home}
+            cmd = [sys.executable, "-m", "yoco_cli", "--json", "pipeline", "--executor", name]
+            r0, w0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            wall, r1 = time.perf_counter() - w0, resource.getrusage(resource.RUSAGE_CHILDREN)
+            if out.returncode != 0:
+                sys.exit(f"yoco pipeline --executor {name} failed:\n{out.stderr[-3000:]}")
+            cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
+            rows.append((name, wall, cpu, json.loads(out.stdout).get("executor")))
+            print(f"  yoco pipeline --executor {name:6s} {wall:8.1f} s wall {cpu:8.1f} CPU-s  ({rows[-1][3]})",
+                  flush=True)
+    print(f"make demo: --executor auto takes {rows[1][1] / rows[0][1]:.2f}x the wall time of one training at a "
+          f"time ({rows[1][2] / rows[0][2]:.2f}x the CPU time); {_load()}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="a quarter of the epochs (same runs)")
+    p.add_argument("--executor", default="local", help="the pipeline side's executor (default local)")
+    p.add_argument("--naive-threads", type=int, default=0, help="0: torch's default")
+    p.add_argument("--demo", action="store_true")
+    p.add_argument("--eval-epochs", type=int, default=0)
+    p.add_argument("--dyn-epochs", type=int, default=0)
+    p.add_argument("--child", choices=["pipeline", "naive"])
+    p.add_argument("--home")
+    p.add_argument("--runs")
+    a = p.parse_args()
+    a.eval_epochs = a.eval_epochs or (50 if a.quick else 200)
+    a.dyn_epochs = a.dyn_epochs or (25 if a.quick else 100)
+    if a.child:
+        print(json.dumps(child_pipeline(a) if a.child == "pipeline" else child_naive(a)))
+        return
+    import torch
+
+    threads = a.naive_threads or torch.get_num_threads()
+    print(f"pipeline: the demo's dynamics ({a.dyn_epochs} epochs) and evaluation ({a.eval_epochs} epochs) runs through "
+          f"the stages on --executor {a.executor} (DSA, CutMix, recorder, tests) vs naive: the same optimizer steps, "
+          f"forward+backward+SGD only, one run after another, {threads} thread(s); same malloc settings; {_load()}",
+          flush=True)
+    with tempfile.TemporaryDirectory(prefix="yoco-bench-pipeline-") as home:
+        pipe = _run_child("pipeline", a, home=home)
+    steps = _steps(pipe["runs"])
+    naive = _run_child("naive", a, runs=json.dumps(pipe["runs"]))
+    assert naive["steps"] == steps, (naive["steps"], steps)
+    print(f"{'side':9s} {'runs':>5s} {'steps':>7s} {'wall s':>8s} {'CPU s':>8s} {'steps/s':>8s} {'steps/CPU-s':>11s}")
+    for name, r in (("pipeline", pipe), ("naive", naive)):
+        print(f"{name:9s} {len(pipe['runs']):5d} {steps:7d} {r['wall']:8.1f} {r['cpu']:8.1f} "
+              f"{steps / r['wall']:8.1f} {steps / r['cpu']:11.1f}")
+    print(f"pipeline on {pipe['executor']} ({pipe['where']} workers used) vs naive on {naive['threads']} thread(s): "
+          f"{naive['wall'] / pipe['wall']:.2f}x the steps per wall second, {naive['cpu'] / pipe['cpu']:.2f}x per CPU "
+          f"second; {_load()}")
+    if a.demo:
+        _demo(a)
+
+
+if __name__ == "__main__":
+    main()
