@@ -376,19 +376,19 @@ def _prune_all(store, req, set_m, cset, table, dyn_m, tell: _Teller, betas) -> l
 
 
 def _evaluate_all(store, req, sets: list[Manifest], tell: _Teller, inner: Reporter, pool: Pool) -> list[Manifest]:
-    """Every set's evaluation runs as one sweep (the source and all pruned sets, longest first): each
-    set's step starts with the sweep and ends when its last run is in; the stage row shows the sweep's
-    done / running / queued / failed runs."""
+    """Every set's evaluation runs as one sweep (the source and all pruned sets, longest first). The
+    sets' steps are told in plan order (a set that finishes early waits for the ones before it); the
+    stage row shows the sweep's done / running / queued / failed runs."""
     from .evaluate import finish_eval, plan_eval, set_target
 
     over = {"epochs": req.eval_epochs} if req.eval_epochs else {}
     plans = [plan_eval(store, set_target(store, m), repeats=req.repeats, device=req.device, reporter=inner, **over)
              for m in sets]
-    steps = [tell.start() for _ in plans]
     owner = {r.key: i for i, p in enumerate(plans) for j in p.jobs for r in j.runs}
     left = [sum(len(j.runs) for j in p.jobs) for p in plans]
     fresh = [False] * len(plans)
     finished: set[str] = set()
+    current = [0, tell.start()]  # the set whose step is told as running; steps end in plan order
 
     def on_status(st) -> None:
         tell.on_stage(st.done + st.cached, st.total, f"{st.done} done, {st.running} running, {st.queued} queued, "
@@ -401,8 +401,11 @@ def _evaluate_all(store, req, sets: list[Manifest], tell: _Teller, inner: Report
         i = owner[key]
         left[i] -= 1
         fresh[i] = fresh[i] or computed
-        if left[i] == 0:
-            tell.end(steps[i], not fresh[i])
+        while current[0] < len(plans) and left[current[0]] == 0:  # sets finish in any order
+            tell.end(current[1], not fresh[current[0]])
+            current[0] += 1
+            if current[0] < len(plans):
+                current[1] = tell.start()
 
     report = pool.run(store, [j for p in plans for j in p.jobs], plans[0].device_type, on_status, on_run=on_run)
     return [finish_eval(store, p, report)[0] for p in plans]
