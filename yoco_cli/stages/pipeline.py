@@ -17,7 +17,6 @@ from ..errors import UsageError
 from ..progress import SILENT, Reporter
 from ..store import Manifest, Store
 from .sweep import Pool
-from .sweep import Pool
 
 # the main table's rows, in its order; "lbpe" with its defaults (easy, balanced) is YOCO
 MAIN_METRICS = ["random", "ssp", "entropy", "aum", "forgetting", "el2n", "ccs", "lbpe"]
