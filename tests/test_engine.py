@@ -167,3 +167,24 @@ def test_compile_failure_falls_back_to_eager(monkeypatch):
         [r] = E.train(SPEC, x, y, cfg, seeds=[0])
     [ref] = E.train(SPEC, x, y, E.TrainConfig(epochs=2, batch_size=16, compile="off"), seeds=[0])
     assert not r.compiled and same_state(r.model, ref.model)
+
+
+def test_engine_sgd_foreach_gives_the_per_parameter_loops_bits():
+    """The engine steps SGD with foreach=True for speed; that must be torch's own per-parameter
+    update bit for bit (momentum, weight decay, a learning-rate drop), or results would change."""
+    from yoco_cli.nn.models import build_model
+
+    finals = []
+    for foreach in (False, True):
+        torch.manual_seed(0)
+        model = build_model("convnet", 10, 1, 8, width=16, depth=2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, foreach=foreach)
+        gen = torch.Generator().manual_seed(1)
+        for step in range(40):
+            for p in model.parameters():
+                p.grad = torch.randn(p.shape, generator=gen)
+            for g in opt.param_groups:
+                g["lr"] = 0.01 * (0.2 if step >= 25 else 1.0)
+            opt.step()
+        finals.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(finals[0], finals[1])

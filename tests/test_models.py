@@ -114,3 +114,33 @@ def test_cuda_forward():
     assert m(torch.randn(2, 3, 32, 32, device=dev)).shape == (2, 10)
     with pytest.raises(UsageError):
         resolve_device(f"cuda:{torch.cuda.device_count()}")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_convnet_pooling_gives_avg_pool2d_bits(threads):
+    """The matrix-product pooling of small CPU maps is a speed change only: forward and backward
+    bits equal F.avg_pool2d's, on ReLU'd and signed inputs of every scale, at 1 and 2 threads."""
+    import torch.nn.functional as F
+
+    from yoco_cli.nn.models import POOL_MATMUL_MAX, AvgPool2
+
+    pool, gen = AvgPool2(), torch.Generator().manual_seed(0)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for n, c, h, w in ((64, 64, 8, 8), (64, 64, 4, 4), (3, 128, 2, 2), (5, 64, 7, 7), (9, 3, 8, 6)):
+            assert h * w <= POOL_MATMUL_MAX
+            for scale in (1e-3, 1.0, 1e3):
+                x = (torch.randn(n, c, h, w, generator=gen) * scale).relu_().requires_grad_(True)
+                g = torch.randn(n, c, h // 2, w // 2, generator=gen)
+                ref = F.avg_pool2d(x, 2)
+                got = pool(x)
+                assert torch.equal(got, ref), (n, c, h, w, scale)
+                assert torch.equal(torch.autograd.grad(got, x, g)[0], torch.autograd.grad(ref, x, g)[0])
+    finally:
+        torch.set_num_threads(old)
+    # larger maps and other devices/dtypes take avg_pool2d itself
+    big = torch.randn(2, 4, 16, 16)
+    assert torch.equal(pool(big), F.avg_pool2d(big, 2))
+    half = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    assert torch.equal(pool(half), F.avg_pool2d(half, 2))

@@ -408,8 +408,9 @@ class _GroupRun:
             self.group: Any = _Stacked(models, device)
         else:
             self.group = _Single(models[0], device, _want_compile(cfg, device, data.n, data.image_size))
+        # foreach: the same bits as torch's per-parameter loop (tests/test_engine.py), fewer dispatches
         self.opt = torch.optim.SGD(self.group.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                   weight_decay=cfg.weight_decay)
+                                   weight_decay=cfg.weight_decay, foreach=True)
         self.streams = [_Stream(s, device) for s in seeds]
         self.dsa = DSA(cfg.dsa) if cfg.dsa else None
         self.inet = ImageNetAug(size=data.image_size) if cfg.imagenet_aug else None
