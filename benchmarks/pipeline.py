@@ -13,9 +13,15 @@ pipeline  what `yoco pipeline` trains on digits with its defaults (3 dynamics se
           (default auto: a local pool, one process per core, one torch thread each), with DSA,
           CutMix, the dynamics recorder and the test passes. The source set is a seeded random
           subset (condensing first would not change the runs' shapes, only add a serial step).
-naive     the same runs' optimizer steps (same models, batch sizes and epochs) as plain forward +
-          backward + SGD on in-memory batches, no augmentation, no tests, one run after another in
-          one process with torch's default thread count.
+naive     the same runs' optimizer steps (same architecture, batch sizes and epochs) as plain forward
+          + backward + SGD on in-memory batches, no augmentation, no tests, one run after another in
+          one process with torch's default thread count, on the ConvNet as a user writes it from
+          stock torch.nn layers (the headline). Two more naive lines run the same loop on yoco's
+          own ConvNet module (its CPU pooling kernel), with torch's threads and with one thread,
+          so the gain from layers and the gain from scheduling read apart; the one-thread line,
+          split over the pipeline's workers, is the ceiling printed last: the most any schedule of
+          single-thread workers could reach with no augmentation, tests or store at all.
+          `--naive-layers stock|yoco` runs just one naive loop.
 Both sides run in subprocesses with the same glibc malloc settings (the engine's tuning; glibc's
 environment variables for the naive side). CPU time is the process's plus its workers'. Figures
 depend on the machine's load: the first and last lines print it.
@@ -86,6 +92,18 @@ def child_pipeline(a) -> dict:
     return {"wall": wall, "cpu": cpu, "runs": runs, "executor": executor, "where": len(report.where)}
 
 
+def _stock_convnet():
+    """ConvNet-2, width 64, instance norm, for 8x8 digits, from stock torch.nn layers (the reference's
+    architecture, written the plain way)."""
+    import torch.nn as nn
+
+    def block(cin):
+        return [nn.Conv2d(cin, 64, 3, padding=1), nn.GroupNorm(64, 64, affine=True), nn.ReLU(inplace=True),
+                nn.AvgPool2d(2)]
+
+    return nn.Sequential(*block(1), *block(64), nn.Flatten(), nn.Linear(64 * 2 * 2, 10))
+
+
 def child_naive(a) -> dict:
     import torch
     import torch.nn.functional as F
@@ -101,7 +119,7 @@ def child_naive(a) -> dict:
     for i, (n, epochs) in enumerate(runs):
         torch.manual_seed(i)
         x, y = torch.rand(n, 1, 8, 8), torch.arange(n) % 10
-        model = build_model("convnet", 10, 1, 8, width=64, depth=2)
+        model = build_model("convnet", 10, 1, 8, width=64, depth=2) if a.naive_layers == "yoco" else _stock_convnet()
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
         for _ in range(epochs):
             perm = torch.randperm(n)
@@ -121,7 +139,7 @@ def _run_child(kind: str, a, **extra) -> dict:
     args = [sys.executable, os.path.abspath(__file__), "--child", kind, "--eval-epochs", str(a.eval_epochs),
             "--dyn-epochs", str(a.dyn_epochs), "--executor", a.executor, "--naive-threads", str(a.naive_threads)]
     for k, v in extra.items():
-        args += [f"--{k}", str(v)]
+        args += [f"--{k.replace('_', '-')}", str(v)]
     env = {**os.environ, **MALLOC_ENV} if kind == "naive" else dict(os.environ)
     out = subprocess.run(args, env=env, capture_output=True, text=True)
     if out.returncode != 0:
@@ -158,6 +176,9 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="a quarter of the epochs (same runs)")
     p.add_argument("--executor", default="local", help="the pipeline side's executor (default local)")
     p.add_argument("--naive-threads", type=int, default=0, help="0: torch's default")
+    p.add_argument("--naive-layers", choices=["all", "stock", "yoco"], default="all",
+                   help="the naive loop's ConvNet: stock torch.nn layers, yoco's module, or all: both, plus "
+                        "yoco's on one thread for the ceiling (default)")
     p.add_argument("--demo", action="store_true")
     p.add_argument("--eval-epochs", type=int, default=0)
     p.add_argument("--dyn-epochs", type=int, default=0)
@@ -173,22 +194,41 @@ def main() -> None:
     import torch
 
     threads = a.naive_threads or torch.get_num_threads()
+    # (layers, threads): the headline loop, the same loop on yoco's layers, and one thread of it (the ceiling)
+    variants = [("stock", threads), ("yoco", threads), ("yoco", 1)]
+    if a.naive_layers != "all":
+        variants = [(a.naive_layers, threads)]
     print(f"pipeline: the demo's dynamics ({a.dyn_epochs} epochs) and evaluation ({a.eval_epochs} epochs) runs through "
           f"the stages on --executor {a.executor} (DSA, CutMix, recorder, tests) vs naive: the same optimizer steps, "
-          f"forward+backward+SGD only, one run after another, {threads} thread(s); same malloc settings; {_load()}",
-          flush=True)
+          f"forward+backward+SGD only, one run after another in one process, {threads} thread(s), on a ConvNet of "
+          f"stock torch.nn layers (headline); same malloc settings; {_load()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="yoco-bench-pipeline-") as home:
         pipe = _run_child("pipeline", a, home=home)
     steps = _steps(pipe["runs"])
-    naive = _run_child("naive", a, runs=json.dumps(pipe["runs"]))
-    assert naive["steps"] == steps, (naive["steps"], steps)
-    print(f"{'side':9s} {'runs':>5s} {'steps':>7s} {'wall s':>8s} {'CPU s':>8s} {'steps/s':>8s} {'steps/CPU-s':>11s}")
-    for name, r in (("pipeline", pipe), ("naive", naive)):
-        print(f"{name:9s} {len(pipe['runs']):5d} {steps:7d} {r['wall']:8.1f} {r['cpu']:8.1f} "
+    naives = {}
+    for layers, n in variants:
+        b = argparse.Namespace(**{**vars(a), "naive_threads": n})
+        naives[(layers, n)] = r = _run_child("naive", b, runs=json.dumps(pipe["runs"]), naive_layers=layers)
+        assert r["steps"] == steps, (r["steps"], steps)
+    print(f"{'side':27s} {'runs':>5s} {'steps':>7s} {'wall s':>8s} {'CPU s':>8s} {'steps/s':>8s} {'steps/CPU-s':>11s}")
+    rows = [("pipeline", pipe)] + [(f"naive, {k} layers, {n} thr", r) for (k, n), r in naives.items()]
+    for name, r in rows:
+        print(f"{name:27s} {len(pipe['runs']):5d} {steps:7d} {r['wall']:8.1f} {r['cpu']:8.1f} "
               f"{steps / r['wall']:8.1f} {steps / r['cpu']:11.1f}")
-    print(f"pipeline on {pipe['executor']} ({pipe['where']} workers used) vs naive on {naive['threads']} thread(s): "
-          f"{naive['wall'] / pipe['wall']:.2f}x the steps per wall second, {naive['cpu'] / pipe['cpu']:.2f}x per CPU "
-          f"second; {_load()}")
+    head = naives[variants[0]]
+    print(f"pipeline on {pipe['executor']} ({pipe['where']} workers used) vs naive on {head['threads']} thread(s), "
+          f"{variants[0][0]} layers: {head['wall'] / pipe['wall']:.2f}x the steps per wall second, "
+          f"{head['cpu'] / pipe['cpu']:.2f}x per CPU second")
+    for (layers, n), r in list(naives.items())[1:]:
+        print(f"  vs naive, {layers} layers, {r['threads']} thread(s): {r['wall'] / pipe['wall']:.2f}x wall, "
+              f"{r['cpu'] / pipe['cpu']:.2f}x CPU")
+    one = naives.get(("yoco", 1))
+    if one is not None:  # no augmentation, no tests, no store, perfect split: what the workers could reach
+        floor = one["cpu"] / pipe["where"]
+        print(f"ceiling: the naive steps alone on yoco's layers, one thread each, split perfectly over "
+              f"{pipe['where']} workers: {floor:.1f} s wall, {head['wall'] / floor:.2f}x the headline naive loop; "
+              f"the pipeline reaches {floor / pipe['wall']:.0%} of it")
+    print(_load())
     if a.demo:
         _demo(a)
 
