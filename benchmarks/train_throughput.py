@@ -266,7 +266,7 @@ def main() -> None:
     global THREADS
     THREADS = a.threads
     if not a.json:
-        print(f"naive = eager fwd+bwd+SGD of ConvNet-3 w128 on in-memory batches of 64; engine = yoco's training "
+        print(f"naive = eager fwd+bwd+SGD of ConvNet-3 w128 (yoco's ConvNet module, as the engine) on in-memory batches of 64; engine = yoco's training "
               f"loop with DSA + CutMix + dynamics hook (+ torch.compile at 32 px); headline = engine vs naive with "
               f"the same glibc malloc settings; {a.threads} torch thread(s), wall and CPU time, device {a.device}",
               flush=True)
