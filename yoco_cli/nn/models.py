@@ -45,6 +45,8 @@ def _norm(kind: str, ch: int) -> nn.Module:
 # is 0.25 * (((a + b) + c) + d) either way, so on maps of up to 8x8 (64 products a row, one block of
 # the matrix kernel) both passes give avg_pool2d's very bits (tests/test_models.py checks this on the
 # machine it runs on); larger maps keep avg_pool2d, where the kernel may sum in another order.
+# One difference: a NaN or inf poisons its whole map here (0 x inf), only its window in avg_pool2d;
+# the next 3x3 convolution spreads it over the map anyway, and such a run has diverged.
 POOL_MATMUL_MAX = 64
 _POOL_MATRICES: dict[tuple, torch.Tensor] = {}
 
