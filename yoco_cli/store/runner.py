@@ -78,15 +78,7 @@ def run_cached(
         hit = _named_hit(store, stage, key, ref)  # another process may have finished it meanwhile
         if hit is not None:
             return hit, True
-        try:
-            manifest = _compute_and_commit(store, stage, version, params, inputs, key, compute, ref)
-        except OSError as e:  # a full disk mid-write: the staging folder is gone, nothing was committed
-            err = resource_error(e)
-            if err is None:
-                raise
-            raise err from None
-        store.clear_partial(stage, key)
-        return manifest, False
+        return commit(store, stage, version, key, params, inputs, compute, ref=ref), False
 
 
 def commit(store: Store, stage: str, version: int, key: str, params: dict, inputs: dict[str, str],
@@ -95,7 +87,7 @@ def commit(store: Store, stage: str, version: int, key: str, params: dict, input
     manifest (and name); a full disk is a one-line resource error with nothing committed."""
     try:
         manifest = _compute_and_commit(store, stage, version, params, inputs, key, compute, ref)
-    except OSError as e:
+    except OSError as e:  # a full disk mid-write: the staging folder is gone, nothing was committed
         err = resource_error(e)
         if err is None:
             raise

@@ -30,7 +30,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from ..errors import IntegrityError, LockTimeout, UsageError
 from . import locks
@@ -74,16 +74,29 @@ def _atomic_write_text(path: Path, text: str, tmp_dir: Path) -> None:
 
 class Blob:
     """Bytes read from the store and checked against their digest; `str()` names where they came from
-    (readers put it in their error messages). Parsers take it where they would take a path."""
+    (readers put it in their error messages). Parsers take it where they would take a path.
 
-    def __init__(self, data: bytearray, name: str, digest: str):
-        self.data, self.name, self.digest = data, name, digest
+    `name` may be a zero-argument callable: naming a run's output scans the refs, which only an
+    error message needs, so it is worked out on first use."""
+
+    def __init__(self, data: bytearray, name: "str | Callable[[], str]", digest: str):
+        self.data, self._name, self.digest = data, name, digest
+
+    @property
+    def name(self) -> str:
+        if callable(self._name):
+            self._name = self._name()
+        return self._name
 
     def __str__(self) -> str:
         return self.name
 
     def __len__(self) -> int:
         return len(self.data)
+
+
+def _text(what: "str | Callable[[], str]") -> str:
+    return what() if callable(what) else what
 
 
 NAME_MAX = 255  # bytes in one path component on every filesystem yoco targets
@@ -185,29 +198,46 @@ class Store:
 
     def read_object(self, digest: str, what: str | None = None, hint: str | None = None) -> Blob:
         """The object's bytes, checked against its digest; a damaged object is quarantined (exit 3)."""
-        what = what or f"object {digest[:12]}"
-        path = self.object_path(digest)
+        return self._read_checked(digest, what or f"object {digest[:12]}", lambda: hint)
+
+    def _read_checked(self, digest: str, what: "str | Callable[[], str]", hint: "Callable[[], str | None]") -> Blob:
         try:
-            data = _read_all(path)
+            data = _read_all(self.object_path(digest))
         except FileNotFoundError:
-            raise IntegrityError(f"{what} (object {digest[:12]}) is missing from the store",
-                                 hint or "run `yoco cache verify`, then recompute it") from None
+            raise self._missing(digest, _text(what), hint()) from None
         if hashlib.sha256(data).hexdigest() != digest:
-            moved = self.quarantine(digest)
-            where = f"moved it to {moved}" if moved else "it was repaired meanwhile"
-            raise IntegrityError(f"{what} is damaged: object {digest[:12]} does not match its digest ({where})",
-                                 hint or "run the command that made it again to recompute it")
+            raise self._damaged(digest, _text(what), hint())
         return Blob(data, what, digest)
 
+    def _missing(self, digest: str, what: str, hint: str | None) -> IntegrityError:
+        return IntegrityError(f"{what} (object {digest[:12]}) is missing from the store",
+                              hint or "run `yoco cache verify`, then recompute it")
+
+    def _damaged(self, digest: str, what: str, hint: str | None) -> IntegrityError:
+        """Quarantine an object that failed its digest check; the error to raise."""
+        moved = self.quarantine(digest)
+        where = f"moved it to {moved}" if moved else "it was repaired meanwhile"
+        return IntegrityError(f"{what} is damaged: object {digest[:12]} does not match its digest ({where})",
+                              hint or "run the command that made it again to recompute it")
+
     def read_output(self, m: Manifest, name: str) -> Blob:
-        """Output `name` of a run, verified; errors name the artifact and the command that made it."""
-        return self.read_object(m.digest(name), self.describe_output(m, name), self.recompute_hint(m))
+        """Output `name` of a run, verified; errors name the artifact and the command that made it
+        (worked out only when needed: naming the run scans the refs)."""
+        return self._read_checked(m.digest(name), lambda: self.describe_output(m, name),
+                                  lambda: self.recompute_hint(m))
 
     def verified_path(self, m: Manifest, name: str) -> Path:
-        """For readers that need a file (torch.load, tarfile): hash the object first, quarantine on a mismatch."""
-        blob = self.read_output(m, name)
-        del blob
-        return self.object_path(m.digest(name))
+        """For readers that need a file (torch.load, tarfile): hash the object first (streamed, so a
+        gigabyte archive is not held in memory), quarantine on a mismatch."""
+        digest = m.digest(name)
+        path = self.object_path(digest)
+        try:
+            actual = sha256_file(path)
+        except FileNotFoundError:
+            raise self._missing(digest, self.describe_output(m, name), self.recompute_hint(m)) from None
+        if actual != digest:
+            raise self._damaged(digest, self.describe_output(m, name), self.recompute_hint(m))
+        return path
 
     def describe_output(self, m: Manifest, name: str) -> str:
         refs = self.refs_to(m.stage, m.key)
