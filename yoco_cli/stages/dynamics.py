@@ -34,6 +34,7 @@ from ..progress import SILENT, Reporter
 from . import training
 from .datasets import dataset_stats, load_real
 from .training import TrainPreset
+from .sets import set_label
 from .seeded import check_run_count, group_manifest, plan_seeds, run_jobs, seed_manifests
 
 # 2: scores from float16 log-probs (spec 2.3); 3: float32 per-epoch error by a non-cancelling formula
@@ -492,7 +493,7 @@ def ensure_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, re
         group, info = compute_dynamics(store, set_manifest, cset, on_epoch=on_epoch, reporter=reporter,
                                        announce=True, **overrides)
     how = "trained now" if info["computed"] else "stored"
-    reporter.info(f"dynamics: {_name(store, group)} ({group.meta.get('summary', '')}), {how}")
+    reporter.info(f"dynamics: {set_label(store, group)} ({group.meta.get('summary', '')}), {how}")
     return group
 
 
@@ -515,13 +516,13 @@ def dynamics_for_set(store: Store, set_manifest: Manifest, cset: CondensedSet, *
         return ensure_dynamics(store, set_manifest, cset, reporter=reporter, device=device, executor=executor, **over)
     picked, skipped = _stored_pick(store, set_manifest, min_seeds, needs_model)
     if picked is not None:
-        reporter.info(f"dynamics: {_name(store, picked)} ({picked.meta.get('summary', '')}), stored: nothing to train"
+        reporter.info(f"dynamics: {set_label(store, picked)} ({picked.meta.get('summary', '')}), stored: nothing to train"
                       + _preset_hint(picked, cset))
         return picked
     fetched = fetched_dynamics(store, set_manifest)
     if fetched and len(fetched) >= min_seeds and not needs_model:
         group, _ = import_dynamics(store, set_manifest, cset, [path for _, path in fetched])
-        reporter.info(f"dynamics: {_name(store, group)}, read from the fetched {', '.join(n for n, _ in fetched)}: "
+        reporter.info(f"dynamics: {set_label(store, group)}, read from the fetched {', '.join(n for n, _ in fetched)}: "
                       "nothing to train")
         return group
     for why in skipped:
@@ -562,9 +563,9 @@ def _stored_pick(store: Store, set_manifest: Manifest, min_seeds: int, needs_mod
     for m in groups:
         seeds = m.meta.get("seeds", [])
         if len(seeds) < min_seeds:
-            skipped.append(f"not using stored dynamics {_name(store, m)}: {len(seeds)} seed(s), {min_seeds} needed")
+            skipped.append(f"not using stored dynamics {set_label(store, m)}: {len(seeds)} seed(s), {min_seeds} needed")
         elif needs_model and not all(f"seed{s}/model" in m.outputs for s in seeds):
-            skipped.append(f"not using stored dynamics {_name(store, m)}: no final weights (this metric needs them)")
+            skipped.append(f"not using stored dynamics {set_label(store, m)}: no final weights (this metric needs them)")
         else:
             fits.append(m)
 
@@ -584,11 +585,6 @@ def _preset_hint(m: Manifest, cset: CondensedSet) -> str:
     if (seeds, epochs) == (3, p.epochs):
         return ""
     return f" (the preset's 3 seeds x {p.epochs} epochs: --dynamics-seeds 3 --dynamics-epochs {p.epochs})"
-
-
-def _name(store: Store, m: Manifest) -> str:
-    names = store.refs_to(m.stage, m.key)
-    return names[0] if names else m.short
 
 
 def load_dynamics(store: Store, manifest: Manifest) -> list[tuple[Any, Any, Optional[dict]]]:

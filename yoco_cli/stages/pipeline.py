@@ -312,6 +312,7 @@ def _source(store: Store, req: PipelineRequest, tell: _Teller, inner: Reporter) 
 def _dynamics_and_scores(store, req, set_m, cset, tell: _Teller, inner: Reporter, pool: Pool):
     from ..methods.scores import ScoreOptions
     from .dynamics import dynamics_for_set
+    from .prune import MODEL_METRICS
     from .score import load_scores, scores_for_set
 
     # the defaults take what the store holds for the set (with enough seeds); options ask exactly
@@ -321,7 +322,7 @@ def _dynamics_and_scores(store, req, set_m, cset, tell: _Teller, inner: Reporter
     step = tell.start()
     before = training_runs(store)
     dyn_m = dynamics_for_set(store, set_m, cset, device=req.device, overrides=over, min_seeds=req.seeds,
-                             needs_model=bool({"entropy", "loss", "ssp"} & set(req.metrics)), reporter=inner,
+                             needs_model=bool(set(MODEL_METRICS) & set(req.metrics)), reporter=inner,
                              executor=pool)
     tell.end(step, training_runs(store) == before)
     step = tell.start()

@@ -136,11 +136,11 @@ def prune_runs(store: Store, set_m: Manifest, cset, ipc_to: int, rule: select.Ru
     if n == 1:  # one run: its scores are the mean, and there is nothing to pool
         one = replace(opts, score_run=0 if scores is not None else opts.score_run)
         m, cached = prune(store, set_m, cset, ipc_to, rule, one, scores, dyn_m, protocol=PER_SEED, runs=1)
-        return Pruned(m_ref(store, m), m, [m], cached, PER_SEED)
+        return Pruned(set_label(store, m), m, [m], cached, PER_SEED)
     if mean_scores:
         m, cached = prune(store, set_m, cset, ipc_to, rule, replace(opts, score_run=None), scores, dyn_m,
                           protocol=MEAN_SCORES, runs=n)
-        return Pruned(m_ref(store, m), m, [m], cached, MEAN_SCORES)
+        return Pruned(set_label(store, m), m, [m], cached, MEAN_SCORES)
     sets, all_cached = [], True
     for j in range(n):
         opts_j = replace(opts, score_run=j, ssp_run=j, seed=opts.seed + j)
@@ -149,7 +149,7 @@ def prune_runs(store: Store, set_m: Manifest, cset, ipc_to: int, rule: select.Ru
         sets.append(m)
         all_cached = all_cached and cached
     group, cached = _group(store, set_m, rule, ipc_to, sets)
-    return Pruned(m_ref(store, group), group, sets, all_cached and cached, PER_SEED)
+    return Pruned(set_label(store, group), group, sets, all_cached and cached, PER_SEED)
 
 
 def prune_one_run(store: Store, set_m: Manifest, cset, ipc_to: int, rule: select.Rule, opts: PruneOptions,
@@ -161,12 +161,7 @@ def prune_one_run(store: Store, set_m: Manifest, cset, ipc_to: int, rule: select
         raise UsageError(f"--score-run {run}: the scores hold runs 0..{scores.runs - 1}")
     name = ref_for(store, set_m, rule, ipc_to, PER_SEED, run if n > 1 else None)
     m, cached = prune(store, set_m, cset, ipc_to, rule, opts, scores, dyn_m, protocol=PER_SEED, runs=n, ref=name)
-    return Pruned(m_ref(store, m), m, [m], cached, PER_SEED)
-
-
-def m_ref(store: Store, m: Manifest) -> str:
-    names = store.refs_to(m.stage, m.key)
-    return names[0] if names else m.short
+    return Pruned(set_label(store, m), m, [m], cached, PER_SEED)
 
 
 def _group(store: Store, set_m: Manifest, rule: select.Rule, ipc_to: int, sets: list[Manifest]):
@@ -219,7 +214,7 @@ def dynamics_for(store: Store, set_m: Manifest, cset, ref: str | None, device: s
     preset's, trained now (see dynamics.dynamics_for_set); one line says which."""
     if ref:
         m = store.resolve(ref, stage="dynamics", what="dynamics artifact")
-        reporter.info(f"dynamics: {_name(store, m)} ({m.meta.get('summary', '')}), as given")
+        reporter.info(f"dynamics: {set_label(store, m)} ({m.meta.get('summary', '')}), as given")
         return m
     from .dynamics import dynamics_for_set
 
@@ -250,11 +245,6 @@ def upstream(store: Store, set_m: Manifest, cset, rule: select.Rule, targets: li
     sm, cached, _ = scores_for_set(store, set_m, cset, sopts, dyn_m=dyn_m, device=device, reporter=reporter)
     reporter.info(f"scores: {sm.short}" + (" (cached)" if cached else " (computed)"))
     return load_scores(store, sm), dyn_m
-
-
-def _name(store: Store, m: Manifest) -> str:
-    names = store.refs_to(m.stage, m.key)
-    return names[0] if names else m.short
 
 
 def prune(store: Store, set_m: Manifest, cset, ipc_to: int, rule: select.Rule, opts: PruneOptions,

@@ -52,6 +52,6 @@ def resolve_set(store: Store, spec: str) -> tuple[Manifest, CondensedSet]:
 
 
 def set_label(store: Store, m: Manifest) -> str:
-    """The friendliest name of a stored set: its first ref, else its short key."""
+    """The friendliest name of a stored run (a set, dynamics, ...): its first ref, else its short key."""
     names = store.refs_to(m.stage, m.key)
     return names[0] if names else m.short
