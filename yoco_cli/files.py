@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -67,3 +68,30 @@ def check_unchanged(path: Path, before: tuple) -> None:
         raise IntegrityError(f"{path} changed while yoco was reading it",
                              "wait until it is completely written, then run the command again")
 
+
+class BoundedReader(io.RawIOBase):
+    """A stream whose reads never ask for more than the `size` bytes left: a length field of 2^60 in a
+    pickle (or a 7 GiB string opcode in an archive member) gets a short read and fails, instead of
+    Python allocating a buffer that large before finding the file short."""
+
+    def __init__(self, f, size: int):
+        self._f, self._left = f, size
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        b = self._f.read(self._left if n is None or n < 0 else min(n, self._left))
+        self._left -= len(b)
+        return b
+
+    def readinto(self, buf) -> int:
+        view = memoryview(buf)[:self._left]
+        n = self._f.readinto(view)
+        self._left -= n
+        return n
+
+    def readline(self, limit: int = -1) -> bytes:
+        b = self._f.readline(self._left if limit is None or limit < 0 else min(limit, self._left))
+        self._left -= len(b)
+        return b

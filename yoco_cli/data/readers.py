@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 from . import real
 from ..errors import IntegrityError, UsageError
+from ..files import BoundedReader
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
 # Spec 1.5: the first 10 WNIDs of the reference's class list, labels 0..9 in this order.
@@ -80,7 +81,7 @@ class Decoded:
 class _ArraysOnly(pickle._Unpickler):
     """Builds numpy arrays, lists, dicts, strings; refuses every other callable.
 
-    The pure-Python unpickler: it reads what an opcode declares through `read`, which `_Bounded`
+    The pure-Python unpickler: it reads what an opcode declares through `read`, which `files.BoundedReader`
     clamps (the C one allocates the declared size first). Protocol 5's BYTEARRAY8, which allocates
     before reading and which no CIFAR file uses, is left out."""
 
@@ -102,29 +103,9 @@ class _ArraysOnly(pickle._Unpickler):
                              "a real CIFAR file holds only arrays and lists; this file is not one")
 
 
-class _Bounded:
-    """A member's stream whose reads never ask for more than the member holds: a pickle opcode that
-    declares a 7 GiB string gets a short read and fails, instead of a 7 GiB buffer first."""
-
-    def __init__(self, f, size: int):
-        self.f, self.left = f, size
-
-    def read(self, n: int = -1) -> bytes:
-        n = self.left if n is None or n < 0 else min(n, self.left)
-        data = self.f.read(n)
-        self.left -= len(data)
-        return data
-
-    def readline(self, limit: int = -1) -> bytes:
-        n = self.left if limit is None or limit < 0 else min(limit, self.left)
-        data = self.f.readline(n)
-        self.left -= len(data)
-        return data
-
-
 def _unpickle(f, size: int, what: str) -> dict:
     try:
-        obj = _ArraysOnly(_Bounded(f, size), encoding="latin1").load()
+        obj = _ArraysOnly(BoundedReader(f, size), encoding="latin1").load()
     except IntegrityError:
         raise
     except Exception as e:  # any malformed pickle: one line, exit 3

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import limits
+from ..files import BoundedReader
 from ..errors import IntegrityError, UsageError
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
@@ -302,33 +303,6 @@ class _Restricted(pickle.Unpickler):
             ) from None
 
 
-class _Bounded(io.RawIOBase):
-    """A file whose reads never ask for more than the bytes left: a length field of 2^60 in the
-    pickle must not make Python allocate a buffer that large before finding the file short."""
-
-    def __init__(self, f, size: int):
-        self._f, self._left = f, size
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, n: int = -1) -> bytes:
-        b = self._f.read(self._left if n is None or n < 0 else min(n, self._left))
-        self._left -= len(b)
-        return b
-
-    def readinto(self, buf) -> int:
-        view = memoryview(buf)[:self._left]
-        n = self._f.readinto(view)
-        self._left -= n
-        return n
-
-    def readline(self, limit: int = -1) -> bytes:
-        b = self._f.readline(self._left if limit is None or limit < 0 else min(limit, self._left))
-        self._left -= len(b)
-        return b
-
-
 def load(path: Path | str, *, lazy_tensors: bool = False) -> Any:
     """The pickle's object, with tensors and arrays rebuilt by the checked functions above.
 
@@ -347,7 +321,7 @@ def load(path: Path | str, *, lazy_tensors: bool = False) -> Any:
     with open(p, "rb") as raw, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # numpy.core deprecation shims
         try:
-            return _Restricted(_Bounded(raw, size), _allowed(reader)).load()
+            return _Restricted(BoundedReader(raw, size), _allowed(reader)).load()
         except IntegrityError:
             raise
         except _Bad as e:
