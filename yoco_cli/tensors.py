@@ -13,6 +13,7 @@ store (resumable checkpoints), whose names carry no digest.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -117,10 +118,7 @@ def _parse(blob: Blob) -> tuple[dict[str, Any], dict]:
             start, end = (int(x) for x in info["data_offsets"])
         except (KeyError, TypeError, ValueError):
             raise bad(f"tensor {name!r} has a header entry yoco cannot read") from None
-        count = 1
-        for d in shape:
-            count *= d
-        itemsize = torch.empty((), dtype=dtype).element_size()
+        count, itemsize = math.prod(shape), dtype.itemsize
         if min(shape, default=1) < 0 or end - start != count * itemsize or start < 0 or base + end > len(buf):
             raise bad(f"tensor {name!r} does not fit the file")
         if count == 0:

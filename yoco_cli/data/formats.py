@@ -139,9 +139,7 @@ def read_export_note(path: Path) -> dict | None:
     import zipfile
 
     try:
-        if not zipfile.is_zipfile(path):
-            return None
-        with zipfile.ZipFile(path) as z:
+        with zipfile.ZipFile(path) as z:  # not a zip: BadZipFile, below
             member = next((i for i in z.infolist() if i.filename.endswith("/" + EXPORT_NOTE)), None)
             if member is None or member.file_size > _NOTE_MAX:
                 return None

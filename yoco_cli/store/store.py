@@ -276,6 +276,9 @@ class Store:
     def quarantined(self) -> list[Path]:
         return sorted(self.quarantine_dir.iterdir()) if self.quarantine_dir.is_dir() else []
 
+    def quarantined_digests(self) -> set[str]:
+        return {p.name.split(".")[0] for p in self.quarantined()}
+
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:
         """A private temp folder inside the store, removed on exit whatever happens. Its owner holds
@@ -446,7 +449,7 @@ class Store:
         if m is None:
             return IntegrityError(f"{spec} points to {stage} {key[:12]}, which is missing from the store",
                                   "run `yoco cache verify`, then recompute it")
-        quarantined = {p.name.split(".")[0] for p in self.quarantined()}
+        quarantined = self.quarantined_digests()
         lost = [n for n, o in m.outputs.items() if not self.has_object(o["digest"])]
         why = "is missing" + (" (it was damaged: a copy is in quarantine/)"
                               if any(m.digest(n) in quarantined for n in lost) else "")
@@ -477,7 +480,7 @@ class Store:
                     progress()
         problems = [f"object {d[:12]} does not match its digest (corrupted); moved to "
                     f"{self.quarantine(d) or 'nowhere: it was repaired meanwhile'}" for d in damaged]
-        quarantined = {p.name.split(".")[0] for p in self.quarantined()}
+        quarantined = self.quarantined_digests()
         with self.writing():
             problems += self._check_manifests(quarantined)
             problems += self._check_refs()
