@@ -164,11 +164,6 @@ def configure_threads(spec: str | int | None = None) -> ThreadPolicy:
     return _policy
 
 
-def thread_policy() -> "ThreadPolicy | None":
-    """The policy `configure_threads` adopted, or None (torch's own default is left alone)."""
-    return _policy
-
-
 def use_threads(macs: float | None, device: "torch.device | None" = None) -> int:
     """Apply the policy to one workload of `macs` multiply-adds per step; returns torch's thread count.
 

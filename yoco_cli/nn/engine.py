@@ -114,13 +114,6 @@ def eval_epochs(epochs: int) -> tuple[int, ...]:
     return tuple(sorted({e for e in (epochs // 4, epochs // 2, (3 * epochs) // 4, epochs) if e > 0}))
 
 
-def default_eval_batch(device: torch.device) -> int:
-    """Where eval passes start before the probe measures better (see nn/evalbatch.py)."""
-    from .evalbatch import table_batch
-
-    return table_batch(device)
-
-
 def eval_key(spec: Any, *extra) -> str | None:
     """A model shape, for the eval-batch probe (None: unknown, no probe)."""
     import json
@@ -591,8 +584,9 @@ def eval_pass(model: nn.Module, x: torch.Tensor, device: torch.device | str = "c
         if features and split:
             f = model.embed(xb)
             return model.classifier(f).float().cpu(), f.flatten(1).float().cpu()
-        feats = model.embed(xb).flatten(1).float().cpu() if features else xb.new_zeros(e - s, 0).cpu()
-        return model(xb).float().cpu(), feats
+        if features:
+            return model(xb).float().cpu(), model.embed(xb).flatten(1).float().cpu()
+        return (model(xb).float().cpu(),)
 
     key = eval_key(spec, features, normalize is not None)
     outs = evalbatch.run(forward, x.shape[0], device, key, batch_size)
