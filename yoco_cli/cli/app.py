@@ -86,11 +86,8 @@ def _say_moved_names() -> None:
     before, _refs_before = _refs_before, None
     if not before:
         return
-    from ..store import Store
-
-    try:
-        after = Store(state.home).refs()
-    except OSError:
+    after = _stored_names(state.home)
+    if after is None:
         return
     for name, (stage, key) in sorted(after.items()):
         old = before.get(name)

@@ -9,7 +9,7 @@ import typer
 from ..errors import UsageError
 from . import output
 from .common import (AddressOpt, DeviceOpt, ExecutorOpt, JsonOpt, MaxParallelOpt, complete_set_refs, get_store,
-                     set_json, where_summary)
+                     set_json, say_where)
 from .training_options import check_switches, options
 
 TRAIN_PANEL = "Training (defaults: the dataset's preset, spec section 2)"
@@ -96,8 +96,7 @@ def dynamics_cmd(
             group, info = _train(o, store, set_m, cset, seeds=seeds, device=device, batched=batched, ref=name,
                                  epochs=epochs, batch_size=batch_size, lr=lr, model=model, aug=aug, cutmix=cutmix,
                                  test_every=test_every, compile=compile_, records=records, executor=pool)
-        if where_summary(pool.summary()):
-            o.info(where_summary(pool.summary()))
+        say_where(o, pool.summary())
     written = []
     if export is not None:
         for path in dynamics_stage.export_reference(store, group, export).values():

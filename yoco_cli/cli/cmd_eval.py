@@ -8,7 +8,7 @@ import typer
 from ..errors import UsageError
 from . import output
 from .common import (AddressOpt, DeviceOpt, ExecutorOpt, JsonOpt, MaxParallelOpt, complete_set_refs, get_store,
-                     set_json, where_summary)
+                     set_json, say_where)
 from .training_options import check_switches, options
 
 TRAIN_PANEL = "Training (defaults: the dataset's preset, spec section 5)"
@@ -68,8 +68,7 @@ def eval_cmd(
                 continue
             label, set_m, cset, dataset = entry
             rows.append(_one(o, prog, store, label, set_m, cset, dataset, params))
-    if where_summary(pool.summary()):
-        o.info(where_summary(pool.summary()))
+    say_where(o, pool.summary())
     # JSON keeps accuracies as fractions of the test set (as stored); the table shows percent
     rows = [{**r, "unit": "fraction"} for r in rows]
     tbl = output.table(None, ["set", "model", "epochs", "images", "repeats", "best % (mean ± std)",

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from .common import (AddressOpt, DeviceOpt, ExecutorOpt, MaxParallelOpt, MultiTargetCommand, complete_metrics,
-                     complete_set_refs, get_store, out, parse_targets, where_summary)
+                     complete_set_refs, get_store, out, parse_targets, say_where)
 
 
 def register(app: typer.Typer) -> None:
@@ -103,8 +103,7 @@ def pipeline_cmd(
         _write_document(rep, req, tables + last, result, trained, payload["seconds"], markdown, plot)
         o.info(f"wrote {markdown}")
     o.info("more tables (rules, balance, easyhard) and formats: `yoco report --help`")
-    if where_summary(result):
-        o.info(where_summary(result))
+    say_where(o, result)
     o.info(f"pipeline done in {payload['seconds']} s; {trained} training run(s) now"
            + (" (everything came from the cache)" if trained == 0 else ""))
 

@@ -108,6 +108,13 @@ def where_summary(result: dict) -> str | None:
     return f"{sum(where.values())} run(s) on {result.get('executor') or 'this machine'}: {places}"
 
 
+def say_where(o, result: dict) -> None:
+    """Tell where the runs ran (`where_summary`), when any did."""
+    line = where_summary(result)
+    if line:
+        o.info(line)
+
+
 # -- shell completion helpers (run on every TAB: keep them cheap, no torch) ----------
 def _stored_refs() -> dict[str, tuple[str, str]]:
     from ..store import Store
