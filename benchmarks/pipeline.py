@@ -81,8 +81,9 @@ def child_pipeline(a) -> dict:
     w0, c0 = time.perf_counter(), _cpu()
     with Pool(a.executor) as pool:
         _, info = compute_dynamics(store, set_m, cset, seeds=req.seeds, executor=pool, epochs=a.dyn_epochs)
-        plans = [evaluate.plan_eval(store, evaluate.set_target(store, m), repeats=1, epochs=a.eval_epochs)
-                 for m in [set_m] + pruned]
+        tests: dict = {}
+        plans = [evaluate.plan_eval(store, evaluate.set_target(store, m), repeats=1, epochs=a.eval_epochs,
+                                    tests=tests) for m in [set_m] + pruned]
         report = pool.run(store, [j for p in plans for j in p.jobs], plans[0].device_type)
         executor = pool.ex.describe()
     wall, cpu = time.perf_counter() - w0, _cpu() - c0  # the pool is closed: its workers' CPU is counted

@@ -49,6 +49,9 @@ class Grouped:
     def __init__(self, models):
         import torch
 
+        from yoco_cli.nn.models import AvgPool2
+
+        self.pool = AvgPool2()  # the models' own pooling (avg_pool2d's bits)
         self.g = len(models)
         convs = [[m.features[i] for m in models] for i in (0, 4)]
         norms = [[m.features[i] for m in models] for i in (1, 5)]
@@ -67,13 +70,11 @@ class Grouped:
         import torch
         import torch.nn.functional as F
 
-        from yoco_cli.nn.models import AvgPool2
-
         x = torch.cat(xs, 1)  # [B, G, 8, 8]: run i's batch in channel i
         for k in range(2):
             x = F.conv2d(x, self.cw[k], self.cb[k], padding=1, groups=self.g)
             x = F.relu(F.group_norm(x, x.shape[1], self.nw[k], self.nb[k]))
-            x = AvgPool2()(x)  # the models' own pooling (avg_pool2d's bits)
+            x = self.pool(x)
         feats = x.reshape(x.shape[0], self.g, -1)  # [B, G, 256]
         # the G classifiers stay separate products (a batched einsum rounds differently from F.linear)
         return sum(F.cross_entropy(F.linear(feats[:, i], self.lw[i], self.lb[i]), ys[i]) for i in range(self.g))

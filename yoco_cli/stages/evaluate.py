@@ -166,9 +166,11 @@ class EvalPlan:
 
 
 def plan_eval(store: Store, t: _Target, *, repeats: int = 3, device: str = "auto", batched: str = "auto",
-              reporter: Reporter = SILENT, **overrides) -> EvalPlan:
+              reporter: Reporter = SILENT, tests: dict | None = None, **overrides) -> EvalPlan:
     """The sweep jobs of one evaluation (one per repeat; one for all repeats when they stack on CUDA);
-    announces the training it will do (with an estimate) when some repeat is not stored yet."""
+    announces the training it will do (with an estimate) when some repeat is not stored yet. Plans of
+    many sets (the pipeline's) pass one `tests` dict, so the real dataset is loaded, its test split
+    prepared and hashed once, and every job shares the one copy."""
     from ..executors import estimate_seconds, gpu_share
     from ..nn import engine
     from ..nn.device import resolve_device
@@ -182,17 +184,14 @@ def plan_eval(store: Store, t: _Target, *, repeats: int = 3, device: str = "auto
 
         zca.settings_for(t.publisher, t.label)
     spec, cfg = plan(t.dataset, t.num_classes, int(t.x.shape[1]), int(t.x.shape[-1]), t.ipc, t.factor, **overrides)
-    ds = load_real(t.dataset, store)
-    stats = (tuple(ds.mean), tuple(ds.std))
-    test_x, zca_params = test_split(ds, t.value_space, t.publisher, t.label)
-    norm = engine.set_normalization(t.value_space, stats)
+    side = _test_side(store, t, {} if tests is None else tests)
+    norm = engine.set_normalization(t.value_space, side.stats)
     params = {"dataset": t.dataset, "model": spec, "train": cfg.params(), "value_space": t.value_space,
               "normalize": list(map(list, norm)) if norm else None}
-    if zca_params is not None:
-        params["zca"] = zca_params
-    inputs = {**t.inputs, "test": tensors.digest(ds.test_x, ds.test_y)}
-    # shared inputs travel once per worker (or once into Ray's object store), named by content
-    test = Shared(f"test:{tensors.digest(test_x)}", (test_x, ds.test_y))
+    if side.zca_params is not None:
+        params["zca"] = side.zca_params
+    inputs = {**t.inputs, "test": side.digest}
+    test = side.shared
     data = Shared(f"train:{next(iter(t.inputs.values()))}", (t.x, t.y))
     job_spec = EvalSpec(spec, cfg, data, test, norm, device, batched)
     n, size = int(t.x.shape[0]), int(t.x.shape[-1])
@@ -204,9 +203,29 @@ def plan_eval(store: Store, t: _Target, *, repeats: int = 3, device: str = "auto
     jobs = plan_seeds(store, RUN_STAGE, VERSION, params, inputs, seeds, eval_job, job_spec, together,
                       f"eval {t.label}", cost, res)
     missing = [r for j in jobs for r in j.runs if store.load_run(r.stage, r.key) is None]
+    test_n = int(side.shared.value[1].shape[0])
     if missing:
-        _announce(reporter, t, spec, cfg, len(missing), dev, int(ds.test_x.shape[0]))
-    return EvalPlan(t, spec, cfg, params, inputs, seeds, jobs, int(ds.test_x.shape[0]), dev.type)
+        _announce(reporter, t, spec, cfg, len(missing), dev, test_n)
+    return EvalPlan(t, spec, cfg, params, inputs, seeds, jobs, test_n, dev.type)
+
+
+@dataclass
+class _TestSide:
+    stats: tuple
+    zca_params: dict | None
+    digest: str       # of the real test split (the runs' input)
+    shared: Shared    # the split as the network sees it, shared by every job that tests on it
+
+
+def _test_side(store: Store, t: _Target, tests: dict) -> _TestSide:
+    key = (t.dataset, t.value_space, t.publisher)
+    if key not in tests:
+        ds = load_real(t.dataset, store)
+        test_x, zca_params = test_split(ds, t.value_space, t.publisher, t.label)
+        # shared inputs travel once per worker (or once into Ray's object store), named by content
+        tests[key] = _TestSide((tuple(ds.mean), tuple(ds.std)), zca_params, tensors.digest(ds.test_x, ds.test_y),
+                               Shared(f"test:{tensors.digest(test_x)}", (test_x, ds.test_y)))
+    return tests[key]
 
 
 def _announce(reporter: Reporter, t: _Target, spec: dict, cfg, runs: int, dev, test_n: int) -> None:

@@ -382,8 +382,9 @@ def _evaluate_all(store, req, sets: list[Manifest], tell: _Teller, inner: Report
     from .evaluate import finish_eval, plan_eval, set_target
 
     over = {"epochs": req.eval_epochs} if req.eval_epochs else {}
-    plans = [plan_eval(store, set_target(store, m), repeats=req.repeats, device=req.device, reporter=inner, **over)
-             for m in sets]
+    tests: dict = {}  # every set tests on the same split: load and prepare it once
+    plans = [plan_eval(store, set_target(store, m), repeats=req.repeats, device=req.device, reporter=inner,
+                       tests=tests, **over) for m in sets]
     owner = {r.key: i for i, p in enumerate(plans) for j in p.jobs for r in j.runs}
     left = [sum(len(j.runs) for j in p.jobs) for p in plans]
     fresh = [False] * len(plans)
