@@ -45,8 +45,8 @@ def time_outer(device, inner: int, warmup: int = 1) -> dict:
     """Run the IDC inner steps the way idc.run does, timing matching and net updates apart."""
     import torch
 
-    from yoco_cli.data.decode import decode_zoom
     from yoco_cli.condensation import common, idc
+    from yoco_cli.data.decode import decode_zoom
     from yoco_cli.nn.augment import DSA
 
     real = fake_cifar()

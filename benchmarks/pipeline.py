@@ -96,7 +96,7 @@ def child_pipeline(a) -> dict:
 def _stock_convnet():
     """ConvNet-2, width 64, instance norm, for 8x8 digits, from stock torch.nn layers (the reference's
     architecture, written the plain way)."""
-    import torch.nn as nn
+    from torch import nn
 
     def block(cin):
         return [nn.Conv2d(cin, 64, 3, padding=1), nn.GroupNorm(64, 64, affine=True), nn.ReLU(inplace=True),

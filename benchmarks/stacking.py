@@ -55,7 +55,7 @@ class Grouped:
         self.g = len(models)
         convs = [[m.features[i] for m in models] for i in (0, 4)]
         norms = [[m.features[i] for m in models] for i in (1, 5)]
-        cat = lambda ts: torch.cat([t.detach() for t in ts]).clone().requires_grad_(True)  # noqa: E731
+        cat = lambda ts: torch.cat([t.detach() for t in ts]).clone().requires_grad_(True)
         self.cw = [cat([c.weight for c in cs]) for cs in convs]
         self.cb = [cat([c.bias for c in cs]) for cs in convs]
         self.nw = [cat([n.weight for n in ns]) for ns in norms]

@@ -41,9 +41,9 @@ sys.path.insert(0, os.path.dirname(HERE))
 # -- children ------------------------------------------------------------------------------------
 
 def _model(size: int, channels: int, width: int, device):
-    from yoco_cli.nn.models import build_model
-
     import torch
+
+    from yoco_cli.nn.models import build_model
 
     torch.manual_seed(0)
     return build_model("convnet", 10, channels, size, width=width).to(device)
@@ -55,7 +55,7 @@ class Stamp:
     def __init__(self):
         self.wall, self.cpu = time.perf_counter(), time.process_time()
 
-    def since(self, other: "Stamp") -> dict:
+    def since(self, other: Stamp) -> dict:
         return {"wall": self.wall - other.wall, "cpu": self.cpu - other.cpu}
 
 

@@ -99,7 +99,7 @@ class Loopback:
         self.server.routes = {}
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
-    def __enter__(self) -> "Loopback":
+    def __enter__(self) -> Loopback:
         self.thread.start()
         return self
 

@@ -47,7 +47,7 @@ class Cluster:
         if not line.startswith("ready"):
             raise RuntimeError(f"ray node {name} did not start: {(Path(self.tmp) / f'{name}.log').read_text()[-2000:]}")
 
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         try:
             self._start("head", "head", str(self.port), str(self.cpus))
             self._start("worker", "worker", self.address, str(self.cpus))

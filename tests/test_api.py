@@ -25,9 +25,9 @@ def _digests(home: Path) -> dict[str, str]:
 
 
 def test_script_gives_the_same_artifacts_as_the_cli(tmp_path, monkeypatch):
-    import yoco_cli as yoco
     from typer.testing import CliRunner
 
+    import yoco_cli as yoco
     from yoco_cli.cli.app import app
 
     api_home, cli_home = tmp_path / "api", tmp_path / "cli"
@@ -94,7 +94,7 @@ def test_the_library_leaves_the_process_alone(tmp_path):
 def test_the_readme_python_example_runs(tmp_path, monkeypatch):
     section = README.split("## Using yoco from Python", 1)
     assert len(section) == 2, "README.md needs a 'Using yoco from Python' section"
-    code = re.search(r"```python\n(.*?)```", section[1], re.S)
+    code = re.search(r"```python\n(.*?)```", section[1], re.DOTALL)
     assert code, "that section needs a ```python example"
     monkeypatch.setenv("YOCO_HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)

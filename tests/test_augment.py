@@ -5,7 +5,15 @@ import pytest
 import torch
 
 from yoco_cli.errors import UsageError
-from yoco_cli.nn.augment import DSA, DSAParams, ImageNetAug, _warp, cutmix, cutmix_box, shift_images
+from yoco_cli.nn.augment import (
+    DSA,
+    DSAParams,
+    ImageNetAug,
+    _warp,
+    cutmix,
+    cutmix_box,
+    shift_images,
+)
 
 
 def gen(seed=0):

@@ -6,7 +6,6 @@ model has to be built.
 """
 from __future__ import annotations
 
-
 import pytest
 
 SET = "digits/random/ipc10"

@@ -9,8 +9,9 @@ def test_version(cli):
 
 
 def test_help_renders_for_every_command(cli):
-    from yoco_cli.cli.app import app
     import typer
+
+    from yoco_cli.cli.app import app
 
     group = typer.main.get_command(app)
     assert cli("--help").exit_code == 0
@@ -49,10 +50,10 @@ def test_lowest_allowed_typer_gives_one_line_usage_errors(tmp_path):
     into one line with exit 2 (the error boundary must not depend on a newer typer's internals)."""
     import os
     import re
-    import tomllib
     from pathlib import Path
 
     import pytest
+    import tomllib
 
     deps = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
     lowest = next(re.search(r">=\s*([\d.]+)", d).group(1) for d in deps["dependencies"] if d.startswith("typer"))

@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from yoco_cli.condensation import common, dm, idc
 from yoco_cli.data.decode import decode_zoom
 from yoco_cli.data.real import RealDataset
 from yoco_cli.errors import UsageError
-from yoco_cli.condensation import common, dm, idc
 from yoco_cli.stages import condense as stage
 
 TINY_IDC = {"iterations": 3, "inner_loop": 2, "n_data": 32, "net_batch": 16, "batch_real": 16,

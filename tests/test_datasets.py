@@ -11,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from loopback import Loopback
-from yoco_cli.data import real
+
+from yoco_cli.data import readers, real
 from yoco_cli.errors import IntegrityError, UsageError
-from yoco_cli.data import readers
 from yoco_cli.stages import datasets
 from yoco_cli.stages.datasets import load_real
 

@@ -53,7 +53,7 @@ def test_readme_usage_lines_name_only_real_options():
 
     commands = {path for path, _ in _commands()}
     checked, wrong = 0, []
-    for block in re.findall(r"```(?:console|bash)?\n(.*?)```", README, flags=re.S):
+    for block in re.findall(r"```(?:console|bash)?\n(.*?)```", README, flags=re.DOTALL):
         for line in re.sub(r"\n\s{6,}", " ", block).splitlines():  # usage lines continue indented
             line = line.split("#", 1)[0].lstrip("$ ").strip()
             m = re.match(r"yoco((?: --\S+(?: (?!--)\S+)?)*?) ((?:cache )?[a-z]+)\b(.*)", line)

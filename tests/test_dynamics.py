@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from yoco_cli.data.condensed import CondensedSet
 from yoco_cli.data.dynamics import Recorder
-from yoco_cli.stages.datasets import load_real as load
 from yoco_cli.stages import dynamics as D
+from yoco_cli.stages.datasets import load_real as load
 from yoco_cli.stages.sets import set_result
 from yoco_cli.store import Store, run_cached
 

@@ -97,7 +97,7 @@ def test_batched_vmap_matches_sequential():
     x, y = data()
     cfg = E.TrainConfig(epochs=2, batch_size=16)
     idx_seq, idx_bat = [[], []], [[], []]
-    hooks = lambda store: [lambda e, i, lp, k=k: store[k].append(i.clone()) for k in range(2)]  # noqa: E731
+    hooks = lambda store: [lambda e, i, lp, k=k: store[k].append(i.clone()) for k in range(2)]
     seq = E.train(SPEC, x, y, cfg, seeds=[0, 1], hooks=hooks(idx_seq), batched="off")
     bat = E.train(SPEC, x, y, cfg, seeds=[0, 1], hooks=hooks(idx_bat), batched="on")
     assert bat[0].batched and not seq[0].batched

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import pytest
+from test_dynamics import digits_subset  # tests/ is on sys.path (no __init__.py)
 
 from yoco_cli.errors import UsageError
 from yoco_cli.stages import evaluate as E
 from yoco_cli.stages import training
-
-from test_dynamics import digits_subset  # tests/ is on sys.path (no __init__.py)
 
 FAST = ["--epochs", "20", "--model", "convnet:width=16,depth=2"]
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_dynamics import digits_subset  # tests/ is on sys.path (no __init__.py)
 
 from yoco_cli import executors
 from yoco_cli.errors import IntegrityError, UsageError
@@ -19,8 +20,6 @@ from yoco_cli.stages import dynamics as D
 from yoco_cli.stages import evaluate as E
 from yoco_cli.stages import sweep
 from yoco_cli.store import Store
-
-from test_dynamics import digits_subset  # tests/ is on sys.path (no __init__.py)
 
 KW = dict(epochs=3, model="convnet:width=8,depth=2", device="cpu")
 

@@ -5,8 +5,8 @@ import hashlib
 from pathlib import Path
 
 import pytest
-
 from loopback import Loopback
+
 from yoco_cli.errors import FetchError
 from yoco_cli.remote import gdrive, registry
 from yoco_cli.remote.gdrive import DriveFile

@@ -8,8 +8,8 @@ import socket
 import time
 
 import pytest
-
 from loopback import Loopback
+
 from yoco_cli.errors import FetchError, IntegrityError, UsageError
 from yoco_cli.remote import http
 from yoco_cli.remote.registry import Entry

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from yoco_cli.data.condensed import CondensedSet
-from yoco_cli.stages.datasets import load_real as load
 from yoco_cli.errors import UsageError
 from yoco_cli.methods.scores import ScoreOptions
 from yoco_cli.stages import dynamics as D
 from yoco_cli.stages import score as S
+from yoco_cli.stages.datasets import load_real as load
 from yoco_cli.stages.sets import set_result
 from yoco_cli.store import run_cached
 

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import pickle
 
-import numpy as np
 import pytest
 import torch
 
 from yoco_cli.data.condensed import CondensedSet
-from yoco_cli.stages.datasets import load_real as load
 from yoco_cli.methods import select
 from yoco_cli.methods.scores import ScoreOptions
 from yoco_cli.stages import dynamics as D
 from yoco_cli.stages import prune as P
+from yoco_cli.stages.datasets import load_real as load
 from yoco_cli.stages.score import ensure_scores, load_scores
 from yoco_cli.stages.sets import set_result
 from yoco_cli.store import run_cached

@@ -7,8 +7,8 @@ import hashlib
 import numpy as np
 import pytest
 import torch
-
 from loopback import Loopback
+
 from yoco_cli.data import zca
 from yoco_cli.errors import UsageError
 
@@ -49,7 +49,7 @@ def test_each_recipe_equals_its_naive_transcription(publisher, n):
     test = rng.random((7, 3, 4, 4))
     t = zca.fit(torch.tensor(train, dtype=torch.float32), zca.SETTINGS[publisher])
     ours = t.apply(torch.tensor(test, dtype=torch.float32)).double().numpy()
-    x32 = lambda a: torch.tensor(a, dtype=torch.float32).double().numpy()  # noqa: E731 (same input rounding)
+    x32 = lambda a: torch.tensor(a, dtype=torch.float32).double().numpy()
     want = naive_kornia(x32(train), x32(test), 0.1) if publisher == "mtt" else naive_kip(x32(train), x32(test), 0.1)
     assert ours.shape == test.shape
     assert np.allclose(ours, want, rtol=1e-4, atol=1e-5), np.abs(ours - want).max()

@@ -9,7 +9,12 @@ import torch
 from yoco_cli.errors import UsageError
 from yoco_cli.nn.device import resolve_device
 from yoco_cli.nn.engine import load_model, save_model
-from yoco_cli.nn.models import build_model, model_from_spec, parse_model_arg, uses_batchnorm
+from yoco_cli.nn.models import (
+    build_model,
+    model_from_spec,
+    parse_model_arg,
+    uses_batchnorm,
+)
 
 CASES = [  # name, channels, size, options, embed dim
     ("convnet", 3, 32, {}, 2048),            # spec 3.7: ConvNet-3 -> 128*4*4

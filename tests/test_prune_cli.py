@@ -58,7 +58,7 @@ def test_prune_end_to_end_then_instant(cli, store, monkeypatch, tmp_path):
         assert set(origin[pruned.labels.numpy() == c]) == set(members[np.lexsort((members, -lbpe[members]))][-4:])
 
     # second time: every stage is a cache hit and nothing trains
-    import yoco_cli.nn.engine as engine
+    from yoco_cli.nn import engine
 
     monkeypatch.setattr(engine, "train", lambda *a, **k: pytest.fail("trained on a rerun"))
     before = run_counts(store)
@@ -226,8 +226,8 @@ def test_model_scores_on_cuda_match_cpu():
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     from yoco_cli.nn.engine import eval_pass
-    from yoco_cli.stages.score import model_outputs
     from yoco_cli.nn.models import build_model
+    from yoco_cli.stages.score import model_outputs
 
     torch.manual_seed(0)
     model = build_model("convnet", num_classes=10, channels=1, image_size=8, width=16)

@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("ray")
 
-from raycluster import Cluster, listening, loopback  # noqa: E402  (tests/ is on sys.path)
+from raycluster import Cluster, listening, loopback
 
 ARGS = ["pipeline", "digits", "--method", "random", "--to", "1", "2", "--metrics", "lbpe", "--metrics", "random",
         "--seeds", "2", "--dynamics-epochs", "4", "--eval-epochs", "40"]

@@ -7,13 +7,12 @@ import pickle
 import pytest
 import torch
 import torch.nn.functional as F
+from test_dynamics import digits_subset
+from test_safe_pickle import lying_storage, tensor_over
 
 from yoco_cli.data.dynamics import Recorder, _is_argmax, batch_means
 from yoco_cli.errors import IntegrityError
 from yoco_cli.stages import dynamics as D
-
-from test_dynamics import digits_subset
-from test_safe_pickle import lying_storage, tensor_over
 
 FIELDS = ("targets", "err", "correct", "margin_sum", "correct_num", "loss_epoch")
 

@@ -26,7 +26,7 @@ def test_every_test_the_reliability_table_names_exists():
     for file, name in refs:
         path = ROOT / "tests" / file if not file.startswith("yoco_cli/") else ROOT / file
         text = path.read_text(encoding="utf-8") if path.is_file() else ""
-        if not re.search(rf"^\s*(def|class) {name}\b", text, re.M):
+        if not re.search(rf"^\s*(def|class) {name}\b", text, re.MULTILINE):
             missing.append(f"{file}::{name}")
     assert not missing, missing
 
@@ -34,5 +34,5 @@ def test_every_test_the_reliability_table_names_exists():
 def test_every_reliability_test_is_in_the_table():
     named = {name for _, name in cited()}
     tests = {m for f in (ROOT / "tests").glob("test_reliability_*.py") if f.name != Path(__file__).name
-             for m in re.findall(r"^def (test_\w+)", f.read_text(encoding="utf-8"), re.M)}
+             for m in re.findall(r"^def (test_\w+)", f.read_text(encoding="utf-8"), re.MULTILINE)}
     assert tests - named == set(), sorted(tests - named)

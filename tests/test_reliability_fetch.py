@@ -16,7 +16,6 @@ import tarfile
 
 import numpy as np
 import pytest
-
 from loopback import Loopback
 
 MiB = 1 << 20

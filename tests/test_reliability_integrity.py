@@ -50,6 +50,7 @@ def template(tmp_path_factory):
     import os
 
     from conftest import invoke_cli
+
     from yoco_cli.cli import common
     from yoco_cli.store import Store
 

@@ -7,8 +7,9 @@ import pickle
 
 import pytest
 import torch
-
-from test_dynamics import fabricate_records  # the reference's record layout, written once
+from test_dynamics import (
+    fabricate_records,  # the reference's record layout, written once
+)
 
 
 def write_td(path, n: int, epochs: int, seed: int = 0) -> bytes:
@@ -105,6 +106,7 @@ def test_dynamics_that_lack_what_the_metric_needs_are_passed_over_with_a_reason(
 
 def test_fetched_reference_dynamics_are_read_for_their_set(cli, cifar_set, tmp_path, monkeypatch, no_training):
     from loopback import Loopback
+
     from yoco_cli.remote import registry
     from yoco_cli.stages import fetching
 

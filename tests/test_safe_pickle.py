@@ -40,7 +40,7 @@ def test_everything_a_plain_pickle_holds_comes_back_equal(tmp_path, protocol):
         elif isinstance(want, np.ndarray):
             assert got[k].dtype == want.dtype and got[k].tolist() == want.tolist(), k
         elif k == "shared":
-            assert torch.equal(got[k][0], doc[k][0]) and torch.equal(got[k][1], doc[k][1])
+            assert torch.equal(got[k][0], want[0]) and torch.equal(got[k][1], want[1])
         else:
             assert got[k] == want and type(got[k]) is type(want), k
     got["f16"].add_(1)  # tensors are private copies: writing to them is allowed

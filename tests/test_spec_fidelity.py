@@ -22,7 +22,6 @@ from yoco_cli.nn import augment as A
 from yoco_cli.nn import engine as E
 from yoco_cli.nn.models import model_spec
 
-
 # -- a record stream (spec 2.3) and its naive replay (spec 3) --------------------------------------
 
 def _stream(n=23, c=4, epochs=7, batch=5, seed=0):

@@ -12,8 +12,37 @@ Importing this package does not import torch (the functions import it when they 
 
 __version__ = "0.1.0"
 
-from .api import (DynamicsResult, EvalResult, FetchResult, ScoreResult, SetResult, condense,  # noqa: E402
-                  dynamics, evaluate, fetch, load_set, prune, report, score, tune_process)
+from .api import (
+                  DynamicsResult,
+                  EvalResult,
+                  FetchResult,
+                  ScoreResult,
+                  SetResult,
+                  condense,
+                  dynamics,
+                  evaluate,
+                  fetch,
+                  load_set,
+                  prune,
+                  report,
+                  score,
+                  tune_process,
+)
 
-__all__ = ["load_set", "fetch", "condense", "dynamics", "score", "prune", "evaluate", "report", "tune_process",
-           "SetResult", "DynamicsResult", "ScoreResult", "EvalResult", "FetchResult", "__version__"]
+__all__ = [
+                  "DynamicsResult",
+                  "EvalResult",
+                  "FetchResult",
+                  "ScoreResult",
+                  "SetResult",
+                  "__version__",
+                  "condense",
+                  "dynamics",
+                  "evaluate",
+                  "fetch",
+                  "load_set",
+                  "prune",
+                  "report",
+                  "score",
+                  "tune_process",
+]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 from .progress import SILENT, Reporter
 
@@ -28,17 +28,17 @@ from .progress import SILENT, Reporter
 @dataclass
 class SetResult:
     """A stored condensed (or pruned) set: `set` holds its tensors (`set.decoded()` for images)."""
-    ref: Optional[str]
+    ref: str | None
     key: str
     set: Any  # data.condensed.CondensedSet
     cached: bool = False
-    indices: Optional[list[int]] = None  # pruned sets: kept decoded indices in the parent
+    indices: list[int] | None = None  # pruned sets: kept decoded indices in the parent
 
 
 @dataclass
 class DynamicsResult:
     """Recorded training dynamics: one `data.dynamics.Dynamics` per seed (per-epoch statistics)."""
-    ref: Optional[str]
+    ref: str | None
     key: str
     runs: list
     seeds: list[int]
@@ -49,7 +49,7 @@ class DynamicsResult:
 class ScoreResult:
     """Every score of a set: `scores[metric]` is the per-sample score (mean over runs), and
     `per_run[metric]` one tensor per dynamics run."""
-    ref: Optional[str]
+    ref: str | None
     key: str
     scores: dict
     per_run: dict
@@ -81,7 +81,7 @@ SetLike = Union[str, Path, SetResult]
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def _store(home: Optional[Union[str, Path]]):
+def _store(home: str | Path | None):
     from .store import Store
 
     return Store(Path(home).expanduser() if home is not None else None).ensure()
@@ -96,12 +96,12 @@ def _set(store, target: SetLike):
     return resolve_set(store, str(target))
 
 
-def _ref(store, m) -> Optional[str]:
+def _ref(store, m) -> str | None:
     names = store.refs_to(m.stage, m.key)
     return names[0] if names else None
 
 
-def tune_process(threads: Optional[int | str] = None) -> None:
+def tune_process(threads: int | str | None = None) -> None:
     """Apply the process-wide settings the CLI applies: glibc malloc tuning (large activations stay
     in the heap) and its thread policy: `threads=N` pins torch's intra-op threads, `"auto"` or None
     (then YOCO_THREADS or OMP_NUM_THREADS if set) picks per workload, one thread for small models on
@@ -129,7 +129,7 @@ def load_set(target: SetLike, *, home=None) -> SetResult:
     return SetResult(_ref(store, m), m.key, cset)
 
 
-def fetch(*names: str, home=None, offline: Optional[bool] = None, timeout: float = 60.0, retries: int = 3,
+def fetch(*names: str, home=None, offline: bool | None = None, timeout: float = 60.0, retries: int = 3,
           reporter: Reporter = SILENT) -> list[FetchResult]:
     """Download published sets, dynamics or datasets into the store (verified, resumable).
 
@@ -145,8 +145,8 @@ def fetch(*names: str, home=None, offline: Optional[bool] = None, timeout: float
     return [FetchResult(o.name, o.kind, o.key, o.cached, o.summary) for o in outcomes]
 
 
-def condense(dataset: str = "digits", *, ipc: int = 10, method: str = "idc", factor: Optional[int] = None,
-             seed: int = 0, iterations: Optional[int] = None, name: Optional[str] = None, device: str = "auto",
+def condense(dataset: str = "digits", *, ipc: int = 10, method: str = "idc", factor: int | None = None,
+             seed: int = 0, iterations: int | None = None, name: str | None = None, device: str = "auto",
              home=None) -> SetResult:
     """Condense a real dataset (idc, dm, random, herding) into `ipc` images per class.
 
@@ -166,9 +166,9 @@ def condense(dataset: str = "digits", *, ipc: int = 10, method: str = "idc", fac
     return SetResult(res.ref, res.manifest.key, load(store, res.manifest), res.cached)
 
 
-def dynamics(target: SetLike, *, seeds: int = 3, epochs: Optional[int] = None, batch_size: Optional[int] = None,
-             lr: Optional[float] = None, model: Optional[str] = None, aug: Optional[str] = None,
-             cutmix: Optional[float] = None, device: str = "auto", name: Optional[str] = None, home=None,
+def dynamics(target: SetLike, *, seeds: int = 3, epochs: int | None = None, batch_size: int | None = None,
+             lr: float | None = None, model: str | None = None, aug: str | None = None,
+             cutmix: float | None = None, device: str = "auto", name: str | None = None, home=None,
              reporter: Reporter = SILENT) -> DynamicsResult:
     """Train `seeds` models on a set and record their per-epoch, per-sample statistics.
 
@@ -189,10 +189,10 @@ def dynamics(target: SetLike, *, seeds: int = 3, epochs: Optional[int] = None, b
                           sorted(info.get("computed") or []))
 
 
-def score(target: Union[SetLike, DynamicsResult], *, k: Optional[int] = None, stop_epoch: Optional[int] = None,
+def score(target: SetLike | DynamicsResult, *, k: int | None = None, stop_epoch: int | None = None,
           use_loss: bool = False, el2n_window: tuple[int, int] = (0, 10), never_learned: str = "zero",
-          aum_mean: bool = False, seed: int = 0, dynamics_epochs: Optional[int] = None,
-          dynamics_seeds: Optional[int] = None, device: str = "auto", home=None,
+          aum_mean: bool = False, seed: int = 0, dynamics_epochs: int | None = None,
+          dynamics_seeds: int | None = None, device: str = "auto", home=None,
           reporter: Reporter = SILENT) -> ScoreResult:
     """Every score (lbpe, el2n, forgetting, aum, entropy, loss, random) of a set's dynamics,
     computing the dynamics with the preset first when the set has none.
@@ -226,11 +226,11 @@ def score(target: Union[SetLike, DynamicsResult], *, k: Optional[int] = None, st
     return ScoreResult(_ref(store, m), m.key, mean, per_run, cached)
 
 
-def prune(target: SetLike, *, to: Union[int, list[int]], metric: str = "lbpe", hard: Optional[bool] = None,
-          balanced: Optional[bool] = None, key: Optional[str] = None, seed: int = 0,
-          score_run: Optional[int] = None, k: Optional[int] = None, stop_epoch: Optional[int] = None,
-          scores: Optional[str] = None, dynamics: Optional[str] = None, dynamics_epochs: Optional[int] = None,
-          dynamics_seeds: Optional[int] = None, mean_scores: bool = False, device: str = "auto", home=None,
+def prune(target: SetLike, *, to: int | list[int], metric: str = "lbpe", hard: bool | None = None,
+          balanced: bool | None = None, key: str | None = None, seed: int = 0,
+          score_run: int | None = None, k: int | None = None, stop_epoch: int | None = None,
+          scores: str | None = None, dynamics: str | None = None, dynamics_epochs: int | None = None,
+          dynamics_seeds: int | None = None, mean_scores: bool = False, device: str = "auto", home=None,
           reporter: Reporter = SILENT) -> list[SetResult]:
     """Prune a set to smaller IPCs with one of the paper's rules (YOCO: metric="lbpe", easy,
     balanced; `key="forgetting_easy_balance"` names a rule the reference's way). As in the paper,
@@ -275,9 +275,9 @@ def prune(target: SetLike, *, to: Union[int, list[int]], metric: str = "lbpe", h
     return out
 
 
-def evaluate(target: Union[SetLike, str], *, repeats: int = 3, model: Optional[str] = None,
-             epochs: Optional[int] = None, batch_size: Optional[int] = None, lr: Optional[float] = None,
-             aug: Optional[str] = None, cutmix: Optional[float] = None, full: bool = False, device: str = "auto",
+def evaluate(target: SetLike | str, *, repeats: int = 3, model: str | None = None,
+             epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
+             aug: str | None = None, cutmix: float | None = None, full: bool = False, device: str = "auto",
              home=None) -> EvalResult:
     """The paper's evaluation (spec 5): train `repeats` fresh networks on the set, test on the real
     test split. `full=True` (or a dataset name such as "digits") evaluates the whole training split.
@@ -306,7 +306,7 @@ def evaluate(target: Union[SetLike, str], *, repeats: int = 3, model: Optional[s
                       list(meta["per_repeat"]), not info.get("computed"))
 
 
-def report(*, table: Optional[list[str]] = None, which: str = "best", dataset: str = "", source: str = "",
+def report(*, table: list[str] | None = None, which: str = "best", dataset: str = "", source: str = "",
            model: str = "", home=None) -> list:
     """The paper's tables from every evaluation in the store: `stages.report.Table` objects
     (`to_markdown(t)`, `to_json([t])` there render them).

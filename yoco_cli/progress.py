@@ -6,8 +6,9 @@ same three methods); a notebook or a script can pass `Reporter()` subclasses of 
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 
 class NullProgress:

@@ -97,7 +97,7 @@ def _parse(blob: Blob) -> tuple[dict[str, Any], dict]:
     import torch
 
     buf = blob.data
-    bad = lambda why: IntegrityError(f"{blob} is not a readable safetensors file ({why})")  # noqa: E731
+    bad = lambda why: IntegrityError(f"{blob} is not a readable safetensors file ({why})")
     if len(buf) < 8:
         raise bad("shorter than its header")
     n = int.from_bytes(buf[:8], "little")

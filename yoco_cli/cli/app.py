@@ -9,7 +9,7 @@ import importlib
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -157,12 +157,12 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _global(
-    home: Annotated[Optional[Path], typer.Option("--home", help="Cache folder (overrides YOCO_HOME).",
+    home: Annotated[Path | None, typer.Option("--home", help="Cache folder (overrides YOCO_HOME).",
                                                  show_default=False)] = None,
     json_: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No messages or progress bars.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
-    threads: Annotated[Optional[str], typer.Option(
+    threads: Annotated[str | None, typer.Option(
         "--threads", metavar="N|auto", show_default=False,
         help="CPU threads for torch (default: YOCO_THREADS, else OMP_NUM_THREADS, else auto: one thread for "
              "small models on small images, the free cores for larger work). Results are byte-identical for "

@@ -1,7 +1,7 @@
 """`yoco condense`: make a condensed set from a real dataset (IDC, DM, or a real-image baseline)."""
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -44,24 +44,24 @@ def condense(
     ipc: Annotated[int, typer.Option("--ipc", help="Stored images per class.")] = 10,
     method: Annotated[str, typer.Option("--method", help=METHOD_HELP,
                                                  autocompletion=_complete_methods)] = "idc",
-    factor: Annotated[Optional[int], typer.Option("--factor", show_default="2; 3 for imagenet10",
+    factor: Annotated[int | None, typer.Option("--factor", show_default="2; 3 for imagenet10",
                                                   help="Multi-formation factor: each stored image holds f x f images.")] = None,
-    iterations: Annotated[Optional[int], typer.Option("--iterations", "-n", show_default="preset",
+    iterations: Annotated[int | None, typer.Option("--iterations", "-n", show_default="preset",
                                                       help="Outer iterations (idc) or iterations (dm).")] = None,
-    lr_img: Annotated[Optional[float], typer.Option("--lr-img", show_default="preset",
+    lr_img: Annotated[float | None, typer.Option("--lr-img", show_default="preset",
                                                     help="Image learning rate (idc: before IDC's IPC/size scaling).")] = None,
-    batch_real: Annotated[Optional[int], typer.Option("--batch-real", show_default="preset",
+    batch_real: Annotated[int | None, typer.Option("--batch-real", show_default="preset",
                                                       help="Real images per class per matching step.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", show_default="preset",
+    model: Annotated[str | None, typer.Option("--model", show_default="preset",
                                                  help="Network used for matching, e.g. convnet or convnet:width=64,depth=2.")] = None,
-    sets: Annotated[Optional[list[str]], typer.Option("--set", help="Any other method setting, KEY=VALUE (repeatable); "
+    sets: Annotated[list[str] | None, typer.Option("--set", help="Any other method setting, KEY=VALUE (repeatable); "
                                             "see the settings in `yoco condense DATASET --show-settings`.")] = None,
     show_settings: Annotated[bool, typer.Option("--show-settings", help="Print the resolved settings and exit.")] = False,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
-    checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", show_default="50 (0 = off)",
+    checkpoint_every: Annotated[int | None, typer.Option("--checkpoint-every", show_default="50 (0 = off)",
                                                             help="Checkpoint every N iterations; a rerun resumes.")] = None,
-    name: Annotated[Optional[str], typer.Option("--name", show_default="DATASET/METHOD/ipcN",
+    name: Annotated[str | None, typer.Option("--name", show_default="DATASET/METHOD/ipcN",
                                                 help="Name for the result in the cache.")] = None,
     json_: JsonOpt = False,
 ) -> None:

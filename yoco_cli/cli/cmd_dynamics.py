@@ -2,14 +2,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from ..errors import UsageError
 from . import output
-from .common import (AddressOpt, DeviceOpt, ExecutorOpt, JsonOpt, MaxParallelOpt, complete_set_refs, get_store,
-                     set_json, say_where)
+from .common import (
+    AddressOpt,
+    DeviceOpt,
+    ExecutorOpt,
+    JsonOpt,
+    MaxParallelOpt,
+    complete_set_refs,
+    get_store,
+    say_where,
+    set_json,
+)
 from .training_options import check_switches, options
 
 TRAIN_PANEL = "Training (defaults: the dataset's preset, spec section 2)"
@@ -32,16 +41,16 @@ def dynamics_cmd(
     model: TRAIN.model = None,
     aug: TRAIN.aug = None,
     cutmix: TRAIN.cutmix = None,
-    test_every: Annotated[Optional[int], typer.Option(
+    test_every: Annotated[int | None, typer.Option(
         "--test-every", help="Also test on the real test split every K epochs (off by default: no score uses it).",
         rich_help_panel=TRAIN_PANEL, show_default=False)] = None,
     batched: TRAIN.batched = "auto",
     compile_: TRAIN.compile = "auto",
-    from_file: Annotated[Optional[list[Path]], typer.Option(
+    from_file: Annotated[list[Path] | None, typer.Option(
         "--from-file", help="Read the reference's td-ipc*.pickle instead of training (repeat: one per seed). "
                             "No code in it runs; a pickle that asks to run code is refused (exit 3).",
         rich_help_panel=REF_PANEL, show_default=False)] = None,
-    checkpoint: Annotated[Optional[list[Path]], typer.Option(
+    checkpoint: Annotated[list[Path] | None, typer.Option(
         "--checkpoint", help="The reference's ckpt-last.pt for each --from-file (final weights, for "
                              "entropy/loss/ssp).", rich_help_panel=REF_PANEL, show_default=False)] = None,
     records: Annotated[bool, typer.Option(
@@ -49,11 +58,11 @@ def dynamics_cmd(
                           "(what --export writes). Costs (2 x classes + 4) bytes per image and epoch: ~11 MB for "
                           "CIFAR-10 IPC 10 over 1000 epochs, ~4.2 GB for CIFAR-100 IPC 50. Cached apart from runs "
                           "without records.", rich_help_panel=REF_PANEL)] = False,
-    export: Annotated[Optional[Path], typer.Option(
+    export: Annotated[Path | None, typer.Option(
         "--export", help="Write each seed's run as the reference's td-*.pickle (needs --records). Several seeds: "
                          "{seed} in the name is replaced (else -seedN is added).", rich_help_panel=REF_PANEL,
         show_default=False)] = None,
-    name: Annotated[Optional[str], typer.Option(
+    name: Annotated[str | None, typer.Option(
         "--name", help="Name for the result (default: SET@dynamics).", show_default=False)] = None,
     device: DeviceOpt = "auto",
     executor: ExecutorOpt = None,

@@ -7,8 +7,17 @@ import typer
 
 from ..errors import UsageError
 from . import output
-from .common import (AddressOpt, DeviceOpt, ExecutorOpt, JsonOpt, MaxParallelOpt, complete_set_refs, get_store,
-                     set_json, say_where)
+from .common import (
+    AddressOpt,
+    DeviceOpt,
+    ExecutorOpt,
+    JsonOpt,
+    MaxParallelOpt,
+    complete_set_refs,
+    get_store,
+    say_where,
+    set_json,
+)
 from .training_options import check_switches, options
 
 TRAIN_PANEL = "Training (defaults: the dataset's preset, spec section 5)"

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -25,14 +25,14 @@ def _complete_names(incomplete: str) -> list[str]:
 
 
 def fetch_cmd(
-    names: Annotated[Optional[list[str]], typer.Argument(
+    names: Annotated[list[str] | None, typer.Argument(
         help="What to fetch: a name or a path of names (`idc cifar10` = idc/cifar10/*), several names, "
              "or folder:PATH.", autocompletion=_complete_names, show_default=False)] = None,
     list_: Annotated[bool, typer.Option("--list", "-l", help="Show the registry (or the named part of it): "
                                                              "kind, size, digest, whether it is in the store.")] = False,
     offline: Annotated[bool, typer.Option("--offline", help="Never touch the network (also YOCO_OFFLINE=1); "
                                                             "exit 4 naming anything missing.")] = False,
-    source: Annotated[Optional[Path], typer.Option("--source", help="Local copy for what cannot be downloaded: "
+    source: Annotated[Path | None, typer.Option("--source", help="Local copy for what cannot be downloaded: "
                                                                     "imagenet10 reads PATH/train/<wnid>/ and "
                                                                     "PATH/val/<wnid>/.", show_default=False)] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds without data before a try counts as "

@@ -2,12 +2,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from .common import (AddressOpt, DeviceOpt, ExecutorOpt, MaxParallelOpt, MultiTargetCommand, complete_metrics,
-                     complete_set_refs, get_store, out, parse_targets, say_where)
+from .common import (
+    AddressOpt,
+    DeviceOpt,
+    ExecutorOpt,
+    MaxParallelOpt,
+    MultiTargetCommand,
+    complete_metrics,
+    complete_set_refs,
+    get_store,
+    out,
+    parse_targets,
+    say_where,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -16,33 +27,33 @@ def register(app: typer.Typer) -> None:
 
 def pipeline_cmd(
     dataset: Annotated[str, typer.Argument(help="Real dataset to condense (digits, cifar10, folder:PATH, ...).")] = "digits",
-    set_ref: Annotated[Optional[str], typer.Option(
+    set_ref: Annotated[str | None, typer.Option(
         "--set", help="Start from this stored set (name, key or file) instead of condensing.",
         autocompletion=complete_set_refs, show_default=False)] = None,
     method: Annotated[str, typer.Option("--method", help="Condensation method when no --set: idc, dm, random.")] = "dm",
     ipc: Annotated[int, typer.Option("--ipc", help="Source IPC (condensed, then pruned from).")] = 10,
-    factor: Annotated[Optional[int], typer.Option("--factor", help="Multi-formation factor (default: preset).",
+    factor: Annotated[int | None, typer.Option("--factor", help="Multi-formation factor (default: preset).",
                                                   show_default=False)] = None,
     to: Annotated[list[str], typer.Option("--to", metavar="IPC", help="Target IPCs: --to 1 2 5 or --to 1,2,5.")] = ["1", "2", "5"],
-    metrics: Annotated[Optional[list[str]], typer.Option(
+    metrics: Annotated[list[str] | None, typer.Option(
         "--metrics", "--metric", help="Metrics to compare (repeatable; default: every row of the paper's table).",
         autocompletion=complete_metrics, show_default=False)] = None,
-    tables: Annotated[Optional[list[str]], typer.Option(
+    tables: Annotated[list[str] | None, typer.Option(
         "--tables", help="Report tables to fill: main (default), rules, balance, easyhard or all (repeatable).",
         show_default=False)] = None,
     seeds: Annotated[int, typer.Option("--seeds", help="Dynamics seeds; each prunes with its own scores.")] = 3,
     repeats: Annotated[int, typer.Option("--repeats", help="Evaluation repeats per pruned set.")] = 1,
     mean_scores: Annotated[bool, typer.Option(
         "--mean-scores", help="Prune once with scores averaged over seeds instead of once per seed.")] = False,
-    condense_iterations: Annotated[Optional[int], typer.Option("--condense-iterations", show_default=False,
+    condense_iterations: Annotated[int | None, typer.Option("--condense-iterations", show_default=False,
                                                                help="Override the preset's iterations.")] = None,
-    dynamics_epochs: Annotated[Optional[int], typer.Option("--dynamics-epochs", show_default=False,
+    dynamics_epochs: Annotated[int | None, typer.Option("--dynamics-epochs", show_default=False,
                                                            help="Override the preset's dynamics epochs.")] = None,
-    eval_epochs: Annotated[Optional[int], typer.Option("--eval-epochs", show_default=False,
+    eval_epochs: Annotated[int | None, typer.Option("--eval-epochs", show_default=False,
                                                        help="Override the preset's evaluation epochs.")] = None,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write accuracy vs target IPC to this PNG.")] = None,
-    markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Also write the report as Markdown here.")] = None,
-    ccs_beta: Annotated[Optional[float], typer.Option(
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write accuracy vs target IPC to this PNG.")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="Also write the report as Markdown here.")] = None,
+    ccs_beta: Annotated[float | None, typer.Option(
         "--ccs-beta", help="CCS's hard-cut ratio (default: the reference's table; CIFAR-10's for digits).",
         show_default=False)] = None,
     device: DeviceOpt = "auto",
@@ -108,7 +119,7 @@ def pipeline_cmd(
            + (" (everything came from the cache)" if trained == 0 else ""))
 
 
-def _write_document(rep, req, tables, result, trained, seconds, path: Path, plot: Optional[Path]) -> None:
+def _write_document(rep, req, tables, result, trained, seconds, path: Path, plot: Path | None) -> None:
     import os
 
     dyn = get_store().load_run("dynamics", result["dynamics"])

@@ -2,17 +2,39 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from ..errors import UsageError
 from . import output
-from .cmd_score import (AumMeanOpt, EpochsOpt, KOpt, NeverOpt, SeedsOpt, StopOpt, UseLossOpt, WindowOpt,
-                        dynamics_overrides, score_options)
-from .common import (DeviceOpt, JsonOpt, MultiTargetCommand, check_seed, complete_metrics, complete_refs,
-                     complete_set_refs, get_store, interactive, parse_targets, prompt_choice, prompt_targets,
-                     set_json)
+from .cmd_score import (
+    AumMeanOpt,
+    EpochsOpt,
+    KOpt,
+    NeverOpt,
+    SeedsOpt,
+    StopOpt,
+    UseLossOpt,
+    WindowOpt,
+    dynamics_overrides,
+    score_options,
+)
+from .common import (
+    DeviceOpt,
+    JsonOpt,
+    MultiTargetCommand,
+    check_seed,
+    complete_metrics,
+    complete_refs,
+    complete_set_refs,
+    get_store,
+    interactive,
+    parse_targets,
+    prompt_choice,
+    prompt_targets,
+    set_json,
+)
 
 RULE_PANEL = "Rule"
 CCS_PANEL = "CCS"
@@ -25,7 +47,7 @@ def register(app: typer.Typer) -> None:
 
 
 # -- which set ---------------------------------------------------------------------------------------
-def choose_set(store, spec: Optional[str], ipc_from: Optional[int], dataset: Optional[str]):
+def choose_set(store, spec: str | None, ipc_from: int | None, dataset: str | None):
     from ..stages.sets import all_sets, load_set, resolve_set, set_label
 
     if spec:
@@ -55,7 +77,7 @@ def choose_set(store, spec: Optional[str], ipc_from: Optional[int], dataset: Opt
     return cands[i], load_set(store, cands[i])
 
 
-def choose_rule(metric: Optional[str], key: Optional[str], hard: Optional[bool], balanced: Optional[bool]):
+def choose_rule(metric: str | None, key: str | None, hard: bool | None, balanced: bool | None):
     from ..methods import select
 
     if key:
@@ -74,37 +96,37 @@ def choose_rule(metric: Optional[str], key: Optional[str], hard: Optional[bool],
 
 # -- the command ---------------------------------------------------------------------------------------
 def prune_cmd(
-    set_spec: Annotated[Optional[str], typer.Argument(
+    set_spec: Annotated[str | None, typer.Argument(
         metavar="SET", help="A stored set (name or key prefix) or a set file; default: the stored set with "
                               "IPC --from.", autocompletion=complete_set_refs, show_default=False)] = None,
-    ipc_from: Annotated[Optional[int], typer.Option(
+    ipc_from: Annotated[int | None, typer.Option(
         "--from", help="IPC of the set to prune (picks the stored set when SET is not given).",
         show_default=False)] = None,
-    to: Annotated[Optional[list[str]], typer.Option(
+    to: Annotated[list[str] | None, typer.Option(
         "--to", metavar="IPC", help="Target IPC(s): --to 1, --to 1 2 5 or --to 1,2,5.", show_default=False)] = None,
-    metric: Annotated[Optional[str], typer.Option(
+    metric: Annotated[str | None, typer.Option(
         "--metric", "-m", help="lbpe (YOCO), el2n, forgetting, aum, entropy, loss, ssp, ccs or random (default: lbpe).",
         autocompletion=complete_metrics, rich_help_panel=RULE_PANEL, show_default=False)] = None,
-    key: Annotated[Optional[str], typer.Option(
+    key: Annotated[str | None, typer.Option(
         "--key", help="The reference's pruning key instead: yoco, forgetting_easy_balance, accumulated_margin, "
                       "ccs, random_balance, ssp_balance, ...", rich_help_panel=RULE_PANEL, show_default=False)] = None,
-    hard: Annotated[Optional[bool], typer.Option(
+    hard: Annotated[bool | None, typer.Option(
         "--hard/--easy", help="Keep the hardest or the easiest samples (default: easy for lbpe, hard otherwise).",
         rich_help_panel=RULE_PANEL, show_default=False)] = None,
-    balanced: Annotated[Optional[bool], typer.Option(
+    balanced: Annotated[bool | None, typer.Option(
         "--balanced/--imbalanced", help="Same count per class (YOCO's rule 2) or over the whole set "
                                         "(default: balanced for lbpe, imbalanced otherwise).",
         rich_help_panel=RULE_PANEL, show_default=False)] = None,
-    dataset: Annotated[Optional[str], typer.Option(
+    dataset: Annotated[str | None, typer.Option(
         "--dataset", "-d", help="Only consider stored sets of this dataset.", show_default=False)] = None,
-    dynamics: Annotated[Optional[str], typer.Option(
+    dynamics: Annotated[str | None, typer.Option(
         "--dynamics", help="Use this stored dynamics artifact (default: the set's, computed if missing).",
         autocompletion=complete_refs, show_default=False)] = None,
-    scores: Annotated[Optional[str], typer.Option(
+    scores: Annotated[str | None, typer.Option(
         "--scores", help="Use this stored score artifact (e.g. one read with `yoco score --from-file`).",
         autocompletion=complete_refs, show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of random, CCS's random mode and k-means.", callback=check_seed)] = 0,
-    score_run: Annotated[Optional[int], typer.Option(
+    score_run: Annotated[int | None, typer.Option(
         "--score-run", help="Prune only with dynamics run I's own scores (one set, <name>-runI) instead of once per "
                             "run.", rich_help_panel=RULE_PANEL, show_default=False)] = None,
     mean_scores: Annotated[bool, typer.Option(
@@ -117,7 +139,7 @@ def prune_cmd(
     el2n_window: WindowOpt = "0:10",
     never_learned: NeverOpt = "zero",
     aum_mean: AumMeanOpt = False,
-    ccs_beta: Annotated[Optional[float], typer.Option(
+    ccs_beta: Annotated[float | None, typer.Option(
         "--ccs-beta", help="Fraction of the hardest samples CCS drops first (default: the reference's table).",
         rich_help_panel=CCS_PANEL, show_default=False)] = None,
     ccs_strata: Annotated[int, typer.Option("--ccs-strata", help="Number of strata.", rich_help_panel=CCS_PANEL)] = 50,
@@ -132,14 +154,14 @@ def prune_cmd(
         "--ssp-run", help="Whose final model gives the features.", rich_help_panel=SSP_PANEL)] = 0,
     dynamics_epochs: EpochsOpt = None,
     dynamics_seeds: SeedsOpt = None,
-    export: Annotated[Optional[Path], typer.Option(
+    export: Annotated[Path | None, typer.Option(
         "--export", help="Also write the pruned set as IDC's data.pt (\\[data, targets], torch.save). With several "
                          "--to, {to} in the name is replaced (else -ipcN is added).",
         rich_help_panel=OUT_PANEL, show_default=False)] = None,
     export_format: Annotated[str, typer.Option(
         "--export-format", help="Layout for --export: idc, dream, mtt, dsa, kip or yoco.",
         rich_help_panel=OUT_PANEL)] = "idc",
-    indices: Annotated[Optional[Path], typer.Option(
+    indices: Annotated[Path | None, typer.Option(
         "--indices", help='Also write {"indices": \\[kept decoded indices], "stored": \\[their stored images]} as JSON.',
         rich_help_panel=OUT_PANEL, show_default=False)] = None,
     device: DeviceOpt = "auto",

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -22,18 +22,18 @@ def _complete_tables(incomplete: str) -> list[str]:
 
 
 def report_cmd(
-    table: Annotated[Optional[list[str]], typer.Option(
+    table: Annotated[list[str] | None, typer.Option(
         "--table", help="Which tables: main, rules, balance, easyhard (repeatable; default all with runs).",
         autocompletion=_complete_tables)] = None,
     dataset: Annotated[str, typer.Option("--dataset", help="Only this dataset.")] = "",
     source: Annotated[str, typer.Option("--source", help="Only pruned sets of this source set (a name).")] = "",
-    metric: Annotated[Optional[list[str]], typer.Option(
+    metric: Annotated[list[str] | None, typer.Option(
         "--metric", help="Only these metrics (repeatable).", autocompletion=complete_metrics)] = None,
     model: Annotated[str, typer.Option("--model", help="Only evaluations with this model (e.g. convnet).")] = "",
     which: Annotated[str, typer.Option("--which", help="best (max over validations) or last (final epoch).")] = "best",
     fmt: Annotated[str, typer.Option("--format", help="table | markdown | csv | json")] = "table",
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Also write accuracy vs target IPC to this PNG.")] = None,
-    out_file: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the report to a file instead of stdout.")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Also write accuracy vs target IPC to this PNG.")] = None,
+    out_file: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report to a file instead of stdout.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
 ) -> None:
     """Tables shaped like the paper's from your evaluation runs; cells are mean ± std over
@@ -41,9 +41,8 @@ def report_cmd(
 
     Example: `yoco report --dataset digits --format markdown --plot digits.png`
     """
-    from ..stages import report as rep
-
     from ..files import atomic_write, check_output_file
+    from ..stages import report as rep
 
     o = set_json(json_)
     if o.json_mode:
@@ -76,7 +75,7 @@ def report_cmd(
         o.info(f"wrote {plot}")
 
 
-def _render(rep, tables, fmt: str, o, to_file: bool = False) -> Optional[str]:
+def _render(rep, tables, fmt: str, o, to_file: bool = False) -> str | None:
     """Markdown/CSV/JSON as text; Rich tables printed directly (None), or as plain text for a file."""
     import io
     import json

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,10 +14,10 @@ SCORE_PANEL = "Score options"
 DYN_PANEL = "Dynamics (computed with the preset when missing)"
 
 # Shared with `yoco prune`, which computes missing scores on the way.
-KOpt = Annotated[Optional[int], typer.Option(
+KOpt = Annotated[int | None, typer.Option(
     "--k", help="LBPE: number of top-accuracy epochs (default: the setting's preset, 10 or 3).",
     rich_help_panel=SCORE_PANEL, show_default=False)]
-StopOpt = Annotated[Optional[int], typer.Option(
+StopOpt = Annotated[int | None, typer.Option(
     "--stop-epoch", help="LBPE: choose epochs in [0, STOP) (default: the setting's preset, e.g. 100 for "
                          "IDC CIFAR-10, scaled to shorter dynamics).", rich_help_panel=SCORE_PANEL,
     show_default=False)]
@@ -32,10 +32,10 @@ NeverOpt = Annotated[str, typer.Option(
 AumMeanOpt = Annotated[bool, typer.Option(
     "--aum-mean", help="AUM: average over epochs (Pleiss et al.) instead of the sum; same ranking.",
     rich_help_panel=SCORE_PANEL)]
-EpochsOpt = Annotated[Optional[int], typer.Option(
+EpochsOpt = Annotated[int | None, typer.Option(
     "--dynamics-epochs", help="When dynamics must be computed: epochs (default: the preset).",
     rich_help_panel=DYN_PANEL, show_default=False)]
-SeedsOpt = Annotated[Optional[int], typer.Option(
+SeedsOpt = Annotated[int | None, typer.Option(
     "--dynamics-seeds", help="When dynamics must be computed: number of runs (default: the preset's 3).",
     rich_help_panel=DYN_PANEL, show_default=False)]
 
@@ -104,13 +104,13 @@ def summary_table(m) -> tuple[dict, object]:
 
 
 def score_cmd(
-    target: Annotated[Optional[str], typer.Argument(
+    target: Annotated[str | None, typer.Argument(
         metavar="TARGET", help="A dynamics artifact, or a condensed set (its dynamics are computed with the "
                                "preset if missing).", autocompletion=complete_refs, show_default=False)] = None,
-    from_file: Annotated[Optional[Path], typer.Option(
+    from_file: Annotated[Path | None, typer.Option(
         "--from-file", help="Read a reference score pickle (data-score-ipc10-ep100.pickle) instead; no code in it runs.",
         show_default=False)] = None,
-    name: Annotated[Optional[str], typer.Option(
+    name: Annotated[str | None, typer.Option(
         "--name", help="Name for scores read with --from-file (default: reference/<file stem>).",
         show_default=False)] = None,
     k: KOpt = None,
@@ -122,7 +122,7 @@ def score_cmd(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random score.", callback=check_seed)] = 0,
     dynamics_epochs: EpochsOpt = None,
     dynamics_seeds: SeedsOpt = None,
-    export: Annotated[Optional[Path], typer.Option(
+    export: Annotated[Path | None, typer.Option(
         "--export", help="Also write the scores of each dynamics run: FILE.pickle in the reference's data-score "
                          "layout (for its test.py), FILE.json as {metric: [score per decoded index]}. Several runs: "
                          "{run} in the name is replaced (else -runJ is added).", show_default=False)] = None,

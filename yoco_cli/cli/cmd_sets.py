@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -35,20 +35,20 @@ def import_cmd(
     path: Annotated[Path, typer.Argument(help="data.pt, an MTT folder (or images_best.pt), a DSA/KIP .pt "
                                               "or a yoco .safetensors file.", show_default=False)],
     fmt: Annotated[str, typer.Option("--format", "-f", help=FORMAT_HELP)] = "auto",
-    dataset: Annotated[Optional[str], typer.Option(
+    dataset: Annotated[str | None, typer.Option(
         "--dataset", "-d", help="cifar10, cifar100, imagenet10, svhn, mnist, fashion or digits; "
                                 "inferred from the images when unambiguous.", show_default=False)] = None,
-    factor: Annotated[Optional[int], typer.Option(
+    factor: Annotated[int | None, typer.Option(
         "--factor", help="Multi-formation factor (default: 2 for idc/dream, 3 at 128 px and up; else 1).",
         show_default=False)] = None,
-    ipc: Annotated[Optional[int], typer.Option(
+    ipc: Annotated[int | None, typer.Option(
         "--ipc", help="Expected images per class; an error if the file holds another count.",
         show_default=False)] = None,
-    name: Annotated[Optional[str], typer.Option(
+    name: Annotated[str | None, typer.Option(
         "--name", help="Name for the set (default: import/DATASET/FORMAT-ipcN).", show_default=False)] = None,
     experiment: Annotated[int, typer.Option(
         "--experiment", help="Which run of a DSA multi-experiment file (YOCO uses 0, IDC -1).")] = 0,
-    value_space: Annotated[Optional[str], typer.Option(
+    value_space: Annotated[str | None, typer.Option(
         "--value-space", help="Override the format's value space: raw01 | normalized | zca "
                               "(e.g. zca for MTT's ZCA sets).", show_default=False)] = None,
     json_: JsonOpt = False,
@@ -73,7 +73,7 @@ def import_cmd(
 def show_cmd(
     ref: Annotated[str, typer.Argument(help="A set's name, key prefix or file path.",
                                        autocompletion=complete_set_refs, show_default=False)],
-    png: Annotated[Optional[Path], typer.Option(
+    png: Annotated[Path | None, typer.Option(
         "--png", help="Also write a grid image (one row per class) to this file.", show_default=False)] = None,
     per_class: Annotated[int, typer.Option("--per-class", help="Images per row in the --png grid.")] = 20,
     json_: JsonOpt = False,

@@ -5,7 +5,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -15,8 +15,8 @@ from . import output
 
 
 class _State:
-    home: Optional[Path] = None
-    store: Optional[Store] = None
+    home: Path | None = None
+    store: Store | None = None
 
 
 state = _State()
@@ -52,13 +52,13 @@ SEED_MAX = 2**32 - 1  # seeds feed 32-bit seed sequences: larger ones would alia
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
-def check_seed(value: Optional[int]) -> Optional[int]:
+def check_seed(value: int | None) -> int | None:
     if value is not None and not 0 <= value <= SEED_MAX:
         raise UsageError(f"--seed must be between 0 and {SEED_MAX}, got {value}", "e.g. --seed 0")
     return value
 
 
-def check_device(value: Optional[str]) -> Optional[str]:
+def check_device(value: str | None) -> str | None:
     """The spelling only (no torch here): whether CUDA exists is checked where the device is used."""
     if value is not None and not _DEVICE.fullmatch(value.strip().lower()):
         raise UsageError(f"unknown device {value!r}", "use auto, cpu, cuda or cuda:N")
@@ -71,7 +71,7 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random choi
 
 
 # -- where independent training runs execute (yoco_cli.executors; imports neither torch nor ray) ----
-def check_executor(value: Optional[str]) -> Optional[str]:
+def check_executor(value: str | None) -> str | None:
     from ..executors import resolve_name
 
     if value is not None:
@@ -79,22 +79,22 @@ def check_executor(value: Optional[str]) -> Optional[str]:
     return value
 
 
-def check_max_parallel(value: Optional[int]) -> Optional[int]:
+def check_max_parallel(value: int | None) -> int | None:
     from ..executors import check_max_parallel as check
 
     return check(value)
 
 
 RUN_PANEL = "Where runs execute"
-ExecutorOpt = Annotated[Optional[str], typer.Option(
+ExecutorOpt = Annotated[str | None, typer.Option(
     "--executor", help="auto | serial | local | ray: auto = one worker process per core (one thread each) when "
                        "there is enough training, else one run at a time. Env: YOCO_EXECUTOR.",
     callback=check_executor, show_default=False, rich_help_panel=RUN_PANEL)]
-AddressOpt = Annotated[Optional[str], typer.Option(
+AddressOpt = Annotated[str | None, typer.Option(
     "--address", help="Ray cluster to use (HOST:PORT, auto, ray://HOST:10001; implies --executor ray); without it "
                       "ray starts a private local cluster. Env: YOCO_RAY_ADDRESS. See docs/ray.md.",
     show_default=False, rich_help_panel=RUN_PANEL)]
-MaxParallelOpt = Annotated[Optional[int], typer.Option(
+MaxParallelOpt = Annotated[int | None, typer.Option(
     "--max-parallel", help="Run at most N training runs at once (default: every core, or the cluster's CPUs).",
     callback=check_max_parallel, show_default=False, rich_help_panel=RUN_PANEL)]
 

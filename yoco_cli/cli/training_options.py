@@ -7,7 +7,7 @@ command: the two commands differ only in which table their defaults come from.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -35,12 +35,12 @@ def options(table: str, panel: str, runs: str) -> TrainingOptions:
         return typer.Option(flag, help=help_, rich_help_panel=panel, show_default=False)
 
     return TrainingOptions(
-        epochs=Annotated[Optional[int], opt("--epochs", f"Epochs ({preset_help(table, 'epochs')}).")],
-        batch_size=Annotated[Optional[int], opt("--batch-size", f"Batch size ({preset_help(table, 'batch_size')}).")],
-        lr=Annotated[Optional[float], opt("--lr", f"SGD learning rate ({preset_help(table, 'lr')}).")],
-        model=Annotated[Optional[str], opt("--model", f"{MODELS} ({preset_help(table, 'model')}).")],
-        aug=Annotated[Optional[str], opt("--aug", f"DSA strategy, or none ({preset_help(table, 'dsa')}).")],
-        cutmix=Annotated[Optional[float], opt(
+        epochs=Annotated[int | None, opt("--epochs", f"Epochs ({preset_help(table, 'epochs')}).")],
+        batch_size=Annotated[int | None, opt("--batch-size", f"Batch size ({preset_help(table, 'batch_size')}).")],
+        lr=Annotated[float | None, opt("--lr", f"SGD learning rate ({preset_help(table, 'lr')}).")],
+        model=Annotated[str | None, opt("--model", f"{MODELS} ({preset_help(table, 'model')}).")],
+        aug=Annotated[str | None, opt("--aug", f"DSA strategy, or none ({preset_help(table, 'dsa')}).")],
+        cutmix=Annotated[float | None, opt(
             "--cutmix", f"CutMix probability per batch, 0 disables ({preset_help(table, 'cutmix_p')}).")],
         batched=Annotated[str, typer.Option(
             "--batched", help=f"auto | on | off: train the {runs} as one stacked model (auto: on CUDA).",

@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from .. import tensors
 from ..errors import IntegrityError, UsageError
@@ -25,19 +26,19 @@ if TYPE_CHECKING:
 
 # -- the real data ----------------------------------------------------------------------------
 
-def dataset_digest(real: "RealDataset") -> str:
+def dataset_digest(real: RealDataset) -> str:
     """What a condensed set came from: the digest of the training split's tensors."""
     return tensors.digest(real.train_x, real.train_y)
 
 
-def class_indices(labels: "torch.Tensor", num_classes: int) -> list["torch.Tensor"]:
+def class_indices(labels: torch.Tensor, num_classes: int) -> list[torch.Tensor]:
     """Training indices of each class, in dataset order."""
     import torch
 
     return [torch.nonzero(labels == c, as_tuple=False).flatten() for c in range(num_classes)]
 
 
-def check_ipc(real: "RealDataset", ipc: int, factor: int) -> None:
+def check_ipc(real: RealDataset, ipc: int, factor: int) -> None:
     """Each class must hold IPC*f^2 real images (what mix init and the random baseline consume)."""
     from ..data.decode import check_factor
 
@@ -97,7 +98,7 @@ def tile_boxes(height: int, width: int, factor: int) -> list[tuple[int, int, int
     return [(tops[i], lefts[j], hs[i], ws[j]) for i in range(factor) for j in range(factor)]
 
 
-def pack_tiles(images: "torch.Tensor", ipc: int, factor: int) -> "torch.Tensor":
+def pack_tiles(images: torch.Tensor, ipc: int, factor: int) -> torch.Tensor:
     """IPC*f^2 images of one class -> IPC stored images; image k*IPC+m becomes tile k of image m.
 
     Each image is shrunk to its tile by nearest interpolation (IDC's `mix` init).
@@ -117,7 +118,7 @@ def pack_tiles(images: "torch.Tensor", ipc: int, factor: int) -> "torch.Tensor":
     return out
 
 
-def layout_from_indices(real: "RealDataset", chosen: list["torch.Tensor"], ipc: int, factor: int):
+def layout_from_indices(real: RealDataset, chosen: list[torch.Tensor], ipc: int, factor: int):
     """Stored images (class-sorted, IPC per class) and labels from IPC*f^2 chosen indices per class."""
     import torch
 
@@ -126,7 +127,7 @@ def layout_from_indices(real: "RealDataset", chosen: list["torch.Tensor"], ipc: 
     return torch.cat(stored).contiguous(), labels
 
 
-def mix_init(real: "RealDataset", ipc: int, factor: int):
+def mix_init(real: RealDataset, ipc: int, factor: int):
     """Spec 6.1 `mix`: the first IPC*f^2 training images of each class, in dataset order, as tiles.
 
     With f = 1 this is IDC's init for single-formation sets: the first IPC real images.
@@ -147,7 +148,7 @@ def iteration_seed(seed: int, iteration: int, stream: int = 0) -> int:
     return int((int(state[0]) << 31 ^ int(state[1])) & 0x7FFFFFFFFFFFFFFF)
 
 
-def generator(seed: int, device="cpu") -> "torch.Generator":
+def generator(seed: int, device="cpu") -> torch.Generator:
     import torch
 
     g = torch.Generator(device=device)
@@ -155,7 +156,7 @@ def generator(seed: int, device="cpu") -> "torch.Generator":
     return g
 
 
-def sample_indices(pool: "torch.Tensor", n: int, gen: "torch.Generator") -> "torch.Tensor":
+def sample_indices(pool: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
     """n distinct members of `pool` (all of them, shuffled, when the pool is smaller)."""
     import torch
 
@@ -175,7 +176,7 @@ def seeded_global(seed: int):
 
 # -- image optimiser --------------------------------------------------------------------------
 
-def sgd_momentum_step(param: "torch.Tensor", grad: "torch.Tensor", buf: "torch.Tensor",
+def sgd_momentum_step(param: torch.Tensor, grad: torch.Tensor, buf: torch.Tensor,
                       lr: float, momentum: float, rows: slice | None = None) -> None:
     """SGD with heavy-ball momentum (dampening 0, as torch.optim.SGD); the buffer is our state.
 

@@ -12,8 +12,19 @@ No second-order gradients and no network training: the cheapest condensation on 
 from __future__ import annotations
 
 from ..errors import UsageError
-from .common import (Job, Outcome, check_numbers, class_indices, final_outcome, generator, image_state,
-                     iteration_seed, run_loop, sample_indices, sgd_momentum_step)
+from .common import (
+    Job,
+    Outcome,
+    check_numbers,
+    class_indices,
+    final_outcome,
+    generator,
+    image_state,
+    iteration_seed,
+    run_loop,
+    sample_indices,
+    sgd_momentum_step,
+)
 from .idc import build_net
 
 NAME = "dm"

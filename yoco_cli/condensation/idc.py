@@ -19,8 +19,20 @@ from __future__ import annotations
 import math
 
 from ..errors import UsageError
-from .common import (Job, Outcome, check_numbers, class_indices, final_outcome, generator, image_state,
-                     iteration_seed, run_loop, sample_indices, seeded_global, sgd_momentum_step)
+from .common import (
+    Job,
+    Outcome,
+    check_numbers,
+    class_indices,
+    final_outcome,
+    generator,
+    image_state,
+    iteration_seed,
+    run_loop,
+    sample_indices,
+    seeded_global,
+    sgd_momentum_step,
+)
 
 NAME = "idc"
 ITERATIVE = True

@@ -7,7 +7,15 @@ f" holds exactly the information budget of a condensed set with the same IPC and
 """
 from __future__ import annotations
 
-from .common import Job, Outcome, check_ipc, class_indices, generator, layout_from_indices, sample_indices
+from .common import (
+    Job,
+    Outcome,
+    check_ipc,
+    class_indices,
+    generator,
+    layout_from_indices,
+    sample_indices,
+)
 
 NAME = "random"
 ITERATIVE = False

@@ -28,7 +28,9 @@ def _read_digits():
     if os.path.isfile(path):
         data = np.loadtxt(path, delimiter=",")
         return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int64)
-    from sklearn.datasets import load_digits as sk_digits  # layout changed: use the public API
+    from sklearn.datasets import (
+        load_digits as sk_digits,  # layout changed: use the public API
+    )
 
     bunch = sk_digits()
     return bunch.images, bunch.target

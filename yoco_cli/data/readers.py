@@ -24,13 +24,14 @@ import os
 import pickle
 import tarfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from . import real
 from ..errors import IntegrityError, UsageError
 from ..files import BoundedReader
+from . import real
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
 # Spec 1.5: the first 10 WNIDs of the reference's class list, labels 0..9 in this order.

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-
 if TYPE_CHECKING:  # torch is imported lazily: the CLI must start without it
     import torch
 
@@ -19,10 +18,10 @@ if TYPE_CHECKING:  # torch is imported lazily: the CLI must start without it
 @dataclass
 class RealDataset:
     name: str
-    train_x: "torch.Tensor"
-    train_y: "torch.Tensor"
-    test_x: "torch.Tensor"
-    test_y: "torch.Tensor"
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
     classes: list[str]
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -40,7 +39,7 @@ class RealDataset:
     def image_size(self) -> int:
         return int(self.train_x.shape[-1])
 
-    def normalize(self, x: "torch.Tensor") -> "torch.Tensor":
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
         import torch
 
         mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import limits
-from ..files import BoundedReader
 from ..errors import IntegrityError, UsageError
+from ..files import BoundedReader
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
 _LEGACY_PROTOCOL = 1001
@@ -49,7 +49,7 @@ class _Bad(Exception):
 class _Storage:
     """One storage, parsed and checked; its elements still lie in the pickle's byte string."""
 
-    __slots__ = ("blob", "start", "numel", "dtype", "itemsize", "_flat")
+    __slots__ = ("_flat", "blob", "dtype", "itemsize", "numel", "start")
 
     def __init__(self, blob, start: int, numel: int, dtype, itemsize: int):
         self.blob, self.start, self.numel, self.dtype, self.itemsize = blob, start, numel, dtype, itemsize
@@ -75,7 +75,7 @@ class StoredTensor:
     thousands of small tensors; `build()` makes the tensor itself.
     """
 
-    __slots__ = ("storage", "offset", "size", "stride")
+    __slots__ = ("offset", "size", "storage", "stride")
 
     def __init__(self, storage: _Storage, offset: int, size: tuple, stride: tuple):
         self.storage, self.offset, self.size, self.stride = storage, offset, size, stride

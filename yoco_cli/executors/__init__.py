@@ -27,8 +27,19 @@ AUTO_MIN_SECONDS = 10.0
 # ~400-500 images/s (410-510k). Only used to decide whether a sweep is worth a process pool.
 PIXELS_PER_CPU_SECOND = 4.0e5
 
-__all__ = ["Done", "Executor", "Failed", "Output", "Resources", "Shared", "Task", "choose", "resolve_name",
-           "NAMES", "EXECUTOR_HELP"]
+__all__ = [
+    "EXECUTOR_HELP",
+    "NAMES",
+    "Done",
+    "Executor",
+    "Failed",
+    "Output",
+    "Resources",
+    "Shared",
+    "Task",
+    "choose",
+    "resolve_name",
+]
 
 
 def resolve_name(name: str | None) -> str:

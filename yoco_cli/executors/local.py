@@ -20,9 +20,20 @@ import pickle
 import signal
 from collections import deque
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait as mp_wait
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as mp_wait
 
-from .base import Done, Executor, Failed, Task, execute, here, pack, setup_worker, unpack
+from .base import (
+    Done,
+    Executor,
+    Failed,
+    Task,
+    execute,
+    here,
+    pack,
+    setup_worker,
+    unpack,
+)
 
 RETRIES = 2
 

@@ -20,8 +20,9 @@ the paper measured) and the original is one keyword away:
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import UsageError
 from . import presets

@@ -48,10 +48,10 @@ _malloc_tuned: bool | None = None
 # idle machine; below it the per-op fork/join costs more than the split saves (benchmarks/threads.py).
 MULTI_THREAD_MACS = 2e9
 THREADS_ENV = "YOCO_THREADS"
-_policy: "ThreadPolicy | None" = None
+_policy: ThreadPolicy | None = None
 
 
-def resolve_device(spec: str = "auto") -> "torch.device":
+def resolve_device(spec: str = "auto") -> torch.device:
     import torch
 
     text = (spec or "auto").strip().lower()
@@ -73,7 +73,7 @@ def resolve_device(spec: str = "auto") -> "torch.device":
     return torch.device("cuda", index)
 
 
-def describe(device: "torch.device") -> str:
+def describe(device: torch.device) -> str:
     """A short human label recorded in provenance (e.g. 'cpu (2 threads)', 'cuda:0 NVIDIA H100')."""
     import torch
 
@@ -121,7 +121,7 @@ class ThreadPolicy:
     def __init__(self, fixed: int | None, source: str):
         self.fixed, self.source = fixed, source
 
-    def choose(self, macs: float | None, device: "torch.device | None" = None) -> int:
+    def choose(self, macs: float | None, device: torch.device | None = None) -> int:
         if self.fixed is not None:
             return self.fixed
         if device is not None and getattr(device, "type", "cpu") != "cpu":
@@ -164,7 +164,7 @@ def configure_threads(spec: str | int | None = None) -> ThreadPolicy:
     return _policy
 
 
-def use_threads(macs: float | None, device: "torch.device | None" = None) -> int:
+def use_threads(macs: float | None, device: torch.device | None = None) -> int:
     """Apply the policy to one workload of `macs` multiply-adds per step; returns torch's thread count.
 
     Without a configured policy this changes nothing (a library caller keeps its own settings)."""

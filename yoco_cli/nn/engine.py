@@ -33,17 +33,18 @@ import copy
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from .. import tensors
 from ..errors import UsageError
-from .augment import DSA, DEFAULT_STRATEGY, ImageNetAug, cutmix, mixed_loss
+from .augment import DEFAULT_STRATEGY, DSA, ImageNetAug, cutmix, mixed_loss
 from .device import model_step_macs, use_threads
 from .models import model_from_spec, uses_batchnorm
 
@@ -138,11 +139,11 @@ class TrainResult:
     batched: bool = False
 
     @property
-    def best(self) -> Optional[float]:
+    def best(self) -> float | None:
         return max(self.evals.values()) if self.evals else None
 
     @property
-    def last(self) -> Optional[float]:
+    def last(self) -> float | None:
         return self.evals[max(self.evals)] if self.evals else None
 
 
@@ -154,7 +155,7 @@ class EpochInfo:
     loss: list[float]    # per model: mean training loss of the epoch
     acc: list[float]     # per model: training accuracy on augmented inputs vs original labels
     lr: float
-    test_acc: Optional[list[float]] = None
+    test_acc: list[float] | None = None
 
 
 # -- checkpoints ---------------------------------------------------------------------------

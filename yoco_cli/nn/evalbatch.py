@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable, Hashable
+from collections.abc import Callable, Hashable
+from typing import Any
 
 TABLE = {"cpu": 128, "cuda": 1024}  # the former constants: 128 was fastest on the quiet 2-core dev CPU
 CANDIDATES = {"cpu": (64, 128, 256, 512), "cuda": (256, 512, 1024, 2048, 4096)}

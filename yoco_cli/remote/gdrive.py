@@ -16,9 +16,10 @@ import fnmatch
 import html as _html
 import re
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from ..errors import FetchError
 
@@ -74,12 +75,12 @@ def classify_html(body: bytes | str) -> DriveProblem | None:
 
 
 def _subcaption(text: str) -> str:
-    m = re.search(r'class="uc-error-subcaption"[^>]*>(.*?)</p>', text, re.S | re.I)
+    m = re.search(r'class="uc-error-subcaption"[^>]*>(.*?)</p>', text, re.DOTALL | re.IGNORECASE)
     return _clean(m.group(1)) if m else ""
 
 
 def _title(text: str) -> str:
-    m = re.search(r"<title[^>]*>(.*?)</title>", text, re.S | re.I)
+    m = re.search(r"<title[^>]*>(.*?)</title>", text, re.DOTALL | re.IGNORECASE)
     return _clean(m.group(1)) if m else ""
 
 
@@ -89,11 +90,11 @@ def _clean(fragment: str) -> str:
 
 def _confirm_url(text: str) -> str | None:
     """The URL the interstitial's "Download anyway" form submits to (action + hidden inputs)."""
-    form = re.search(r'<form[^>]*id="download-form"[^>]*>(.*?)</form>', text, re.S | re.I)
+    form = re.search(r'<form[^>]*id="download-form"[^>]*>(.*?)</form>', text, re.DOTALL | re.IGNORECASE)
     if form:
-        action = re.search(r'action="([^"]+)"', form.group(0), re.I)
+        action = re.search(r'action="([^"]+)"', form.group(0), re.IGNORECASE)
         if action:
-            fields = re.findall(r'<input[^>]*type="hidden"[^>]*>', form.group(1), re.I)
+            fields = re.findall(r'<input[^>]*type="hidden"[^>]*>', form.group(1), re.IGNORECASE)
             params = []
             for f in fields:
                 n, v = re.search(r'name="([^"]*)"', f), re.search(r'value="([^"]*)"', f)

@@ -25,10 +25,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from .. import __version__
 from ..errors import FetchError
@@ -162,7 +162,7 @@ def _opened(req, timeout: float, host: str, what: str, url: str, have: int) -> I
         resp = urllib.request.urlopen(req, timeout=timeout)
     except urllib.error.HTTPError as e:
         raise _http_error(e, host, what, url, have) from None
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         raise _Retry(_timeout_error(timeout, host, what)) from None
     except urllib.error.URLError as e:
         raise _url_error(e.reason, timeout, host, what) from None
@@ -244,7 +244,7 @@ def _stream(resp, part: Path, mode: str, done: int, total: int | None, progress:
         while True:
             try:
                 chunk = resp.read(CHUNK)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 raise _Retry(_timeout_error(timeout, host, what)) from None
             except http.client.IncompleteRead as e:
                 f.write(e.partial)

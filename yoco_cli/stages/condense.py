@@ -119,9 +119,9 @@ def run(store: Store, req: Request, on_iteration=None, on_start=None, reporter: 
 
 
 def _compute(store, tmp, key, req, real, params, digest, every, on_iteration, on_start, reporter):
-    from ..data.condensed import CondensedSet
     from .. import condensation as methods
     from ..condensation.common import Checkpointer, Job
+    from ..data.condensed import CondensedSet
 
     mod = methods.get(req.method)
     device = _device(req.device) if mod.ITERATIVE else "cpu"

@@ -13,8 +13,17 @@ import os
 from pathlib import Path
 
 from ..data import real
-from ..data.readers import (IMAGENET10_WNIDS, READERS, FOLDER_TEST_FRACTION, Decoded, channel_stats, read_folder,
-                            scan_folder, scan_imagenet, tree_digest)
+from ..data.readers import (
+    FOLDER_TEST_FRACTION,
+    IMAGENET10_WNIDS,
+    READERS,
+    Decoded,
+    channel_stats,
+    read_folder,
+    scan_folder,
+    scan_imagenet,
+    tree_digest,
+)
 from ..errors import UsageError
 from ..progress import SILENT, Reporter
 
@@ -129,7 +138,7 @@ def to_real(store, m, name: str) -> real.RealDataset:
     from .. import tensors
 
     ts, meta = tensors.load(store.read_output(m, "data"))  # verified: a damaged copy is quarantined
-    f = lambda t: t.float().div_(255.0)  # noqa: E731 (stored as uint8: exact and 4x smaller)
+    f = lambda t: t.float().div_(255.0)
     return real.RealDataset(name=name, train_x=f(ts["train_x"]), train_y=ts["train_y"].long(),
                             test_x=f(ts["test_x"]), test_y=ts["test_y"].long(), classes=list(meta["classes"]),
                             mean=tuple(meta["mean"]), std=tuple(meta["std"]),

@@ -22,20 +22,27 @@ result is byte-identical to an uninterrupted one.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from ..data.condensed import CondensedSet
 from ..errors import IntegrityError, UsageError
+from ..progress import SILENT, Reporter
 from ..store import Manifest, StageResult, Store, run_cached
 from ..store.store import sha256_file
-from ..progress import SILENT, Reporter
 from . import training
 from .datasets import dataset_stats, load_real
-from .training import TrainPreset
+from .seeded import (
+    check_run_count,
+    group_manifest,
+    plan_seeds,
+    run_jobs,
+    seed_manifests,
+)
 from .sets import set_label
-from .seeded import check_run_count, group_manifest, plan_seeds, run_jobs, seed_manifests
+from .training import TrainPreset
 
 # 2: scores from float16 log-probs (spec 2.3); 3: float32 per-epoch error by a non-cancelling formula
 RUN_STAGE, STAGE, VERSION = "dynamics-run", "dynamics", 3
@@ -76,13 +83,13 @@ class DynamicsSpec:
     data: Any               # Shared((x, y)): the decoded set
     num_classes: int
     dataset: str
-    normalize: Optional[tuple]
-    test: Optional[tuple]
+    normalize: tuple | None
+    test: tuple | None
     device: str
     batched: str = "auto"
     records: bool = False
     seeds: list = field(default_factory=list)
-    partial: Optional[str] = None  # checkpoint folder (only where the store is on this machine)
+    partial: str | None = None  # checkpoint folder (only where the store is on this machine)
 
 
 def dynamics_job(spec: DynamicsSpec, progress: Callable | None = None) -> list:
@@ -587,7 +594,7 @@ def _preset_hint(m: Manifest, cset: CondensedSet) -> str:
     return f" (the preset's 3 seeds x {p.epochs} epochs: --dynamics-seeds 3 --dynamics-epochs {p.epochs})"
 
 
-def load_dynamics(store: Store, manifest: Manifest) -> list[tuple[Any, Any, Optional[dict]]]:
+def load_dynamics(store: Store, manifest: Manifest) -> list[tuple[Any, Any, dict | None]]:
     """[(Dynamics, final model or None, model spec or None)] for every seed of a group manifest."""
     from ..data.dynamics import Dynamics
     from ..nn.engine import load_model

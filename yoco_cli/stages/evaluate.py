@@ -17,19 +17,26 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from .. import tensors
 from ..data.condensed import CondensedSet
 from ..errors import UsageError
-from ..progress import SILENT, Reporter
 from ..executors import Output, Resources, Shared
+from ..progress import SILENT, Reporter
 from ..store import Manifest, Store
 from . import training
 from .datasets import load_real
-from .seeded import check_run_count, group_manifest, plan_seeds, run_jobs, seed_manifests
+from .seeded import (
+    check_run_count,
+    group_manifest,
+    plan_seeds,
+    run_jobs,
+    seed_manifests,
+)
 
 RUN_STAGE, STAGE, VERSION = "eval-run", "eval", 2  # 2: real splits named by tensors.digest
 
@@ -38,7 +45,6 @@ def plan(dataset: str, num_classes: int, channels: int, image_size: int, ipc: in
     """(model spec, TrainConfig) of the evaluation preset with overrides (model, epochs, batch_size,
     lr, aug, cutmix, compile); the LR steps per epoch and the test points are spec 5's."""
     from ..nn.engine import eval_epochs
-
     from .fitted import DataShape
 
     shape = DataShape(channels, image_size, num_classes)
@@ -59,8 +65,8 @@ class _Target:
     ipc: int
     factor: int
     inputs: dict
-    set_key: Optional[str] = None
-    publisher: Optional[str] = None  # whose ZCA recipe a zca-space set needs (kip, mtt)
+    set_key: str | None = None
+    publisher: str | None = None  # whose ZCA recipe a zca-space set needs (kip, mtt)
 
 
 def evaluate_set(store: Store, set_manifest: Manifest, cset: CondensedSet, **params) -> Manifest:
@@ -119,11 +125,11 @@ class EvalSpec:
     cfg: Any
     data: Shared            # (x, y): the set's decoded images and labels
     test: Shared            # (x_test, y_test), already in the network's input space
-    normalize: Optional[tuple]
+    normalize: tuple | None
     device: str
     batched: str = "auto"
     seeds: list = field(default_factory=list)
-    partial: Optional[str] = None  # checkpoint folder (only where the store is on this machine)
+    partial: str | None = None  # checkpoint folder (only where the store is on this machine)
 
 
 def eval_job(spec: EvalSpec, progress: Callable | None = None) -> list[Output]:

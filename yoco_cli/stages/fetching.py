@@ -17,14 +17,14 @@ import contextlib
 import hashlib
 import os
 import urllib.parse
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from ..errors import FetchError, IntegrityError, UsageError
+from ..progress import SILENT, Reporter
 from ..remote import gdrive, http, structure
 from ..remote.registry import Entry
-from ..progress import SILENT, Reporter
 from ..store import Manifest, StageResult, Store, run_cached, run_key
 
 STAGE = "download"

@@ -9,9 +9,9 @@ with the same protocol as the reference line.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..errors import UsageError
 from ..progress import SILENT, Reporter

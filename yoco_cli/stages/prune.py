@@ -367,7 +367,7 @@ def _compute(store, tmp, set_m, cset, ipc_to, rule, opts, params, source, scores
                        dataset=cset.dataset, num_classes=cset.num_classes, factor=1,
                        value_space=cset.value_space, ipc=ipc_to, meta={"pruned": info}, origin=kept_t)
     per_class = torch.bincount(out.labels, minlength=cset.num_classes).tolist()
-    extra = {"pruned": info, "per_class": per_class, "kept": int(len(kept_t)), "total": int(len(labels)),
+    extra = {"pruned": info, "per_class": per_class, "kept": len(kept_t), "total": len(labels),
              "score_range": _ranges(values, kept_t.numpy()) if values is not None else None}
     (tmp / "indices.json").write_text(json.dumps(
         {"indices": kept_t.tolist(), "stored": stored[kept_t].tolist()}, separators=(",", ":")) + "\n")
@@ -388,7 +388,7 @@ def _ranges(values, kept) -> dict:
 
     mask = np.zeros(len(values), dtype=bool)
     mask[kept] = True
-    part = lambda v: [float(v.min()), float(v.max())] if len(v) else None  # noqa: E731
+    part = lambda v: [float(v.min()), float(v.max())] if len(v) else None
     return {"kept": part(values[mask]), "dropped": part(values[~mask])}
 
 

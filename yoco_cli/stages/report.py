@@ -283,7 +283,7 @@ def check_plot_support() -> None:
         import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot  # noqa: F401
+        import matplotlib.pyplot
     except ImportError as e:
         from ..errors import ResourceError
 

@@ -17,9 +17,9 @@ restricted unpickler into the same layout, so users can prune with the paper's o
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..errors import IntegrityError, UsageError
 from ..methods import scores as score_methods
@@ -258,8 +258,8 @@ REF_KEYS = {"el2n": ("el2n", "LBPE_0_10"), "forgetting": ("forgetting",), "aum":
 def from_file(store: Store, path: Path | str, name: str | None = None, seed: int = 0) -> tuple[Manifest, bool]:
     """Store a reference `data-score-*.pickle` as a score artifact (no code from the pickle runs)."""
     from ..files import check_unchanged, stamp
-    from .pickles import load_reference_pickle
     from ..store.store import sha256_file
+    from .pickles import load_reference_pickle
 
     path = Path(path)
     if not path.is_file():
@@ -433,7 +433,7 @@ def _kmeans_lists(cset, model, run: int, device: str) -> dict:
     return lists
 
 
-def _plain_document(table: "ScoreTable", values: dict, infos: dict, run: int) -> dict:
+def _plain_document(table: ScoreTable, values: dict, infos: dict, run: int) -> dict:
     """Scores without their dynamics (e.g. read from a reference file): the reference's keys yoco has."""
     import torch
 

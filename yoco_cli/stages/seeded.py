@@ -14,9 +14,10 @@ stacked model; otherwise each seed is its own job, with a resumable checkpoint i
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import UsageError
 from ..executors import Executor, Resources
@@ -54,7 +55,7 @@ def plan_seeds(store: Store, stage: str, version: int, params: dict, inputs: dic
     return [Job([runs[s]], fn, replace(spec, seeds=[s]), cost, res) for s in seeds]
 
 
-def run_jobs(store: Store, jobs: list[Job], executor: "Executor | sweep.Pool | None", device_type: str,
+def run_jobs(store: Store, jobs: list[Job], executor: Executor | sweep.Pool | None, device_type: str,
              on_epoch: Callable | None = None, on_status: Callable | None = None) -> Report:
     """Run jobs on `executor`, on a caller's `sweep.Pool`, or (None) on one chosen for this work."""
     progress = (lambda job, info: on_epoch(info)) if on_epoch is not None else None

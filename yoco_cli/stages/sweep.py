@@ -22,9 +22,10 @@ import contextlib
 import dataclasses
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .. import errors
 from ..errors import IntegrityError, LockTimeout, YocoError
@@ -311,7 +312,7 @@ class Pool:
         return {"executor": ", ".join(sorted({r.executor for r in self.reports if r.computed})),
                 "where": dict(sorted(where.items())), "sent": sum(r.sent for r in self.reports)}
 
-    def __enter__(self) -> "Pool":
+    def __enter__(self) -> Pool:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -8,7 +8,6 @@ numbers in `--help` are the numbers that run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from ..errors import UsageError
 
@@ -19,7 +18,7 @@ DEFAULT_DSA = "color_crop_flip_scale_rotate"
 class TrainPreset:
     model: str = "convnet"
     model_options: dict = field(default_factory=dict)
-    epochs: Optional[int] = 1000  # None: ImageNet's rule by decoded images per class (ipc_epochs)
+    epochs: int | None = 1000  # None: ImageNet's rule by decoded images per class (ipc_epochs)
     batch_size: int = 64
     lr: float = 0.01
     dsa: str = DEFAULT_DSA

@@ -21,8 +21,8 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 try:
     import fcntl

@@ -61,6 +61,6 @@ class Manifest:
         return json.dumps(asdict(self), indent=2, sort_keys=True, default=str) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> "Manifest":
+    def from_json(cls, text: str) -> Manifest:
         doc = json.loads(text)
         return cls(**{k: doc[k] for k in cls.__dataclass_fields__ if k in doc})

@@ -29,8 +29,8 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from ..errors import IntegrityError, LockTimeout, UsageError
 from . import locks
@@ -79,7 +79,7 @@ class Blob:
     `name` may be a zero-argument callable: naming a run's output scans the refs, which only an
     error message needs, so it is worked out on first use."""
 
-    def __init__(self, data: bytearray, name: "str | Callable[[], str]", digest: str):
+    def __init__(self, data: bytearray, name: str | Callable[[], str], digest: str):
         self.data, self._name, self.digest = data, name, digest
 
     @property
@@ -95,7 +95,7 @@ class Blob:
         return len(self.data)
 
 
-def _text(what: "str | Callable[[], str]") -> str:
+def _text(what: str | Callable[[], str]) -> str:
     return what() if callable(what) else what
 
 
@@ -133,7 +133,7 @@ class Store:
     def quarantine_dir(self) -> Path:
         return self.root / "quarantine"
 
-    def ensure(self) -> "Store":
+    def ensure(self) -> Store:
         """Create the layout; fail with a usage error when the home is not writable."""
         if self._ready:
             return self
@@ -200,7 +200,7 @@ class Store:
         """The object's bytes, checked against its digest; a damaged object is quarantined (exit 3)."""
         return self._read_checked(digest, what or f"object {digest[:12]}", lambda: hint)
 
-    def _read_checked(self, digest: str, what: "str | Callable[[], str]", hint: "Callable[[], str | None]") -> Blob:
+    def _read_checked(self, digest: str, what: str | Callable[[], str], hint: Callable[[], str | None]) -> Blob:
         try:
             data = _read_all(self.object_path(digest))
         except FileNotFoundError:
