@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from .. import __version__
+from .._version import __version__
 from ..errors import EXIT_BUG, EXIT_INTERRUPTED, YocoError, resource_error
 from . import output
 from .common import state

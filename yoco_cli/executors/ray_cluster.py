@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from ..errors import UsageError
 from .base import Done, Executor, Failed, Task, execute, unpack
 
@@ -146,7 +146,7 @@ class RayExecutor(Executor):
             except self.ray.exceptions.RayError as e:  # retries exhausted: the worker or node kept dying
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 out.append(Failed(task.id, type(e).__name__, f"{task.label} failed on the Ray cluster: {first}",
-                                  "see `ray status` and the Ray logs", 1, retryable=True))
+                                  "see `ray status` and the Ray logs", 1))
         return out
 
     def cancel(self) -> None:

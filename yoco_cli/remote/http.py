@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import __version__
+from .._version import __version__
 from ..errors import FetchError
 from ..progress import SILENT, Reporter
 from .gdrive import DriveProblem, classify_html, network_hint, problem_error

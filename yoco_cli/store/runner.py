@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import __version__
+from .._version import __version__
 from ..errors import IntegrityError, resource_error
 from .manifest import Manifest, run_key
 from .store import Store
