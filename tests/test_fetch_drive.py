@@ -11,7 +11,7 @@ from yoco_cli.errors import FetchError
 from yoco_cli.remote import gdrive, registry
 from yoco_cli.remote.gdrive import DriveFile
 from yoco_cli.remote.registry import Entry
-from yoco_cli.stages import fetching
+from yoco_cli.stages import downloads, fetching
 
 PAGES = Path(__file__).parent / "fixtures" / "drive"
 YOCO_FOLDER = "1_LJ5mhUQckh4BrYpfFKLeHMWk5HN0r0i"
@@ -122,17 +122,17 @@ def yoco_path(ipc: int) -> str:
 
 
 def test_drive_set_is_fetched_verified_and_imported(store, tmp_path, online):
-    from yoco_cli.stages.sets import resolve_set
+    from yoco_cli.stages.importing import resolve_set
 
     data = idc_bytes(tmp_path, 10)["data.pt"]
     drive = FakeDrive({"raid/README.txt": b"hi", yoco_path(10): data})
-    out = fetching.fetch(store, [registry.load().get("idc/cifar10/ipc10")], fetching.Options(drive=drive))
+    out = fetching.fetch(store, [registry.load().get("idc/cifar10/ipc10")], downloads.Options(drive=drive))
     assert [(o.name, o.kind, o.cached, o.first_seen) for o in out] == [("idc/cifar10/ipc10", "set", False, True)]
     assert out[0].sha256 == {"idc/cifar10/ipc10": hashlib.sha256(data).hexdigest()}
     m, cset = resolve_set(store, "idc/cifar10/ipc10")
     assert m.stage == "import" and (cset.ipc, cset.factor, cset.value_space) == (10, 2, "raw01")
     assert drive.downloads == ["1"]
-    again = fetching.fetch(store, [registry.load().get("idc/cifar10/ipc10")], fetching.Options(drive=drive))
+    again = fetching.fetch(store, [registry.load().get("idc/cifar10/ipc10")], downloads.Options(drive=drive))
     assert again[0].cached and drive.downloads == ["1"]
 
 
@@ -143,7 +143,7 @@ def test_drive_quota_is_not_retried(store, online):
         "Failed to retrieve file url:\n\n\tToo many users have viewed or downloaded this file recently.")
     drive = FakeDrive({yoco_path(10): quota})
     with pytest.raises(FetchError) as err:
-        fetching.ensure_download(store, registry.load().get("idc/cifar10/ipc10"), fetching.Options(drive=drive, retries=3))
+        downloads.ensure_download(store, registry.load().get("idc/cifar10/ipc10"), downloads.Options(drive=drive, retries=3))
     assert "quota" in err.value.message and drive.downloads == ["0"]
     assert store.all_objects() == [] and store.all_runs() == []
 
@@ -152,8 +152,8 @@ def test_drive_html_body_is_refused_and_discarded(store, online):
     e = registry.load().get("idc/cifar10/ipc10")
     drive = FakeDrive({yoco_path(10): page("quota").encode()})
     with pytest.raises(FetchError, match="quota"):
-        fetching.ensure_download(store, e, fetching.Options(drive=drive))
-    assert not (store.root / "partial" / "download" / fetching.download_key(e)).exists()
+        downloads.ensure_download(store, e, downloads.Options(drive=drive))
+    assert not (store.root / "partial" / "download" / downloads.download_key(e)).exists()
     assert store.all_objects() == []
 
 
@@ -162,7 +162,7 @@ def test_default_client_drives_gdown(store, monkeypatch, online):
     import gdown
     from gdown.download import GoogleDriveFileToDownload
 
-    monkeypatch.setattr(fetching, "_DRIVE", None)
+    monkeypatch.setattr(downloads, "_DRIVE", None)
     calls = {}
 
     def fake_folder(**kw):
@@ -178,7 +178,7 @@ def test_default_client_drives_gdown(store, monkeypatch, online):
     monkeypatch.setattr(gdown, "download", fake_download)
     seen = []
     e = Entry("x/file", None, f"gdrive://{YOCO_FOLDER}/idc/cifar10/{IDC10.format(10)}/data.pt", {"kind": "file"})
-    m, _ = fetching.ensure_download(store, e, fetching.Options(bar=lambda n: lambda d, t: seen.append(d), timeout=7))
+    m, _ = downloads.ensure_download(store, e, downloads.Options(bar=lambda n: lambda d, t: seen.append(d), timeout=7))
     assert calls["folder"]["id"] == YOCO_FOLDER and calls["folder"]["skip_download"] is True
     assert calls["download"]["id"] == "F1" and calls["download"]["timeout"] == 7 and seen == [18]
     assert store.object_path(m.digest("file")).read_bytes() == b"\x80\x02 pretend pickle."
@@ -191,7 +191,7 @@ def test_default_client_drives_gdown(store, monkeypatch, online):
     monkeypatch.setattr(gdown, "download", refuse)
     other = Entry("x/other", None, e.url, {"kind": "file"})
     with pytest.raises(FetchError, match="public link"):
-        fetching.ensure_download(store, other, fetching.Options())
+        downloads.ensure_download(store, other, downloads.Options())
 
 
 def test_virus_scan_interstitial_is_followed(store, online):
@@ -199,7 +199,7 @@ def test_virus_scan_interstitial_is_followed(store, online):
         confirmed = srv.add("/download", b"\x80\x02big pickle.")
         html = page("virus_scan").replace("https://drive.usercontent.google.com/download", confirmed)
         url = srv.add("/uc", html.encode(), ctype="text/html; charset=utf-8")
-        m, _ = fetching.ensure_download(store, Entry("x/big", None, url, {"kind": "file"}), fetching.Options())
+        m, _ = downloads.ensure_download(store, Entry("x/big", None, url, {"kind": "file"}), downloads.Options())
         assert "confirm=t" in srv.requests("/download")[0]["path"]
     assert store.object_path(m.digest("file")).read_bytes() == b"\x80\x02big pickle."
 
@@ -216,7 +216,7 @@ def test_fetch_idc_cifar10_offline_names_what_it_would_fetch_then_works_offline(
              idc_bytes(tmp_path, 1)["data.pt"]}
     files.update({yoco_path(i): idc_bytes(tmp_path, i)["data.pt"] for i in (10, 50)})
     monkeypatch.delenv("YOCO_OFFLINE")
-    fetching.fetch(store, registry.load().select(["idc", "cifar10"]), fetching.Options(drive=FakeDrive(files)))
+    fetching.fetch(store, registry.load().select(["idc", "cifar10"]), downloads.Options(drive=FakeDrive(files)))
 
     monkeypatch.setenv("YOCO_OFFLINE", "1")
     r = cli("--json", "fetch", "idc", "cifar10", "--offline")
@@ -228,7 +228,7 @@ def test_fetch_idc_cifar10_offline_names_what_it_would_fetch_then_works_offline(
 
 
 def test_mirror_serves_drive_entries_over_http(cli, store, tmp_path, monkeypatch, online):
-    from yoco_cli.stages.sets import resolve_set
+    from yoco_cli.stages.importing import resolve_set
 
     mtt = idc_bytes(tmp_path, 10, fmt="mtt", space="normalized")
     with Loopback() as srv:

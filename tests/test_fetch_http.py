@@ -13,7 +13,7 @@ from loopback import Loopback
 from yoco_cli.errors import FetchError, IntegrityError, UsageError
 from yoco_cli.remote import http
 from yoco_cli.remote.registry import Entry
-from yoco_cli.stages import fetching
+from yoco_cli.stages import downloads
 
 DATA = random.Random(0).randbytes(600_000)  # three 256 KiB chunks: progress moves several times
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -34,8 +34,8 @@ def entry(url: str, sha: str | None = SHA, name: str = "test/blob", **attrs) -> 
     return Entry(name, sha, url, {"kind": "file", **attrs})
 
 
-def opts(**kw) -> fetching.Options:
-    return fetching.Options(**{"backoff": 0.01, "timeout": 5.0, **kw})
+def opts(**kw) -> downloads.Options:
+    return downloads.Options(**{"backoff": 0.01, "timeout": 5.0, **kw})
 
 
 def nothing_visible(store) -> bool:
@@ -44,14 +44,14 @@ def nothing_visible(store) -> bool:
 
 
 def part_file(store, e: Entry):
-    return store.root / "partial" / "download" / fetching.download_key(e) / "body.part"
+    return store.root / "partial" / "download" / downloads.download_key(e) / "body.part"
 
 
 def test_success_verifies_digest_reports_progress_and_caches(store, srv, online):
     url = srv.add("/blob.bin", DATA)
     calls = []
     e = entry(url)
-    m, cached = fetching.ensure_download(store, e, opts(bar=lambda name: lambda d, t: calls.append((name, d, t))))
+    m, cached = downloads.ensure_download(store, e, opts(bar=lambda name: lambda d, t: calls.append((name, d, t))))
     assert not cached and m.meta["verified"] == ["sha256"] and m.meta["sha256"] == SHA
     assert store.object_path(m.digest("file")).read_bytes() == DATA
     assert calls[0] == ("test/blob", 0, len(DATA)) and calls[-1] == ("test/blob", len(DATA), len(DATA))
@@ -59,7 +59,7 @@ def test_success_verifies_digest_reports_progress_and_caches(store, srv, online)
     assert store.refs()["test/blob"] == ("download", m.key)
     assert not (store.root / "partial" / "download" / m.key).exists()
     # a second fetch is a cache hit that never touches the network
-    again, cached = fetching.ensure_download(store, e, opts())
+    again, cached = downloads.ensure_download(store, e, opts())
     assert cached and again.key == m.key and len(srv.requests("/blob.bin")) == 1
 
 
@@ -82,10 +82,10 @@ def test_resume_after_a_cut_connection(store, srv, online):
     url = srv.add("/blob.bin", DATA, cut_after=200_000)
     e = entry(url)
     with pytest.raises(FetchError) as err:
-        fetching.ensure_download(store, e, opts(retries=0))
+        downloads.ensure_download(store, e, opts(retries=0))
     assert err.value.exit_code == 4 and "truncated" in err.value.message and "resume" in err.value.hint
     assert nothing_visible(store) and part_file(store, e).stat().st_size == 200_000
-    m, _ = fetching.ensure_download(store, e, opts(retries=0))
+    m, _ = downloads.ensure_download(store, e, opts(retries=0))
     second = srv.requests("/blob.bin")[1]
     assert second["range"] == "bytes=200000-" and second["if-range"] == '"v1"'
     assert m.meta["resumed_from"] == 200_000 and store.object_path(m.digest("file")).read_bytes() == DATA
@@ -93,7 +93,7 @@ def test_resume_after_a_cut_connection(store, srv, online):
 
 def test_retry_resumes_within_one_call(store, srv, online):
     url = srv.add("/blob.bin", DATA, cut_after=300_000)
-    m, _ = fetching.ensure_download(store, entry(url), opts(retries=2))
+    m, _ = downloads.ensure_download(store, entry(url), opts(retries=2))
     reqs = srv.requests("/blob.bin")
     assert len(reqs) == 2 and reqs[1]["range"] == "bytes=300000-" and m.meta["sha256"] == SHA
 
@@ -102,8 +102,8 @@ def test_server_ignoring_range_restarts_cleanly(store, srv, online):
     url = srv.add("/blob.bin", DATA, cut_after=100_000, ignore_range=True)
     e = entry(url)
     with pytest.raises(FetchError):
-        fetching.ensure_download(store, e, opts(retries=0))
-    m, _ = fetching.ensure_download(store, e, opts(retries=0))
+        downloads.ensure_download(store, e, opts(retries=0))
+    m, _ = downloads.ensure_download(store, e, opts(retries=0))
     assert "range" in srv.requests("/blob.bin")[1]  # asked to resume, got the whole file instead
     assert m.meta["restarted"] is True and store.object_path(m.digest("file")).read_bytes() == DATA
 
@@ -111,7 +111,7 @@ def test_server_ignoring_range_restarts_cleanly(store, srv, online):
 def test_404_is_not_retried_and_leaves_nothing(store, srv, online):
     url = srv.add("/gone.bin", b"not here", status=404, ctype="text/plain")
     with pytest.raises(FetchError) as err:
-        fetching.ensure_download(store, entry(url), opts(retries=3))
+        downloads.ensure_download(store, entry(url), opts(retries=3))
     assert err.value.exit_code == 4 and "HTTP 404" in err.value.message and "YOCO_REGISTRY" in err.value.hint
     assert len(srv.requests("/gone.bin")) == 1 and nothing_visible(store)
 
@@ -119,13 +119,13 @@ def test_404_is_not_retried_and_leaves_nothing(store, srv, online):
 def test_403_names_the_refusal(store, srv, online):
     url = srv.add("/private.bin", b"no", status=403, ctype="text/plain")
     with pytest.raises(FetchError, match="HTTP 403"):
-        fetching.ensure_download(store, entry(url), opts())
+        downloads.ensure_download(store, entry(url), opts())
 
 
 def test_truncated_body_fails_after_retries(store, srv, online):
     url = srv.add("/short.bin", DATA, truncate_to=1000)
     with pytest.raises(FetchError) as err:
-        fetching.ensure_download(store, entry(url), opts(retries=1))
+        downloads.ensure_download(store, entry(url), opts(retries=1))
     assert "truncated" in err.value.message and len(srv.requests("/short.bin")) == 2
     assert nothing_visible(store)
 
@@ -134,7 +134,7 @@ def test_wrong_digest_is_an_integrity_error_and_discards_the_bytes(store, srv, o
     url = srv.add("/blob.bin", DATA)
     e = entry(url, sha=hashlib.sha256(b"something else").hexdigest())
     with pytest.raises(IntegrityError) as err:
-        fetching.ensure_download(store, e, opts())
+        downloads.ensure_download(store, e, opts())
     assert err.value.exit_code == 3 and "sha256 mismatch" in err.value.message
     assert nothing_visible(store) and not part_file(store, e).parent.exists()
 
@@ -142,8 +142,8 @@ def test_wrong_digest_is_an_integrity_error_and_discards_the_bytes(store, srv, o
 def test_md5_is_checked_too(store, srv, online):
     url = srv.add("/blob.bin", DATA)
     with pytest.raises(IntegrityError, match="md5 mismatch"):
-        fetching.ensure_download(store, entry(url, sha=None, md5="0" * 32), opts())
-    m, _ = fetching.ensure_download(store, entry(url, sha=None, md5=hashlib.md5(DATA).hexdigest()), opts())
+        downloads.ensure_download(store, entry(url, sha=None, md5="0" * 32), opts())
+    m, _ = downloads.ensure_download(store, entry(url, sha=None, md5=hashlib.md5(DATA).hexdigest()), opts())
     assert m.meta["verified"] == ["md5"]
 
 
@@ -151,7 +151,7 @@ def test_slow_server_hits_the_timeout(store, srv, online):
     url = srv.add("/slow.bin", DATA, delay=1.5)
     t0 = time.perf_counter()
     with pytest.raises(FetchError) as err:
-        fetching.ensure_download(store, entry(url), opts(timeout=0.2, retries=0))
+        downloads.ensure_download(store, entry(url), opts(timeout=0.2, retries=0))
     assert time.perf_counter() - t0 < 1.2
     assert "timeout" in err.value.message and "--timeout" in err.value.hint and nothing_visible(store)
 
@@ -161,14 +161,14 @@ def test_html_page_instead_of_file_is_refused_without_retry(store, srv, online):
            b"<p class=\"uc-error-subcaption\">Too many users have viewed or downloaded this file recently.</p>"
     url = srv.add("/uc", page, ctype="text/html; charset=utf-8")
     with pytest.raises(FetchError) as err:
-        fetching.ensure_download(store, entry(url), opts(retries=3))
+        downloads.ensure_download(store, entry(url), opts(retries=3))
     assert "quota" in err.value.message and len(srv.requests("/uc")) == 1 and nothing_visible(store)
 
 
 def test_html_body_with_a_binary_content_type_is_caught_by_sniffing(store, srv, online):
     url = srv.add("/file.pt", b"<!doctype html><html><title>Guest Wi-Fi</title></html>")
     with pytest.raises(FetchError, match="HTML page"):
-        fetching.ensure_download(store, entry(url, sha=None), opts())
+        downloads.ensure_download(store, entry(url, sha=None), opts())
     assert nothing_visible(store)
 
 
@@ -178,7 +178,7 @@ def test_connection_refused(store, online):
     port = s.getsockname()[1]
     s.close()
     with pytest.raises(FetchError) as err:
-        fetching.ensure_download(store, entry(f"http://127.0.0.1:{port}/x"), opts(retries=1))
+        downloads.ensure_download(store, entry(f"http://127.0.0.1:{port}/x"), opts(retries=1))
     assert err.value.exit_code == 4 and "cannot connect" in err.value.message
 
 
@@ -190,7 +190,7 @@ def test_dns_failure_is_not_retried():
 def test_offline_refuses_before_any_request(store, srv):
     url = srv.add("/blob.bin", DATA)  # YOCO_OFFLINE=1 from conftest
     with pytest.raises(FetchError) as err:
-        fetching.ensure_download(store, entry(url), opts())
+        downloads.ensure_download(store, entry(url), opts())
     assert err.value.message.startswith("offline") and "test/blob" in err.value.message
     assert srv.requests("/blob.bin") == []
 
@@ -199,8 +199,8 @@ def test_partial_from_another_mirror_is_not_spliced(store, srv, online):
     a = srv.add("/a.bin", DATA, cut_after=50_000)
     b = srv.add("/b.bin", DATA)
     with pytest.raises(FetchError):
-        fetching.ensure_download(store, entry(a), opts(retries=0))
-    m, _ = fetching.ensure_download(store, entry(b), opts())  # same entry (name, digest), other URL
+        downloads.ensure_download(store, entry(a), opts(retries=0))
+    m, _ = downloads.ensure_download(store, entry(b), opts())  # same entry (name, digest), other URL
     assert "range" not in srv.requests("/b.bin")[0] and m.meta["sha256"] == SHA
 
 

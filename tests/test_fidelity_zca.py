@@ -118,7 +118,7 @@ def test_kip_file_in_zca_space_evaluates_end_to_end(cli, store, tmp_path, monkey
     ev = store.resolve(row["key"][:16])
     assert ev.params["zca"]["publisher"] == "kip" and ev.params["normalize"] is None
     # the test split went through the same transform: what the engine tested on equals KIP's own apply
-    from yoco_cli.stages.evaluate import test_split
+    from yoco_cli.stages.space import test_split
 
     x, settings = test_split(ds, "zca", "kip")
     assert settings == zca.SETTINGS["kip"].as_dict()

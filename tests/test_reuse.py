@@ -89,7 +89,7 @@ def test_explicit_dynamics_options_train_that_run_and_say_so(cli):
 
 def test_dynamics_that_lack_what_the_metric_needs_are_passed_over_with_a_reason(cli, cifar_set, tmp_path):
     from yoco_cli.stages import dynamics as dynamics_stage
-    from yoco_cli.stages.sets import resolve_set
+    from yoco_cli.stages.importing import resolve_set
     from yoco_cli.store import Store
 
     td = tmp_path / "td-ipc10.pickle"
@@ -108,7 +108,7 @@ def test_fetched_reference_dynamics_are_read_for_their_set(cli, cifar_set, tmp_p
     from loopback import Loopback
 
     from yoco_cli.remote import registry
-    from yoco_cli.stages import fetching
+    from yoco_cli.stages import downloads
 
     bodies = [write_td(tmp_path / f"td{k}.pickle", 400, epochs=3, seed=k) for k in (1, 2)]
     with Loopback() as srv:
@@ -126,7 +126,7 @@ def test_fetched_reference_dynamics_are_read_for_their_set(cli, cifar_set, tmp_p
         store = Store(None)
         entries = {e.name: e for e in registry.load()}
         for k in (1, 2):  # what `yoco fetch reproduce_1 idc cifar10` leaves in the store (reproduce_3 is not)
-            fetching.ensure_download(store, entries[f"reproduce_{k}/idc/cifar10/ipc10/td"], fetching.Options(timeout=5.0))
+            downloads.ensure_download(store, entries[f"reproduce_{k}/idc/cifar10/ipc10/td"], downloads.Options(timeout=5.0))
     monkeypatch.setenv("YOCO_OFFLINE", "1")
     r = cli("prune", cifar_set, "--to", "1", "--metric", "lbpe")
     assert r.exit_code == 0, r.stderr

@@ -55,7 +55,7 @@ def test_show_png_writes_a_grid_one_row_per_class(cli, tmp_path, normalized):
     from PIL import Image
 
     from yoco_cli.data import preview
-    from yoco_cli.stages.sets import resolve_set
+    from yoco_cli.stages.importing import resolve_set
     from yoco_cli.store import Store
 
     p, raw = _digits_set(tmp_path, normalized=normalized)

@@ -49,7 +49,7 @@ def fetch_cmd(
     """
     o = set_json(json_)
     from ..remote import registry
-    from ..stages import fetching
+    from ..stages import downloads, fetching
 
     reg = registry.load()
     store = get_store()
@@ -58,7 +58,7 @@ def fetch_cmd(
         return
     if not names:
         raise typer.BadParameter("name what to fetch, or pass --list", param_hint="NAMES")
-    opts = fetching.Options(offline=offline, timeout=timeout, retries=retries, source=source)
+    opts = downloads.Options(offline=offline, timeout=timeout, retries=retries, source=source)
     folders = [n for n in names if n.startswith("folder:")]
     rest = [n for n in names if not n.startswith("folder:")]
     outcomes = [_folder(store, n, o) for n in folders]
@@ -90,17 +90,17 @@ def _report(o: output.Output, outcomes) -> None:
 
 
 def _list(o: output.Output, store, reg, names: list[str]) -> None:
-    from ..stages import fetching
+    from ..stages import downloads
 
     entries = reg.select(names) if names else list(reg)
     rows, docs = [], []
     for e in entries:
-        m = fetching.cached(store, e) if e.scheme != "local" else None
+        m = downloads.cached(store, e) if e.scheme != "local" else None
         recorded = m.meta.get("sha256") if m is not None else None
         sha = e.sha256 or recorded
         size = e.size if e.size is not None else (m.meta.get("size") if m is not None else None)
         approx = size is None and e.approx_size is not None
-        size_text = fetching.human_size(size if size is not None else e.approx_size, approx=approx)
+        size_text = downloads.human_size(size if size is not None else e.approx_size, approx=approx)
         cached = "local" if e.scheme == "local" else ("yes" if m is not None else "no")
         digest = (sha[:12] + ("" if e.sha256 else " (seen)")) if sha else "-"
         rows.append([e.name, e.kind, size_text, digest, cached])

@@ -79,7 +79,7 @@ def show_cmd(
     json_: JsonOpt = False,
 ) -> None:
     """Show a condensed set's metadata and class counts.  Example: `yoco show import/cifar10/idc-ipc10 --png s.png`"""
-    from ..stages.sets import resolve_set
+    from ..stages.importing import resolve_set
 
     o = set_json(json_)
     if per_class < 1:
@@ -129,7 +129,7 @@ def export_cmd(
 ) -> None:
     """Write a stored set in a published layout.  Example: `yoco export import/cifar10/idc-ipc10 data.pt`"""
     from ..data.formats import export
-    from ..stages.sets import resolve_set
+    from ..stages.importing import resolve_set
 
     o = set_json(json_)
     store = get_store()

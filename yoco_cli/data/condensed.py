@@ -49,6 +49,19 @@ class CondensedSet:
     def decoded_count(self) -> int:
         return int(self.images.shape[0]) * self.factor * self.factor
 
+    @property
+    def unit(self) -> int:
+        """Decoded images per IPC: f^2, or the source factor's square for an already pruned set."""
+        f = (self.meta or {}).get("pruned", {}).get("source_factor", self.factor)
+        return int(f) * int(f)
+
+    @property
+    def condense_key(self) -> str | None:
+        """The published format (idc, dream, mtt, ...) or our method the set came from, for presets."""
+        m = self.meta or {}
+        pruned = m.get("pruned") or {}
+        return pruned.get("condense_key") or m.get("condense_key") or m.get("format") or m.get("method")
+
     def class_counts(self) -> list[int]:
         import torch
 

@@ -59,7 +59,7 @@ def prepare(store, name: str, opts=None):
     """Download (if allowed) and decode a registered dataset; (manifest, cached)."""
     from ..remote import registry
     from ..store import run_cached
-    from . import fetching
+    from . import downloads
 
     if name not in READERS:
         raise UsageError(f"yoco has no reader for the dataset {name!r}",
@@ -70,20 +70,20 @@ def prepare(store, name: str, opts=None):
     if lost:
         raise UsageError(f"the registry has no {name} file for {', '.join(lost)}",
                          "add `<name> sha256:...|- URL kind=dataset dataset=NAME role=ROLE` with YOCO_REGISTRY")
-    opts = opts or fetching.Options()
-    todo = fetching.missing(store, [entries[r] for r in roles])
-    if todo and fetching.offline_requested(opts.offline):
-        raise fetching.offline_error(todo)
-    downloads = {r: fetching.ensure_download(store, entries[r], opts)[0] for r in roles}
-    inputs = {r: m.digest("file") for r, m in downloads.items()}
+    opts = opts or downloads.Options()
+    todo = downloads.missing(store, [entries[r] for r in roles])
+    if todo and downloads.offline_requested(opts.offline):
+        raise downloads.offline_error(todo)
+    fetched = {r: downloads.ensure_download(store, entries[r], opts)[0] for r in roles}
+    inputs = {r: m.digest("file") for r, m in fetched.items()}
 
     def compute(tmp: Path, key: str):
         # each file is hashed before its reader opens it (a damaged one is quarantined and refetched)
-        files = {r: store.verified_path(m, "file") for r, m in downloads.items()}
+        files = {r: store.verified_path(m, "file") for r, m in fetched.items()}
         return _save(tmp, name, reader(files), {"source": "registry"})
 
     # a download that fails to decode is dropped, so the next fetch (or load) downloads it afresh
-    with fetching.dropped_if_undecodable(store, name, list(downloads.values())):
+    with downloads.dropped_if_undecodable(store, name, list(fetched.values())):
         return run_cached(store, STAGE, VERSION, {"name": name}, inputs, compute, ref=name)
 
 
@@ -176,13 +176,13 @@ def load_real(name: str, store=None, reporter: Reporter = SILENT) -> real.RealDa
 
 def _load_registered(name: str, store, reporter: Reporter) -> real.RealDataset:
     from ..remote import registry
-    from . import fetching
+    from . import downloads
 
     entries = [e for e in registry.load() if e.kind == "dataset" and e.group == name]
-    if fetching.missing(store, entries) and not fetching.offline_requested():
+    if downloads.missing(store, entries) and not downloads.offline_requested():
         reporter.info(f"{name} is not in the store yet: downloading it (`yoco fetch {name}` does this ahead)")
-    fetching.download_all(store, entries, fetching.Options(), reporter=reporter)
-    m, _ = prepare(store, name, fetching.Options())
+    downloads.download_all(store, entries, downloads.Options(), reporter=reporter)
+    m, _ = prepare(store, name, downloads.Options())
     return to_real(store, m, name)
 
 

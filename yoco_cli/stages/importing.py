@@ -15,10 +15,11 @@ from pathlib import Path
 
 from ..data.condensed import CondensedSet
 from ..data.formats import load, locate
+from ..errors import UsageError
 from ..files import check_unchanged, stamp
 from ..store import Manifest, Store, run_cached
 from ..store.store import sha256_file
-from .sets import set_result
+from .sets import is_set, load_set, set_result
 
 STAGE = "import"
 VERSION = 1
@@ -74,3 +75,19 @@ def _pause_for_tests() -> None:
     seconds = float(os.environ.get(PAUSE_ENV, "0") or 0)
     if seconds > 0:
         time.sleep(seconds)
+
+
+def resolve_set(store: Store, spec: str) -> tuple[Manifest, CondensedSet]:
+    """A ref name, a key prefix, or a path to a set file (imported on the way, format auto)."""
+    path = Path(spec)
+    if path.exists() and not store.ref_path(spec).exists():
+        m, _ = import_file(store, path, fmt="auto", dataset=None)
+        return m, load_set(store, m)
+    m = store.resolve(spec, what="condensed set")
+    if m.stage == "prune-group":
+        runs = len(m.meta.get("runs", []))
+        raise UsageError(f"{spec} names {runs} pruned sets, one per dynamics run (the paper's protocol)",
+                         f"name one ({spec}-run0 .. {spec}-run{runs - 1}); `yoco eval {spec}` pools them all")
+    if not is_set(m):
+        raise UsageError(f"{spec} is a {m.stage} artifact, not a condensed set", "see `yoco cache ls`")
+    return m, load_set(store, m)

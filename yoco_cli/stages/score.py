@@ -25,35 +25,13 @@ from ..errors import IntegrityError, UsageError
 from ..methods import scores as score_methods
 from ..progress import SILENT, Reporter
 from ..store import Manifest, StageResult, Store, run_cached
+from . import space
 
 STAGE = "score"
 VERSION = 1
 
 
 # -- where a set's numbers live ------------------------------------------------------------------
-def condense_key(cset) -> str | None:
-    """The published format (idc, dream, mtt, ...) or our method a set came from, for presets."""
-    m = cset.meta or {}
-    pruned = m.get("pruned") or {}
-    return pruned.get("condense_key") or m.get("condense_key") or m.get("format") or m.get("method")
-
-
-def model_input(cset, x):
-    """Decoded images -> the model's input space, exactly as the engine trained on them (P4: never twice)."""
-    from ..nn.engine import set_normalization
-    from .datasets import dataset_stats
-
-    stats = set_normalization(cset.value_space, dataset_stats(cset.dataset))
-    if stats is None:
-        return x
-    import torch
-
-    mean, std = stats
-    mean = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
-    std = torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
-    return (x - mean) / std
-
-
 def find_set(store: Store, digest: str) -> Manifest | None:
     from .sets import all_sets
 
@@ -71,7 +49,7 @@ def _dyn_inputs(dyn_m: Manifest) -> dict[str, str]:
 def ensure_scores(store: Store, dyn_m: Manifest, set_m: Manifest, cset, opts: score_methods.ScoreOptions,
                   device: str = "auto", on_step: Callable[[str], None] | None = None) -> tuple[Manifest, bool]:
     """Score every run of `dyn_m` (computed once; later calls are cache hits)."""
-    setting = [condense_key(cset), cset.dataset]
+    setting = [cset.condense_key, cset.dataset]
     params = {**opts.as_params(), "setting": setting}
     inputs = {**_dyn_inputs(dyn_m), "set": set_m.digest("set")}
 
@@ -103,7 +81,7 @@ def _score_runs(runs, cset, opts, setting, device, on_step) -> dict:
             if on_step:
                 on_step(f"run {j + 1}/{len(runs)}: entropy and loss (final model)")
             if x is None:
-                x = model_input(cset, cset.decoded()[0])
+                x = space.model_input(cset, cset.decoded()[0])
             from ..nn.device import resolve_device
 
             out = model_outputs(model, x, labels, resolve_device(device))
@@ -158,7 +136,7 @@ def check_options(cset, opts: score_methods.ScoreOptions, dyn_m: Manifest | None
 
 def model_outputs(model, x, y, device, batch_size: int = 0, want_features: bool = False) -> dict:
     """One eval-mode pass of the final model: entropy and loss per sample (and its `embed`
-    features when asked). `x` must already be in the model's input space (see `model_input`)."""
+    features when asked). `x` must already be in the model's input space (see `space.model_input`)."""
     from ..nn.engine import eval_pass
 
     logits, feats = eval_pass(model, x, device, batch_size=batch_size, features=want_features)
@@ -416,15 +394,14 @@ def _kmeans_lists(cset, model, run: int, device: str) -> dict:
     from ..methods import select
     from ..nn.device import resolve_device
     from ..nn.engine import eval_pass
-    from .prune import unit
 
     x, labels, _ = cset.decoded()
-    feats = eval_pass(model, model_input(cset, x), resolve_device(device), features=True)[1].numpy()
+    feats = eval_pass(model, space.model_input(cset, x), resolve_device(device), features=True)[1].numpy()
     lab = labels.numpy()
     smallest = int(torch.bincount(labels, minlength=cset.num_classes).min())
     lists = {}
     for k in KMEANS_IPCS:
-        per_class = k * unit(cset)
+        per_class = k * cset.unit
         if per_class > smallest:
             continue
         total = per_class * cset.num_classes

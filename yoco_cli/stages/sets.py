@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data.condensed import CondensedSet
-from ..errors import UsageError
 from ..store import Manifest, StageResult, Store
 
 
@@ -31,24 +30,6 @@ def all_sets(store: Store) -> list[Manifest]:
 def load_set(store: Store, m: Manifest) -> CondensedSet:
     """The stored set, parsed from bytes checked against their digest (a damaged one is quarantined)."""
     return CondensedSet.load(store.read_output(m, "set"))
-
-
-def resolve_set(store: Store, spec: str) -> tuple[Manifest, CondensedSet]:
-    """A ref name, a key prefix, or a path to a set file (imported on the way, format auto)."""
-    path = Path(spec)
-    if path.exists() and not store.ref_path(spec).exists():
-        from .importing import import_file
-
-        m, _ = import_file(store, path, fmt="auto", dataset=None)
-        return m, load_set(store, m)
-    m = store.resolve(spec, what="condensed set")
-    if m.stage == "prune-group":
-        runs = len(m.meta.get("runs", []))
-        raise UsageError(f"{spec} names {runs} pruned sets, one per dynamics run (the paper's protocol)",
-                         f"name one ({spec}-run0 .. {spec}-run{runs - 1}); `yoco eval {spec}` pools them all")
-    if not is_set(m):
-        raise UsageError(f"{spec} is a {m.stage} artifact, not a condensed set", "see `yoco cache ls`")
-    return m, load_set(store, m)
 
 
 def set_label(store: Store, m: Manifest) -> str:
