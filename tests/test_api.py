@@ -110,3 +110,57 @@ def test_no_subpackage_shadows_a_public_function():
 
     subs = {m.name for m in pkgutil.iter_modules(yoco_cli.__path__)}
     assert not subs & set(yoco_cli.__all__)
+
+
+def test_api_prune_and_cli_prune_run_one_entry_point_and_give_the_same_digests(tmp_path):
+    """YOCO, CCS and SSP (which the API could not run before it had their options), per-seed protocol."""
+    from typer.testing import CliRunner
+
+    import yoco_cli as yoco
+    from yoco_cli.cli.app import app
+
+    api_home, cli_home = tmp_path / "api", tmp_path / "cli"
+    src = yoco.condense("digits", ipc=10, method="random", home=api_home)
+    dyn = yoco.dynamics(src, seeds=2, epochs=int(EPOCHS), home=api_home)
+    yoco.prune(src, to=[1, 2], metric="lbpe", balanced=True, dynamics=dyn.ref, home=api_home)
+    ccs = yoco.prune(src, to=2, key="ccs", ccs_beta=0.2, ccs_strata=5, dynamics=dyn.ref, home=api_home)
+    ssp = yoco.prune(src, to=1, metric="ssp", ssp_duplicates="keep", dynamics=dyn.ref, home=api_home)
+    assert len(ccs) == 2 and len(ssp) == 2  # one set per dynamics run (the paper's protocol)
+    from yoco_cli.store import Store
+
+    params = Store(api_home).load_run("prune", ccs[0].key).params
+    assert (params["ccs_beta"], params["ccs_strata"]) == (0.2, 5)
+
+    import torch
+
+    run = CliRunner()
+    threads = ["--threads", str(torch.get_num_threads())]
+    for args in (["condense", "digits", "--ipc", "10", "--method", "random"],
+                 ["dynamics", "digits/random/ipc10", "--seeds", "2", "--epochs", EPOCHS],
+                 ["prune", "digits/random/ipc10", "--to", "1", "2", "--metric", "lbpe", "--balanced",
+                  "--dynamics", dyn.ref],
+                 ["prune", "digits/random/ipc10", "--to", "2", "--key", "ccs", "--ccs-beta", "0.2",
+                  "--ccs-strata", "5", "--dynamics", dyn.ref],
+                 ["prune", "digits/random/ipc10", "--to", "1", "--metric", "ssp", "--ssp-duplicates", "keep",
+                  "--dynamics", dyn.ref]):
+        r = run.invoke(app, ["--home", str(cli_home), *threads, *args])
+        assert r.exit_code == 0, (args, r.output)
+    api, cli = _digests(api_home), _digests(cli_home)
+    pruned = sorted(n for n in api if "@" in n and "dynamics" not in n and "scores" not in n)
+    assert any("ccs" in n for n in pruned) and any("ssp" in n for n in pruned) and any("lbpe" in n for n in pruned)
+    assert api == cli
+
+
+def test_api_prune_checks_options_before_any_training(tmp_path):
+    import yoco_cli as yoco
+    from yoco_cli.errors import UsageError
+
+    src = yoco.condense("digits", ipc=10, method="random", home=tmp_path)
+    with pytest.raises(UsageError, match="ssp duplicates 'twice'") as err:
+        yoco.prune(src, to=1, metric="ssp", ssp_duplicates="twice", home=tmp_path)
+    assert err.value.hint == "use fill or keep"
+    with pytest.raises(UsageError, match="choose different scores"):
+        yoco.prune(src, to=1, score_run=0, mean_scores=True, home=tmp_path)
+    from yoco_cli.store import Store
+
+    assert not [n for n in Store(tmp_path).refs() if "dynamics" in n]  # nothing trained

@@ -151,15 +151,16 @@ def test_lbpe_el2n_and_ccs_selections_match_index_for_index(store, imported):
     ref = reference_scores(records, targets, STOP, K)
     sm, _ = ensure_scores(store, group, m, cset, ScoreOptions(k=K, stop_epoch=STOP))
     table = load_scores(store, sm)
-    unit, n = P.unit(cset), len(targets)
+    unit, n = cset.unit, len(targets)
     for to in (1, 2):
-        lbpe = P.prune(store, m, cset, to, select.parse_key("yoco"), P.PruneOptions(score_run=0), table)[0]
+        lbpe = P.prune(store, P.Source(m, cset, table), to, select.parse_key("yoco"), P.PruneOptions(score_run=0))[0]
         assert lbpe.meta["per_class"] == [to * unit] * CLASSES
         assert _kept(store, lbpe) == reference_balanced_easy(ref["lbpe"], cset.ipc, to, unit)
-        el2n = P.prune(store, m, cset, to, select.parse_key("el2n"), P.PruneOptions(score_run=0), table)[0]
+        el2n = P.prune(store, P.Source(m, cset, table), to, select.parse_key("el2n"), P.PruneOptions(score_run=0))[0]
         budget = CLASSES * to * unit
         assert _kept(store, el2n) == sorted(reference_order(ref["el2n"])[:budget])
-        ccs = P.prune(store, m, cset, to, select.parse_key("ccs"), P.PruneOptions(score_run=0, ccs_beta=0.3), table)[0]
+        ccs = P.prune(store, P.Source(m, cset, table), to, select.parse_key("ccs"),
+                      P.PruneOptions(score_run=0, ccs_beta=0.3))[0]
         assert _kept(store, ccs) == reference_ccs(ref["el2n"], budget, 0.3)
     assert n == 400
 

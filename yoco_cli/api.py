@@ -89,7 +89,7 @@ def _store(home: str | Path | None):
 
 def _set(store, target: SetLike):
     """(manifest, CondensedSet) of a ref, key prefix, file path or SetResult."""
-    from .stages.sets import resolve_set
+    from .stages.importing import resolve_set
 
     if isinstance(target, SetResult):
         return resolve_set(store, target.key)
@@ -137,10 +137,10 @@ def fetch(*names: str, home=None, offline: bool | None = None, timeout: float = 
     >>> yoco.fetch("idc", "cifar10")                                     # doctest: +SKIP
     """
     from .remote import registry
-    from .stages import fetching
+    from .stages import downloads, fetching
 
     store = _store(home)
-    opts = fetching.Options(offline=offline, timeout=timeout, retries=retries)
+    opts = downloads.Options(offline=offline, timeout=timeout, retries=retries)
     outcomes = fetching.fetch(store, registry.load().select(list(names)), opts, reporter=reporter)
     return [FetchResult(o.name, o.kind, o.key, o.cached, o.summary) for o in outcomes]
 
@@ -178,11 +178,11 @@ def dynamics(target: SetLike, *, seeds: int = 3, epochs: int | None = None, batc
     20
     """
     from .stages import dynamics as dynamics_stage
+    from .stages import training
 
     store = _store(home)
     set_m, cset = _set(store, target)
-    over = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, model=model, aug=aug,
-                                  cutmix=cutmix).items() if v is not None}
+    over = training.overrides(epochs=epochs, batch_size=batch_size, lr=lr, model=model, aug=aug, cutmix=cutmix)
     group, info = dynamics_stage.compute_dynamics(store, set_m, cset, seeds=seeds, device=device, ref=name, **over)
     runs = [dyn for dyn, _model, _spec in dynamics_stage.load_dynamics(store, group)]
     return DynamicsResult(_ref(store, group), group.key, runs, list(group.meta["seeds"]),
@@ -203,6 +203,7 @@ def score(target: SetLike | DynamicsResult, *, k: int | None = None, stop_epoch:
     torch.Size([100])
     """
     from .methods.scores import ScoreOptions
+    from .stages import training
     from .stages.score import find_set, load_scores, scores_for_set
     from .stages.sets import load_set as load
 
@@ -216,7 +217,7 @@ def score(target: SetLike | DynamicsResult, *, k: int | None = None, stop_epoch:
         cset = load(store, set_m)
     else:
         set_m, cset = _set(store, target)
-    over = {k_: v for k_, v in (("epochs", dynamics_epochs), ("seeds", dynamics_seeds)) if v is not None}
+    over = training.overrides(epochs=dynamics_epochs, seeds=dynamics_seeds)
     m, cached, _ = scores_for_set(store, set_m, cset, opts, dyn_m=dyn_m, device=device, dynamics=over,
                                   reporter=reporter)
     table = load_scores(store, m)
@@ -228,16 +229,20 @@ def score(target: SetLike | DynamicsResult, *, k: int | None = None, stop_epoch:
 
 def prune(target: SetLike, *, to: int | list[int], metric: str = "lbpe", hard: bool | None = None,
           balanced: bool | None = None, key: str | None = None, seed: int = 0,
-          score_run: int | None = None, k: int | None = None, stop_epoch: int | None = None,
-          scores: str | None = None, dynamics: str | None = None, dynamics_epochs: int | None = None,
-          dynamics_seeds: int | None = None, mean_scores: bool = False, device: str = "auto", home=None,
+          score_run: int | None = None, mean_scores: bool = False, k: int | None = None,
+          stop_epoch: int | None = None, scores: str | None = None, dynamics: str | None = None,
+          dynamics_epochs: int | None = None, dynamics_seeds: int | None = None,
+          ccs_beta: float | None = None, ccs_strata: int = 50, ccs_random: bool = False,
+          ssp_duplicates: str = "fill", ssp_run: int = 0, device: str = "auto", home=None,
           reporter: Reporter = SILENT) -> list[SetResult]:
     """Prune a set to smaller IPCs with one of the paper's rules (YOCO: metric="lbpe", easy,
     balanced; `key="forgetting_easy_balance"` names a rule the reference's way). As in the paper,
     each dynamics run prunes with its own scores: one result per target and run (refs
     `...-ipcN-run<j>` when there are several), each with the kept decoded indices.
     `score_run=j` keeps run j only; `mean_scores=True` prunes once per target with the scores
-    averaged over runs (a different method, named `...-meanscores-ipcN`).
+    averaged over runs (a different method, named `...-meanscores-ipcN`). CCS (`ccs_beta`,
+    `ccs_strata`, `ccs_random`) and SSP (`ssp_duplicates`, `ssp_run`) take the CLI's options;
+    the CLI and this function run the same stage entry point (stages/prune.run).
 
     >>> import yoco_cli as yoco
     >>> [one] = yoco.prune("digits/random/ipc10", to=1, metric="lbpe", balanced=True)  # doctest: +SKIP
@@ -247,27 +252,21 @@ def prune(target: SetLike, *, to: int | list[int], metric: str = "lbpe", hard: b
     from .methods import select
     from .methods.scores import ScoreOptions
     from .stages import prune as prune_stage
+    from .stages import training
     from .stages.sets import load_set as load
 
     store = _store(home)
     set_m, cset = _set(store, target)
     rule = select.parse_key(key) if key else select.rule_for(metric, hard, balanced)
-    targets = [to] if isinstance(to, int) else list(to)
-    for t in targets:  # every check that needs no computation, before any training starts
-        select.keep_counts(cset.ipc, t, prune_stage.unit(cset), cset.decoded_count)
-    over = {k_: v for k_, v in (("epochs", dynamics_epochs), ("seeds", dynamics_seeds)) if v is not None}
-    table, dyn_m = prune_stage.upstream(store, set_m, cset, rule, targets, ScoreOptions(k=k, stop_epoch=stop_epoch),
-                                        scores_ref=scores, dyn_ref=dynamics, device=device, dynamics=over,
-                                        reporter=reporter)
-    opts = prune_stage.PruneOptions(seed=seed, score_run=score_run, device=device)
+    opts = prune_stage.PruneOptions(seed=seed, score_run=score_run, ccs_beta=ccs_beta, ccs_strata=ccs_strata,
+                                    ccs_random=ccs_random, ssp_duplicates=ssp_duplicates, ssp_run=ssp_run,
+                                    device=device)
+    req = prune_stage.PruneRequest(rule, [to] if isinstance(to, int) else list(to), opts,
+                                   ScoreOptions(k=k, stop_epoch=stop_epoch), scores_ref=scores, dynamics_ref=dynamics,
+                                   dynamics=training.overrides(epochs=dynamics_epochs, seeds=dynamics_seeds),
+                                   mean_scores=mean_scores)
     out = []
-    for t in targets:
-        if prune_stage.needs(rule, table, t) == "model" and dyn_m is None and not scores:
-            dyn_m = prune_stage.dynamics_for(store, set_m, cset, dynamics, device, over, reporter)
-        if score_run is not None:
-            group = prune_stage.prune_one_run(store, set_m, cset, t, rule, opts, table, dyn_m)
-        else:
-            group = prune_stage.prune_runs(store, set_m, cset, t, rule, opts, table, dyn_m, mean_scores)
+    for group in prune_stage.run(store, set_m, cset, req, reporter=reporter):
         for m in group.sets:
             pruned = load(store, m)
             kept = [int(i) for i in pruned.origin.tolist()] if pruned.origin is not None else None
@@ -288,11 +287,11 @@ def evaluate(target: SetLike | str, *, repeats: int = 3, model: str | None = Non
     True
     """
     from .stages import evaluate as eval_stage
+    from .stages import training
     from .stages.datasets import known
 
     store = _store(home)
-    params = {k_: v for k_, v in dict(model=model, epochs=epochs, batch_size=batch_size, lr=lr, aug=aug,
-                                       cutmix=cutmix).items() if v is not None}
+    params = training.overrides(model=model, epochs=epochs, batch_size=batch_size, lr=lr, aug=aug, cutmix=cutmix)
     if isinstance(target, str) and (target in known() or target.startswith("folder:")):
         set_m, cset, dataset = None, None, target
     else:

@@ -17,7 +17,6 @@ from .cmd_score import (
     StopOpt,
     UseLossOpt,
     WindowOpt,
-    dynamics_overrides,
     score_options,
 )
 from .common import (
@@ -48,7 +47,8 @@ def register(app: typer.Typer) -> None:
 
 # -- which set ---------------------------------------------------------------------------------------
 def choose_set(store, spec: str | None, ipc_from: int | None, dataset: str | None):
-    from ..stages.sets import all_sets, load_set, resolve_set, set_label
+    from ..stages.importing import resolve_set
+    from ..stages.sets import all_sets, load_set, set_label
 
     if spec:
         m, cset = resolve_set(store, spec)
@@ -176,16 +176,15 @@ def prune_cmd(
     `yoco prune idc/cifar10/ipc10 --to 1 2 5 --key forgetting_easy_balance`
     """
     from ..stages import prune as prune_stage
+    from ..stages import training
 
     o = set_json(json_)
     store = get_store()
-    if ssp_duplicates not in ("fill", "keep"):
-        raise UsageError(f"--ssp-duplicates {ssp_duplicates!r}", "use fill or keep")
-    if ccs_strata < 1:
-        raise UsageError("--ccs-strata must be at least 1")
-    if mean_scores and score_run is not None:
-        raise UsageError("--mean-scores and --score-run choose different scores", "give one of them")
     rule = choose_rule(metric, key, hard, balanced)
+    popts = prune_stage.PruneOptions(seed=seed, score_run=score_run, ccs_beta=ccs_beta, ccs_strata=ccs_strata,
+                                     ccs_random=ccs_random, ssp_duplicates=ssp_duplicates, ssp_run=ssp_run,
+                                     device=device)
+    popts.check()
     # the score artifact's own random column stays at seed 0: --seed steers selections, not the scores cache
     sopts = score_options(k, stop_epoch, use_loss, el2n_window, never_learned, aum_mean, 0)
     set_m, cset = choose_set(store, set_spec, ipc_from, dataset)
@@ -195,37 +194,14 @@ def prune_cmd(
         targets = prompt_targets(cset.ipc)
     else:
         raise UsageError("give the target IPC(s) with --to", f"e.g. --to 1 or --to 1 2 5 (below {cset.ipc})")
-    from ..methods import presets, select
-
-    for t in targets:  # every check that needs no computation, before any training starts
-        select.keep_counts(cset.ipc, t, prune_stage.unit(cset), cset.decoded_count)
-        if rule.metric == "ccs":
-            presets.cut_count(ccs_beta if ccs_beta is not None else presets.ccs_beta(cset.dataset, cset.ipc, t), 1)
+    req = prune_stage.PruneRequest(rule, targets, popts, sopts, scores_ref=scores, dynamics_ref=dynamics,
+                                   dynamics=training.overrides(epochs=dynamics_epochs, seeds=dynamics_seeds),
+                                   mean_scores=mean_scores)
+    prune_stage.check(cset, req)
     _check_destinations(cset, targets, export, export_format, indices)
-    popts = prune_stage.PruneOptions(seed=seed, score_run=score_run, ccs_beta=ccs_beta, ccs_strata=ccs_strata,
-                           ccs_random=ccs_random, ssp_duplicates=ssp_duplicates, ssp_run=ssp_run, device=device)
-    overrides = dynamics_overrides(dynamics_epochs, dynamics_seeds)
-    table, dyn_m = prune_stage.upstream(store, set_m, cset, rule, targets, sopts, scores_ref=scores,
-                                        dyn_ref=dynamics, device=device, dynamics=overrides, reporter=o)
-    if table is not None and rule.metric == "lbpe":  # K == stop, or a window past the lr drop: say so once
-        for w in dict.fromkeys(w for info in (table.manifest.meta.get("info") or {}).get("lbpe", [])
-                               for w in info.get("warnings", [])):
-            o.warn(w)
-    results = []
-    for t in targets:
-        # a model for ssp at an IPC the given score file has no list for: train only when no --scores
-        # were named (else prune_stage.prune says to give --dynamics rather than start a long run unasked)
-        if prune_stage.needs(rule, table, t) == "model" and dyn_m is None and not scores:
-            dyn_m = prune_stage.dynamics_for(store, set_m, cset, dynamics, device, overrides, reporter=o,
-                                             needs_model=True)
-        with o.progress(transient=True) as prog:
-            prog.add_task(f"pruning to IPC {t}", total=None, status=rule.label)
-            if score_run is not None:
-                pruned = prune_stage.prune_one_run(store, set_m, cset, t, rule, popts, table, dyn_m)
-            else:
-                pruned = prune_stage.prune_runs(store, set_m, cset, t, rule, popts, table, dyn_m, mean_scores)
-        results.append(_outputs(o, store, pruned, t, targets, export, export_format, indices))
-    _report(o, results, cset)
+    pruned = prune_stage.run(store, set_m, cset, req, reporter=o)
+    _report(o, [_outputs(o, store, p, t, targets, export, export_format, indices) for t, p in zip(targets, pruned)],
+            cset)
 
 
 def _check_destinations(cset, targets, export, export_format, indices) -> None:

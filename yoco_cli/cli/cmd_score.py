@@ -63,19 +63,11 @@ def score_options(k, stop_epoch, use_loss, el2n_window, never_learned, aum_mean,
                         never_learned=never_learned, aum_mean=aum_mean, seed=seed)
 
 
-def dynamics_overrides(epochs, seeds) -> dict:
-    over = {}
-    if epochs is not None:
-        over["epochs"] = epochs
-    if seeds is not None:
-        over["seeds"] = seeds
-    return over
-
-
 def resolve_target(store, spec: str):
     """A dynamics artifact or a condensed set (ref, key or path) -> (dyn manifest or None, set manifest, set)."""
+    from ..stages.importing import resolve_set
     from ..stages.score import find_set
-    from ..stages.sets import is_set, load_set, resolve_set
+    from ..stages.sets import is_set, load_set
 
     path = Path(spec)
     if path.exists() and not store.ref_path(spec).exists():
@@ -156,11 +148,12 @@ def score_cmd(
                              "e.g. `yoco score idc/cifar10/ipc10`, or `--from-file data-score-….pickle`")
         opts = score_options(k, stop_epoch, use_loss, el2n_window, never_learned, aum_mean, seed)
         dyn_m, set_m, cset = resolve_target(store, target)
+        from ..stages import training
         from ..stages.score import scores_for_set
 
         # SET@scores names these scores when they come from the dynamics SET@dynamics names
         m, cached, dyn_m = scores_for_set(store, set_m, cset, opts, dyn_m=dyn_m, device=device, reporter=o,
-                                          dynamics=dynamics_overrides(dynamics_epochs, dynamics_seeds))
+                                          dynamics=training.overrides(epochs=dynamics_epochs, seeds=dynamics_seeds))
         ref = store.refs_to(m.stage, m.key)
     stats, tbl = summary_table(m)
     info = m.meta.get("info", {})

@@ -23,15 +23,17 @@ over runs instead, a different method named as such: `<parent>@<rule>-meanscores
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import UsageError
 from ..files import atomic_write, check_output_file
 from ..methods import presets, select
-from ..methods.scores import REGISTRY
+from ..methods.scores import REGISTRY, ScoreOptions
 from ..progress import SILENT, Reporter
 from ..store import Manifest, StageResult, Store, run_cached
+from . import space
 from .sets import set_label, set_result
 
 STAGE = "prune"
@@ -52,10 +54,81 @@ class PruneOptions:
     device: str = "auto"
 
 
-def unit(cset) -> int:
-    """Decoded images per IPC: f^2, or the source factor's square for an already pruned set."""
-    f = (cset.meta or {}).get("pruned", {}).get("source_factor", cset.factor)
-    return int(f) * int(f)
+    def check(self) -> None:
+        """The option values themselves, before anything is read or trained."""
+        if self.ssp_duplicates not in ("fill", "keep"):
+            raise UsageError(f"ssp duplicates {self.ssp_duplicates!r} (--ssp-duplicates)", "use fill or keep")
+        if self.ccs_strata < 1:
+            raise UsageError("ccs strata must be at least 1 (--ccs-strata)")
+
+
+@dataclass
+class PruneRequest:
+    """Everything one `yoco prune` / `yoco_cli.prune()` asks for, beyond the set itself."""
+    rule: select.Rule
+    targets: list[int]
+    options: PruneOptions = field(default_factory=PruneOptions)
+    score_options: ScoreOptions = field(default_factory=ScoreOptions)
+    scores_ref: str | None = None     # a stored score artifact to use instead of the set's own
+    dynamics_ref: str | None = None   # a stored dynamics artifact to use instead of the set's own
+    dynamics: dict = field(default_factory=dict)  # training overrides for dynamics computed on the way
+    mean_scores: bool = False         # once with the scores averaged over runs, not once per run
+
+
+@dataclass(frozen=True)
+class Source:
+    """The set being pruned and what its rule reads: a score table (stages.score.ScoreTable) and/or
+    a dynamics manifest (ssp's final models), either None when the rule does not read it."""
+    set_m: Manifest
+    cset: Any
+    scores: Any = None
+    dyn_m: Manifest | None = None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One pruned set to make: the target, the rule and options, and what enters its key and meta."""
+    ipc_to: int
+    rule: select.Rule
+    opts: PruneOptions
+    params: dict
+    source: str  # "set", "scores" or "model" (see `needs`)
+    context: dict
+
+
+def check(cset, req: PruneRequest) -> None:
+    """Every check that needs no computation, so a bad request fails before any training starts."""
+    req.options.check()
+    if req.mean_scores and req.options.score_run is not None:
+        raise UsageError("mean scores and a single score run choose different scores (--mean-scores, --score-run)",
+                         "give one of them")
+    for t in req.targets:
+        select.keep_counts(cset.ipc, t, cset.unit, cset.decoded_count)
+        if req.rule.metric == "ccs":
+            beta = req.options.ccs_beta
+            presets.cut_count(beta if beta is not None else presets.ccs_beta(cset.dataset, cset.ipc, t), 1)
+
+
+def run(store: Store, set_m: Manifest, cset, req: PruneRequest, *, reporter: Reporter = SILENT) -> list[Pruned]:
+    """The one orchestration of pruning, for the CLI and the API alike: check, find or compute what the
+    rule reads (scores, dynamics), then prune every target; one `Pruned` per target, in order."""
+    check(cset, req)
+    rule, opts = req.rule, req.options
+    table, dyn_m = upstream(store, set_m, cset, rule, req.targets, req.score_options, scores_ref=req.scores_ref,
+                            dyn_ref=req.dynamics_ref, device=opts.device, dynamics=req.dynamics, reporter=reporter)
+    if table is not None and rule.metric == "lbpe":  # K == stop, or a window past the lr drop: say so once
+        for w in dict.fromkeys(w for info in (table.manifest.meta.get("info") or {}).get("lbpe", [])
+                               for w in info.get("warnings", [])):
+            reporter.warn(w)
+    src, out = Source(set_m, cset, table, dyn_m), []
+    for t in req.targets:
+        with reporter.progress(transient=True) as prog:
+            prog.add_task(f"pruning to IPC {t}", total=None, status=rule.label)
+            if opts.score_run is not None:
+                out.append(prune_one_run(store, src, t, rule, opts))
+            else:
+                out.append(prune_runs(store, src, t, rule, opts, req.mean_scores))
+    return out
 
 
 def needs(rule: select.Rule, scores=None, ipc_to: int | None = None) -> str:
@@ -76,7 +149,7 @@ def _ssp_key(rule: select.Rule, ipc_to: int) -> str:
 def plan(cset, ipc_to: int, rule: select.Rule, opts: PruneOptions, source: str) -> dict:
     """The params of the cache key: the rule and only the options it uses."""
     params = {"from": cset.ipc, "to": ipc_to, "metric": rule.metric, "hard": rule.hard,
-              "balanced": rule.balanced, "unit": unit(cset)}
+              "balanced": rule.balanced, "unit": cset.unit}
     if rule.metric in ("random",) or (rule.metric == "ccs" and opts.ccs_random) or source == "model":
         params["seed"] = opts.seed
     if source == "scores" and rule.metric != "ssp":
@@ -123,8 +196,8 @@ class Pruned:
         return len(self.sets)
 
 
-def prune_runs(store: Store, set_m: Manifest, cset, ipc_to: int, rule: select.Rule, opts: PruneOptions,
-               scores=None, dyn_m: Manifest | None = None, mean_scores: bool = False) -> Pruned:
+def prune_runs(store: Store, src: Source, ipc_to: int, rule: select.Rule, opts: PruneOptions,
+               mean_scores: bool = False) -> Pruned:
     """The paper's protocol: one pruned set per dynamics run (its own scores), grouped under one name.
 
     mean_scores=True (or a single run) gives one set. Run j uses score_run j, ssp_run j and
@@ -132,35 +205,33 @@ def prune_runs(store: Store, set_m: Manifest, cset, ipc_to: int, rule: select.Ru
     """
     from dataclasses import replace
 
-    n = run_count(rule, scores, dyn_m)
+    n = run_count(rule, src.scores, src.dyn_m)
     if n == 1:  # one run: its scores are the mean, and there is nothing to pool
-        one = replace(opts, score_run=0 if scores is not None else opts.score_run)
-        m, cached = prune(store, set_m, cset, ipc_to, rule, one, scores, dyn_m, protocol=PER_SEED, runs=1)
+        one = replace(opts, score_run=0 if src.scores is not None else opts.score_run)
+        m, cached = prune(store, src, ipc_to, rule, one, protocol=PER_SEED, runs=1)
         return Pruned(set_label(store, m), m, [m], cached, PER_SEED)
     if mean_scores:
-        m, cached = prune(store, set_m, cset, ipc_to, rule, replace(opts, score_run=None), scores, dyn_m,
-                          protocol=MEAN_SCORES, runs=n)
+        m, cached = prune(store, src, ipc_to, rule, replace(opts, score_run=None), protocol=MEAN_SCORES, runs=n)
         return Pruned(set_label(store, m), m, [m], cached, MEAN_SCORES)
     sets, all_cached = [], True
     for j in range(n):
         opts_j = replace(opts, score_run=j, ssp_run=j, seed=opts.seed + j)
-        m, cached = prune(store, set_m, cset, ipc_to, rule, opts_j, scores, dyn_m, protocol=PER_SEED, runs=n,
-                          ref=ref_for(store, set_m, rule, ipc_to, PER_SEED, j))
+        m, cached = prune(store, src, ipc_to, rule, opts_j, protocol=PER_SEED, runs=n,
+                          ref=ref_for(store, src.set_m, rule, ipc_to, PER_SEED, j))
         sets.append(m)
         all_cached = all_cached and cached
-    group, cached = _group(store, set_m, rule, ipc_to, sets)
+    group, cached = _group(store, src.set_m, rule, ipc_to, sets)
     return Pruned(set_label(store, group), group, sets, all_cached and cached, PER_SEED)
 
 
-def prune_one_run(store: Store, set_m: Manifest, cset, ipc_to: int, rule: select.Rule, opts: PruneOptions,
-                  scores=None, dyn_m: Manifest | None = None) -> Pruned:
+def prune_one_run(store: Store, src: Source, ipc_to: int, rule: select.Rule, opts: PruneOptions) -> Pruned:
     """`--score-run I`: run I's own set alone (the same cache entry and name as in `prune_runs`' group)."""
-    n = run_count(rule, scores, dyn_m)
+    n = run_count(rule, src.scores, src.dyn_m)
     run = opts.score_run
-    if scores is not None and not 0 <= run < scores.runs:
-        raise UsageError(f"--score-run {run}: the scores hold runs 0..{scores.runs - 1}")
-    name = ref_for(store, set_m, rule, ipc_to, PER_SEED, run if n > 1 else None)
-    m, cached = prune(store, set_m, cset, ipc_to, rule, opts, scores, dyn_m, protocol=PER_SEED, runs=n, ref=name)
+    if src.scores is not None and not 0 <= run < src.scores.runs:
+        raise UsageError(f"--score-run {run}: the scores hold runs 0..{src.scores.runs - 1}")
+    name = ref_for(store, src.set_m, rule, ipc_to, PER_SEED, run if n > 1 else None)
+    m, cached = prune(store, src, ipc_to, rule, opts, protocol=PER_SEED, runs=n, ref=name)
     return Pruned(set_label(store, m), m, [m], cached, PER_SEED)
 
 
@@ -247,20 +318,20 @@ def upstream(store: Store, set_m: Manifest, cset, rule: select.Rule, targets: li
     return load_scores(store, sm), dyn_m
 
 
-def prune(store: Store, set_m: Manifest, cset, ipc_to: int, rule: select.Rule, opts: PruneOptions,
-          scores=None, dyn_m: Manifest | None = None, protocol: str | None = None, runs: int | None = None,
-          ref: str | None = None) -> tuple[Manifest, bool]:
-    """Prune (or find in the cache) one target IPC with one set of options. `scores` is a stages.score.ScoreTable.
+def prune(store: Store, src: Source, ipc_to: int, rule: select.Rule, opts: PruneOptions, *,
+          protocol: str | None = None, runs: int | None = None, ref: str | None = None) -> tuple[Manifest, bool]:
+    """Prune (or find in the cache) one target IPC with one set of options.
 
     `protocol`/`runs` are recorded in the set's meta (which protocol it belongs to); `ref`
     overrides its name (default: `ref_for` of the protocol)."""
+    set_m, cset, scores, dyn_m = src.set_m, src.cset, src.scores, src.dyn_m
     source = needs(rule, scores, ipc_to)
     if source == "scores" and scores is None:
         raise UsageError(f"--metric {rule.metric} needs scores", "give --scores REF or --dynamics REF")
     if source == "model" and dyn_m is None:
         raise UsageError("ssp needs the final model of a dynamics run for this target",
                          "give --dynamics REF (reference score files only hold kmeans lists for IPC 1, 2, 5, 10)")
-    select.keep_counts(cset.ipc, ipc_to, unit(cset), cset.decoded_count)  # fail before any work
+    select.keep_counts(cset.ipc, ipc_to, cset.unit, cset.decoded_count)  # fail before any work
     params = plan(cset, ipc_to, rule, opts, source)
     inputs = {"set": set_m.digest("set")}
     if source == "scores":
@@ -273,8 +344,10 @@ def prune(store: Store, set_m: Manifest, cset, ipc_to: int, rule: select.Rule, o
     context = {"protocol": protocol, "runs": runs if runs is not None else run_count(rule, scores, dyn_m),
                **_lbpe_window(rule, scores, opts.score_run)}
 
+    plan_ = _Plan(ipc_to, rule, opts, params, source, context)
+
     def make(tmp: Path, key: str) -> StageResult:
-        return _compute(store, tmp, set_m, cset, ipc_to, rule, opts, params, source, scores, dyn_m, context)
+        return _compute(store, tmp, src, plan_)
 
     return run_cached(store, STAGE, VERSION, params, inputs, make,
                       ref=ref or ref_for(store, set_m, rule, ipc_to, protocol))
@@ -296,11 +369,13 @@ def _lbpe_window(rule: select.Rule, scores, run: int | None) -> dict:
     return {"lbpe_window": out}
 
 
-def _choose(store, cset, labels, ipc_to, rule, opts, params, source, scores, dyn_m):
+def _choose(store: Store, src: Source, labels, p: _Plan):
     """(kept decoded indices, the score vector they were chosen by or None)."""
     import numpy as np
 
-    per_class, total = select.keep_counts(cset.ipc, ipc_to, unit(cset), len(labels))
+    cset, scores, ipc_to, rule, opts, source = src.cset, src.scores, p.ipc_to, p.rule, p.opts, p.source
+
+    per_class, total = select.keep_counts(cset.ipc, ipc_to, cset.unit, len(labels))
     lab = labels.numpy()
     if rule.metric == "random":
         return select.random_select(lab, per_class, total, rule.balanced, opts.seed), None
@@ -309,11 +384,11 @@ def _choose(store, cset, labels, ipc_to, rule, opts, params, source, scores, dyn
     if rule.metric == "ssp":
         if source == "scores":
             return np.sort(scores.ssp_list(_ssp_key(rule, ipc_to))), None
-        feats = _features(store, cset, dyn_m, opts)
+        feats = _features(store, cset, src.dyn_m, opts)
         return select.kmeans_select(feats, lab, per_class, total, rule.balanced, opts.seed, opts.ssp_duplicates), None
     values = scores.values(rule.metric, opts.score_run)
     if rule.metric == "ccs":
-        cut = presets.cut_count(params["ccs_beta"], len(values))
+        cut = presets.cut_count(p.params["ccs_beta"], len(values))
         return select.ccs_select(values, total, cut, opts.ccs_strata, opts.ccs_random, opts.seed), values
     return select.select_by_score(values, lab, rule, per_class, total, REGISTRY[rule.metric].high_is_hard), values
 
@@ -336,7 +411,6 @@ def _features(store: Store, cset, dyn_m: Manifest, opts: PruneOptions):
     from ..nn.device import resolve_device
     from ..nn.engine import eval_pass
     from .dynamics import load_dynamics
-    from .score import model_input
 
     runs = load_dynamics(store, dyn_m)
     if not 0 <= opts.ssp_run < len(runs):
@@ -345,23 +419,24 @@ def _features(store: Store, cset, dyn_m: Manifest, opts: PruneOptions):
     if model is None:
         raise UsageError("these dynamics carry no final model weights; ssp needs them",
                          "record dynamics with yoco (reference pickles hold no weights)")
-    x = model_input(cset, cset.decoded()[0])
+    x = space.model_input(cset, cset.decoded()[0])
     return eval_pass(model, x, resolve_device(opts.device), features=True)[1].numpy()
 
 
-def _compute(store, tmp, set_m, cset, ipc_to, rule, opts, params, source, scores, dyn_m, context) -> StageResult:
+def _compute(store: Store, tmp: Path, src: Source, p: _Plan) -> StageResult:
     import numpy as np
     import torch
 
     from ..data.condensed import CondensedSet
 
+    set_m, cset, ipc_to, rule, params, context = src.set_m, src.cset, p.ipc_to, p.rule, p.params, p.context
     images, labels, stored = cset.decoded()
-    kept, values = _choose(store, cset, labels, ipc_to, rule, opts, params, source, scores, dyn_m)
+    kept, values = _choose(store, src, labels, p)
     kept_t = torch.as_tensor(np.asarray(kept, dtype=np.int64))
     parent = set_label(store, set_m)
-    info = {"parent": parent, "parent_key": set_m.key, "source_factor": int(unit(cset) ** 0.5),
+    info = {"parent": parent, "parent_key": set_m.key, "source_factor": int(cset.unit ** 0.5),
             "metric": rule.metric, "key": rule.key, "direction": rule.direction, "balance": rule.balance,
-            "from": cset.ipc, "to": ipc_to, "condense_key": _condense_key(cset), **context, **{
+            "from": cset.ipc, "to": ipc_to, "condense_key": cset.condense_key, **context, **{
                 k: v for k, v in params.items() if k not in ("from", "to", "metric", "hard", "balanced")}}
     out = CondensedSet(images=images[kept_t].contiguous(), labels=labels[kept_t].contiguous(),
                        dataset=cset.dataset, num_classes=cset.num_classes, factor=1,
@@ -375,12 +450,6 @@ def _compute(store, tmp, set_m, cset, ipc_to, rule, opts, params, source, scores
     res = set_result(tmp, out, summary, extra)
     res.outputs["indices"] = tmp / "indices.json"
     return res
-
-
-def _condense_key(cset):
-    from .score import condense_key
-
-    return condense_key(cset)
 
 
 def _ranges(values, kept) -> dict:

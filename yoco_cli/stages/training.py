@@ -48,6 +48,12 @@ EVAL: dict[str, TrainPreset] = {
 TABLES = {"dynamics": DYNAMICS, "eval": EVAL}
 
 
+def overrides(**given) -> dict:
+    """The training settings a caller named (None: the preset's), as the dict every stage takes;
+    the CLI's options and the API's keywords both go through here."""
+    return {name: value for name, value in given.items() if value is not None}
+
+
 def preset(table: str, dataset: str, shape=None) -> TrainPreset:
     """The table's row for `dataset`; without one, a preset fitted to `shape` (a fitted.DataShape,
     see stages/fitted.py), else CIFAR-10's."""
