@@ -56,18 +56,22 @@ def _load() -> str:
 def _setup(home: str, dyn_epochs: int):
     """The source set, its dynamics, scores and pruned sets, made by `yoco pipeline` itself with
     one-epoch evaluations (untimed); returns (store, request, source manifest, set, pruned manifests)."""
+    from yoco_cli.executors import Setting
     from yoco_cli.stages import pipeline
     from yoco_cli.stages.sets import load_set
+    from yoco_cli.stages.sweep import Pool
     from yoco_cli.store import Store
 
     store = Store(home).ensure()
-    req = pipeline.PipelineRequest(method="random", dynamics_epochs=dyn_epochs, eval_epochs=1, executor="local")
-    result = pipeline.run(store, req)
+    req = pipeline.PipelineRequest(method="random", dynamics_epochs=dyn_epochs, eval_epochs=1)
+    with Pool(Setting.parse("local")) as pool:
+        result = pipeline.run(store, req, pool=pool)
     set_m = store.resolve(result["set"])
     return store, req, set_m, load_set(store, set_m), [store.resolve(k) for k in result["pruned"]]
 
 
 def child_pipeline(a) -> dict:
+    from yoco_cli.executors import Setting
     from yoco_cli.nn.device import tune_malloc
     from yoco_cli.stages import evaluate
     from yoco_cli.stages.dynamics import compute_dynamics
@@ -79,8 +83,8 @@ def child_pipeline(a) -> dict:
         for p in (store.runs / stage).glob("*.json"):
             p.unlink()
     w0, c0 = time.perf_counter(), _cpu()
-    with Pool(a.executor) as pool:
-        _, info = compute_dynamics(store, set_m, cset, seeds=req.seeds, executor=pool, epochs=a.dyn_epochs)
+    with Pool(Setting.parse(a.executor)) as pool:
+        _, info = compute_dynamics(store, set_m, cset, seeds=req.seeds, pool=pool, epochs=a.dyn_epochs)
         tests: dict = {}
         plans = [evaluate.plan_eval(store, evaluate.set_target(store, m), repeats=1, epochs=a.eval_epochs,
                                     tests=tests) for m in [set_m] + pruned]

@@ -19,6 +19,7 @@ from yoco_cli.nn.engine import threads
 from yoco_cli.stages import dynamics as D
 from yoco_cli.stages import evaluate as E
 from yoco_cli.stages import sweep
+from yoco_cli.stages.sweep import Pool
 from yoco_cli.store import Store
 
 KW = dict(epochs=3, model="convnet:width=8,depth=2", device="cpu")
@@ -40,8 +41,8 @@ def test_local_pool_equals_serial_one_thread_digest_for_digest(store, tmp_path, 
     m, cset = digits_subset(store, 2, factor=2)
     sent = pool.submitted
     epochs = []
-    g, info = E.run_eval(store, m, cset, repeats=3, executor=pool, on_epoch=lambda ev: epochs.append(ev.epoch), **KW)
-    d, dinfo = D.compute_dynamics(store, m, cset, seeds=2, executor=pool, **KW)  # the next sweep: no hook
+    g, info = E.run_eval(store, m, cset, repeats=3, pool=Pool(executor=pool), on_epoch=lambda ev: epochs.append(ev.epoch), **KW)
+    d, dinfo = D.compute_dynamics(store, m, cset, seeds=2, pool=Pool(executor=pool), **KW)  # the next sweep: no hook
     assert pool.submitted - sent == 5
     assert sorted(epochs) == [0, 0, 0, 1, 1, 1, 2, 2, 2]  # every worker's epochs reached the driver
     assert info["computed"] == [0, 1, 2] and dinfo["computed"] == [0, 1]
@@ -52,8 +53,8 @@ def test_local_pool_equals_serial_one_thread_digest_for_digest(store, tmp_path, 
     alone = Store(tmp_path / "alone").ensure()
     m2, cset2 = digits_subset(alone, 2, factor=2)
     with threads(1), SerialExecutor() as ex:
-        g2, _ = E.run_eval(alone, m2, cset2, repeats=3, executor=ex, **KW)
-        d2, _ = D.compute_dynamics(alone, m2, cset2, seeds=2, executor=ex, **KW)
+        g2, _ = E.run_eval(alone, m2, cset2, repeats=3, pool=Pool(executor=ex), **KW)
+        d2, _ = D.compute_dynamics(alone, m2, cset2, seeds=2, pool=Pool(executor=ex), **KW)
     assert g2.outputs == g.outputs and d2.outputs == d.outputs
     assert _digests(alone, "eval-run") == _digests(store, "eval-run")
     assert _digests(alone, "dynamics-run") == _digests(store, "dynamics-run")
@@ -63,9 +64,9 @@ def test_stored_runs_are_never_sent_out(store, pool):
     m, cset = digits_subset(store, 1)
     E.run_eval(store, m, cset, repeats=2, **KW)
     sent = pool.submitted
-    g, info = E.run_eval(store, m, cset, repeats=3, executor=pool, **KW)
+    g, info = E.run_eval(store, m, cset, repeats=3, pool=Pool(executor=pool), **KW)
     assert info["computed"] == [2] and pool.submitted - sent == 1  # only the new repeat
-    g, info = E.run_eval(store, m, cset, repeats=3, executor=pool, **KW)
+    g, info = E.run_eval(store, m, cset, repeats=3, pool=Pool(executor=pool), **KW)
     assert info["computed"] == [] and pool.submitted - sent == 1
     assert info["report"].summary() == "every run came from the cache; nothing was sent out"
 

@@ -79,7 +79,7 @@ def dynamics_cmd(
     `yoco dynamics digits/dm/ipc10 --records --export td-ipc10.pickle`
     """
     from ..stages import dynamics as dynamics_stage
-    from ..stages.sets import resolve_set
+    from ..stages.importing import resolve_set
 
     o = set_json(json_)
     store = get_store()
@@ -99,12 +99,13 @@ def dynamics_cmd(
     else:
         if checkpoint:
             raise UsageError("--checkpoint goes with --from-file", "drop it to train here")
+        from ..executors import Setting
         from ..stages.sweep import Pool
 
-        with Pool(executor, address, max_parallel) as pool:
+        with Pool(Setting.parse(executor, address, max_parallel)) as pool:
             group, info = _train(o, store, set_m, cset, seeds=seeds, device=device, batched=batched, ref=name,
                                  epochs=epochs, batch_size=batch_size, lr=lr, model=model, aug=aug, cutmix=cutmix,
-                                 test_every=test_every, compile=compile_, records=records, executor=pool)
+                                 test_every=test_every, compile=compile_, records=records, pool=pool)
         say_where(o, pool.summary())
     written = []
     if export is not None:

@@ -64,19 +64,20 @@ def eval_cmd(
                   cutmix=cutmix, batched=batched, compile=compile_, device=device)
     resolved = [_resolve(store, t, full) for t in targets]  # fail on a bad name before any training
     rows = []
+    from ..executors import Setting
     from ..stages.sweep import Pool
 
     # one executor for every target (workers start once); each target's repeats are one sweep on it
-    with o.progress() as prog, Pool(executor, address, max_parallel) as pool:
-        params["executor"] = pool
+    with o.progress() as prog, Pool(Setting.parse(executor, address, max_parallel)) as pool:
         for entry in resolved:
             if isinstance(entry, _Group):
                 from ..stages.evaluate import pooled_row
 
-                rows.append(pooled_row(entry.label, [_one(o, prog, store, *member, params) for member in entry.members]))
+                rows.append(pooled_row(entry.label, [_one(o, prog, store, *member, params, pool)
+                                                     for member in entry.members]))
                 continue
             label, set_m, cset, dataset = entry
-            rows.append(_one(o, prog, store, label, set_m, cset, dataset, params))
+            rows.append(_one(o, prog, store, label, set_m, cset, dataset, params, pool))
     say_where(o, pool.summary())
     # JSON keeps accuracies as fractions of the test set (as stored); the table shows percent
     rows = [{**r, "unit": "fraction"} for r in rows]
@@ -100,8 +101,9 @@ class _Group:
 def _resolve(store, target: str, full: bool):
     """-> (label, set manifest or None, set or None, dataset for a full-split evaluation), or a _Group."""
     from ..stages.datasets import known
+    from ..stages.importing import resolve_set
     from ..stages.prune import group_sets
-    from ..stages.sets import load_set, resolve_set, set_label
+    from ..stages.sets import load_set, set_label
 
     group = _prune_group(store, target)
     if group is not None:
@@ -133,7 +135,7 @@ def _prune_group(store, target: str):
     return m if m.stage == "prune-group" else None
 
 
-def _one(o, prog, store, label, set_m, cset, dataset, params) -> dict:
+def _one(o, prog, store, label, set_m, cset, dataset, params, pool) -> dict:
     from ..stages import evaluate as eval_stage
 
     task = prog.add_task(f"eval {label}", total=None, status="")
@@ -145,6 +147,7 @@ def _one(o, prog, store, label, set_m, cset, dataset, params) -> dict:
         test = f" test {max(ev.test_acc):.3f}" if ev.test_acc else ""
         prog.update(task, advance=len(ev.seeds), status=f"seed {ev.seeds[0]} loss {ev.loss[0]:.3f}{test}")
 
-    m, info = eval_stage.run_eval(store, set_m, cset, dataset, on_epoch=on_epoch, reporter=o, **params)
+    m, info = eval_stage.run_eval(store, set_m, cset, dataset, on_epoch=on_epoch, reporter=o, pool=pool,
+                                  **params)
     prog.update(task, visible=False)
     return eval_stage.result_row(m, cached=not info["computed"])

@@ -80,8 +80,11 @@ def pipeline_cmd(
                             tables=tables or ["main"], seeds=seeds,
                             repeats=repeats, per_seed=not mean_scores, condense_iterations=condense_iterations,
                             dynamics_epochs=dynamics_epochs, eval_epochs=eval_epochs, ccs_beta=ccs_beta,
-                            device=device, seed=seed, executor=executor, address=address,
-                            max_parallel=max_parallel)
+                            device=device, seed=seed)
+    from ..executors import Setting
+    from ..stages.sweep import Pool
+
+    setting = Setting.parse(executor, address, max_parallel)  # validated once, before any work
     req.check(o)
     from ..files import check_output_file
 
@@ -91,9 +94,9 @@ def pipeline_cmd(
     if plot is not None:
         rep.check_plot_support()  # before hours of training, not after
     t0, trained0 = time.perf_counter(), pipeline_stage.training_runs(store)
-    with o.progress(transient=True, unit="pipeline") as prog:
+    with o.progress(transient=True, unit="pipeline") as prog, Pool(setting) as pool:
         bar = PipelineBar(prog)
-        result = pipeline_stage.run(store, req, bar.on_step, reporter=o, on_stage=bar.on_stage)
+        result = pipeline_stage.run(store, req, bar.on_step, reporter=o, on_stage=bar.on_stage, pool=pool)
     trained = pipeline_stage.training_runs(store) - trained0
     records = rep.filter_records(rep.collect(store), result["dataset"], result["source"])
     protocol = "per-seed" if req.per_seed else "mean-scores"  # sets of the other protocol are other methods

@@ -12,13 +12,12 @@ Importing this package imports neither torch nor ray.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from ..errors import UsageError
 from .base import Done, Executor, Failed, Output, Resources, Shared, Task
 
 NAMES = ("auto", "serial", "local", "ray")
-EXECUTOR_HELP = ("auto | serial | local | ray: where independent training runs go (local: one process per core; "
-                 "ray: a Ray cluster, see --address). Env: YOCO_EXECUTOR")
 # "auto" starts worker processes (about 2 s each, in parallel) only for sweeps estimated to need
 # at least this many CPU seconds one after another (see `estimate_seconds`)
 AUTO_MIN_SECONDS = 10.0
@@ -28,18 +27,35 @@ AUTO_MIN_SECONDS = 10.0
 PIXELS_PER_CPU_SECOND = 4.0e5
 
 __all__ = [
-    "EXECUTOR_HELP",
     "NAMES",
     "Done",
     "Executor",
     "Failed",
     "Output",
     "Resources",
+    "Setting",
     "Shared",
     "Task",
     "choose",
     "resolve_name",
 ]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Where a command's independent training runs go, validated once by the CLI or the API. It is
+    never part of a result: the same runs give the same bytes on every executor."""
+    name: str = "auto"
+    address: str | None = None
+    max_parallel: int | None = None
+
+    @classmethod
+    def parse(cls, name: str | None = None, address: str | None = None, max_parallel: int | None = None) -> Setting:
+        value = resolve_name(name)
+        check_max_parallel(max_parallel)
+        if address and value not in ("ray", "auto"):
+            raise UsageError(f"--address is for the ray executor, not {value}", "use --executor ray")
+        return cls(value, address, max_parallel)
 
 
 def resolve_name(name: str | None) -> str:
@@ -59,10 +75,7 @@ def check_max_parallel(n: int | None) -> int | None:
 def choose(name: str | None = None, *, address: str | None = None, max_parallel: int | None = None,
            device_type: str = "cpu", tasks: int = 0, seconds: float = float("inf")) -> Executor:
     """An executor by name; "auto" decides from the device, the cores and the work (see module doc)."""
-    value = resolve_name(name)
-    check_max_parallel(max_parallel)
-    if address and value not in ("ray", "auto"):
-        raise UsageError(f"--address is for the ray executor, not {value}", "use --executor ray")
+    value = Setting.parse(name, address, max_parallel).name
     address = address or os.environ.get("YOCO_RAY_ADDRESS") or None
     if value == "auto":
         # a cluster address (option or YOCO_RAY_ADDRESS) alone means the cluster

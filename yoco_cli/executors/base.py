@@ -70,7 +70,6 @@ class Failed:
     exit_code: int = 1
     trace: str = ""
     where: str = ""
-    retryable: bool = False                # the worker died (not the job's own error)
 
 
 class Shared:
@@ -159,7 +158,6 @@ class Executor:
     """
 
     name = "executor"
-    in_process = False
 
     def __init__(self, max_parallel: int | None = None):
         self.max_parallel = max_parallel

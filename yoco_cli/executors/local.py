@@ -168,7 +168,7 @@ class LocalExecutor(Executor):
         if n > self.retries:
             return [Failed(task.id, "WorkerDied", f"the worker running {task.label} died (exit code {code}) "
                                                   f"{n} times", "see the system log (out of memory?)", 1,
-                           where=here(), retryable=True)]
+                           where=here())]
         self._send(self._start(), task)
         return []
 

@@ -13,7 +13,6 @@ from .base import Done, Executor, Failed, Task, here, sha256
 
 class SerialExecutor(Executor):
     name = "serial"
-    in_process = True
 
     def __init__(self, max_parallel: int | None = None):
         super().__init__(max_parallel)

@@ -35,6 +35,8 @@ from ..store.store import sha256_file
 from . import training
 from .datasets import dataset_stats, load_real
 from .seeded import (
+    Keyed,
+    SeedWork,
     check_run_count,
     group_manifest,
     plan_seeds,
@@ -142,15 +144,15 @@ def _dynamics_output(spec: DynamicsSpec, dev, n: int, res, rec):
 def compute_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, *, seeds: int = 3,
                      device: str = "auto", batched: str = "auto", on_epoch: Callable | None = None,
                      ref: str | None = None, records: bool = False, reporter: Reporter = SILENT,
-                     announce: bool = False, executor=None, on_status: Callable | None = None,
+                     announce: bool = False, pool=None, on_status: Callable | None = None,
                      **overrides) -> tuple[Manifest, dict]:
     """Train `seeds` models on the decoded set, recording dynamics; returns (group manifest, info).
 
     records=True also keeps every batch's float16 log-probabilities (the reference's td-pickle
     content) as output "records"; it is part of the key, so such runs are cached apart. Seeds that
     must train are announced on `reporter` with an estimate when they take more than about a
-    minute (always, with `announce`). Each seed is a sweep job on `executor` (an Executor, a
-    `sweep.Pool`, or None: one chosen for the work, see `yoco_cli.executors`).
+    minute (always, with `announce`). Each seed is a sweep job on `pool` (a `sweep.Pool`, or None:
+    an executor chosen for this work alone, see `yoco_cli.executors`).
     """
     from ..executors import Resources, Shared, estimate_seconds, gpu_share
     from ..nn import engine
@@ -176,8 +178,8 @@ def compute_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, *
                             min(n, cfg.batch_size), size * size)
     res = Resources(cpus=1, gpu=0.0 if device == "cpu" else gpu_share(size))
     seed_list = list(range(seeds))
-    jobs = plan_seeds(store, RUN_STAGE, VERSION, params, inputs, seed_list, dynamics_job, job_spec, together,
-                      f"dynamics {cset.dataset}", cost, res)
+    jobs = plan_seeds(store, Keyed(RUN_STAGE, VERSION, params, inputs), seed_list,
+                      SeedWork(dynamics_job, job_spec, f"dynamics {cset.dataset}", cost, res), together=together)
     missing = [r for j in jobs for r in j.runs if store.load_run(r.stage, r.key) is None]
     if missing:
         from .estimates import announce_training
@@ -191,11 +193,11 @@ def compute_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, *
                 f"epochs of {label(spec['name'], spec.get('options', {}))} on {n} images")
         announce_training(reporter, what, spec, cfg, n, len(missing), dev,
                           test_n=len(test[1]) if test else 0, always=announce)
-    report = run_jobs(store, jobs, executor, dev.type, on_epoch, on_status)
+    report = run_jobs(store, jobs, pool, dev.type, on_epoch, on_status)
     runs, fresh = seed_manifests(jobs, report)
     meta = _group_meta(cset, set_manifest, spec, cfg.epochs, seed_list, runs, "engine", n)
     meta["records"] = records
-    group = group_manifest(store, STAGE, VERSION, params, inputs, dict(zip(seed_list, runs)), meta,
+    group = group_manifest(store, Keyed(STAGE, VERSION, params, inputs), dict(zip(seed_list, runs)), meta,
                            ref=ref or _default_ref(store, set_manifest))
     return group, {"computed": fresh, "runs": runs, "report": report}
 
@@ -216,11 +218,10 @@ def _check_memory(samples: int, epochs: int, runs_at_once: int, record_classes: 
 def _test_split(store: Store, cset: CondensedSet, cfg) -> tuple | None:
     if not cfg.eval_at:
         return None
-    from .evaluate import test_split
-    from .score import condense_key
+    from .space import test_split
 
     ds = load_real(cset.dataset, store)
-    return test_split(ds, cset.value_space, condense_key(cset))[0], ds.test_y
+    return test_split(ds, cset.value_space, cset.condense_key)[0], ds.test_y
 
 
 def _group_meta(cset, set_manifest, spec, epochs, seed_list, runs, source, n) -> dict:
@@ -440,7 +441,7 @@ def import_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, fi
     meta = _group_meta(cset, set_manifest, spec, epochs, list(runs), runs.values(), "reference-pickle",
                        int(y.shape[0]))
     inputs = {"set": _set_digest(set_manifest), "pickles": ",".join(digests), "checkpoints": ",".join(ck_digests)}
-    group = group_manifest(store, STAGE, VERSION, {"source": "reference-pickle", "model": spec}, inputs, runs, meta,
+    group = group_manifest(store, Keyed(STAGE, VERSION, {"source": "reference-pickle", "model": spec}, inputs), runs, meta,
                            ref=ref or _default_ref(store, set_manifest))
     return group, {"computed": [], "runs": list(runs.values())}
 
@@ -508,7 +509,7 @@ def ensure_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, re
 
 def dynamics_for_set(store: Store, set_manifest: Manifest, cset: CondensedSet, *, device: str = "auto",
                      overrides: dict | None = None, min_seeds: int = 1, needs_model: bool = False,
-                     reporter: Reporter = SILENT, executor=None) -> Manifest:
+                     reporter: Reporter = SILENT, pool=None) -> Manifest:
     """The dynamics a consumer (score, prune, pipeline) should use for a set, training only when
     nothing stored fits, and saying in one line which artifact it is.
 
@@ -520,7 +521,7 @@ def dynamics_for_set(store: Store, set_manifest: Manifest, cset: CondensedSet, *
     the preset is trained, announced with an estimate."""
     over = {k: v for k, v in (overrides or {}).items() if v is not None}
     if over:
-        return ensure_dynamics(store, set_manifest, cset, reporter=reporter, device=device, executor=executor, **over)
+        return ensure_dynamics(store, set_manifest, cset, reporter=reporter, device=device, pool=pool, **over)
     picked, skipped = _stored_pick(store, set_manifest, min_seeds, needs_model)
     if picked is not None:
         reporter.info(f"dynamics: {set_label(store, picked)} ({picked.meta.get('summary', '')}), stored: nothing to train"
@@ -534,7 +535,7 @@ def dynamics_for_set(store: Store, set_manifest: Manifest, cset: CondensedSet, *
         return group
     for why in skipped:
         reporter.info(why)
-    return ensure_dynamics(store, set_manifest, cset, reporter=reporter, device=device, executor=executor)
+    return ensure_dynamics(store, set_manifest, cset, reporter=reporter, device=device, pool=pool)
 
 
 def stored_dynamics(store: Store, set_manifest: Manifest) -> list[Manifest]:
@@ -547,7 +548,7 @@ def fetched_dynamics(store: Store, set_manifest: Manifest) -> list[tuple[str, Pa
     """Reference dynamics files already downloaded for this set: registry entries of kind
     dynamics whose `set=` is the set's name (reproduce_1..3 give seeds 0..2, in registry order)."""
     from ..remote import registry
-    from .fetching import cached
+    from .downloads import cached
     from .sets import set_label
 
     names = set(store.refs_to(set_manifest.stage, set_manifest.key)) or {set_label(store, set_manifest)}

@@ -28,9 +28,11 @@ from ..errors import UsageError
 from ..executors import Output, Resources, Shared
 from ..progress import SILENT, Reporter
 from ..store import Manifest, Store
-from . import training
+from . import space, training
 from .datasets import load_real
 from .seeded import (
+    Keyed,
+    SeedWork,
     check_run_count,
     group_manifest,
     plan_seeds,
@@ -70,7 +72,7 @@ class _Target:
 
 
 def evaluate_set(store: Store, set_manifest: Manifest, cset: CondensedSet, **params) -> Manifest:
-    """Spec-5 evaluation of a stored condensed (or pruned) set; cached."""
+    """Spec-5 evaluation of a stored condensed (or pruned) set; cached. Library API (docs/training.md)."""
     return run_eval(store, set_manifest, cset, **params)[0]
 
 
@@ -101,10 +103,9 @@ def _set_target(store: Store, m: Manifest, cset: CondensedSet) -> _Target:
     pruned = (cset.meta or {}).get("pruned") or {}
     ipc = int(pruned.get("from") or cset.ipc or 1)
     factor = int(pruned.get("source_factor") or cset.factor)
-    from .score import condense_key
 
     return _Target(set_label(store, m), cset.dataset, x, y, cset.value_space, cset.num_classes,
-                   ipc, factor, {"set": m.digest("set")}, m.key, condense_key(cset))
+                   ipc, factor, {"set": m.digest("set")}, m.key, cset.condense_key)
 
 
 def _full_target(store: Store, dataset: str | None) -> _Target:
@@ -206,8 +207,8 @@ def plan_eval(store: Store, t: _Target, *, repeats: int = 3, device: str = "auto
     seeds = list(range(repeats))
     together = engine.plan_batched(spec, dev, repeats, batched)
     res = Resources(cpus=1, gpu=0.0 if device == "cpu" else gpu_share(size))
-    jobs = plan_seeds(store, RUN_STAGE, VERSION, params, inputs, seeds, eval_job, job_spec, together,
-                      f"eval {t.label}", cost, res)
+    jobs = plan_seeds(store, Keyed(RUN_STAGE, VERSION, params, inputs), seeds,
+                      SeedWork(eval_job, job_spec, f"eval {t.label}", cost, res), together=together)
     missing = [r for j in jobs for r in j.runs if store.load_run(r.stage, r.key) is None]
     test_n = int(side.shared.value[1].shape[0])
     if missing:
@@ -227,7 +228,7 @@ def _test_side(store: Store, t: _Target, tests: dict) -> _TestSide:
     key = (t.dataset, t.value_space, t.publisher)
     if key not in tests:
         ds = load_real(t.dataset, store)
-        test_x, zca_params = test_split(ds, t.value_space, t.publisher, t.label)
+        test_x, zca_params = space.test_split(ds, t.value_space, t.publisher, t.label)
         # shared inputs travel once per worker (or once into Ray's object store), named by content
         tests[key] = _TestSide((tuple(ds.mean), tuple(ds.std)), zca_params, tensors.digest(ds.test_x, ds.test_y),
                                Shared(f"test:{tensors.digest(test_x)}", (test_x, ds.test_y)))
@@ -260,41 +261,17 @@ def finish_eval(store: Store, p: EvalPlan, report) -> tuple[Manifest, dict]:
             "per_repeat": per, **stats,
             "summary": f"{t.label}: {spec['name']} x{len(seeds)}, best {stats['best_mean']:.4f}"
                        f"±{stats['best_std']:.4f}, last {stats['last_mean']:.4f}±{stats['last_std']:.4f}"}
-    group = group_manifest(store, STAGE, VERSION, p.params, p.inputs, dict(zip(seeds, runs)), meta)
+    group = group_manifest(store, Keyed(STAGE, VERSION, p.params, p.inputs), dict(zip(seeds, runs)), meta)
     return group, {"computed": fresh}
 
 
 def _evaluate(store: Store, t: _Target, *, repeats: int = 3, device: str = "auto", batched: str = "auto",
-              on_epoch: Callable | None = None, reporter: Reporter = SILENT, executor=None,
+              on_epoch: Callable | None = None, reporter: Reporter = SILENT, pool=None,
               on_status: Callable | None = None, **overrides) -> tuple[Manifest, dict]:
     p = plan_eval(store, t, repeats=repeats, device=device, batched=batched, reporter=reporter, **overrides)
-    report = run_jobs(store, p.jobs, executor, p.device_type, on_epoch, on_status)
+    report = run_jobs(store, p.jobs, pool, p.device_type, on_epoch, on_status)
     group, info = finish_eval(store, p, report)
     return group, {**info, "report": report}
-
-
-_ZCA_CACHE: dict[tuple, Any] = {}
-
-
-def test_split(ds, value_space: str, publisher: str | None = None, label: str = "this set"):
-    """The real test split in the space a set's network sees -> (images, ZCA settings or None).
-
-    raw01/normalized: the dataset's mean/std normalisation. zca: the ZCA transform of the set's
-    publisher (data/zca.py), fit on the real training split (kept in memory per dataset, so
-    several sets of one dataset fit it once) and applied to the test split.
-    """
-    from ..nn import engine
-
-    if value_space != "zca":
-        return engine.prepare_test(value_space, (tuple(ds.mean), tuple(ds.std)), ds.test_x), None
-    from ..data import zca
-
-    settings = zca.settings_for(publisher, label)
-    key = (tensors.digest(ds.train_x), settings)
-    if key not in _ZCA_CACHE:
-        _ZCA_CACHE.clear()  # one transform at a time: a CIFAR one is 75 MB
-        _ZCA_CACHE[key] = zca.fit(ds.train_x, settings)
-    return _ZCA_CACHE[key].apply(ds.test_x), settings.as_dict()
 
 
 def summarize(best: list[float], last: list[float]) -> dict:

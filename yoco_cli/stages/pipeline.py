@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from ..errors import UsageError
 from ..progress import SILENT, Reporter
 from ..store import Manifest, Store
+from . import training
 from .sweep import Pool
 
 # the main table's rows, in its order; "lbpe" with its defaults (easy, balanced) is YOCO
@@ -42,10 +43,6 @@ class PipelineRequest:
     ccs_beta: float | None = None       # None: the reference's table (CIFAR-10's row for digits)
     device: str = "auto"
     seed: int = 0
-    # where the training runs go (not part of any result): see yoco_cli.executors
-    executor: str | None = None         # auto | serial | local | ray (None: YOCO_EXECUTOR, else auto)
-    address: str | None = None          # a Ray cluster (None: YOCO_RAY_ADDRESS)
-    max_parallel: int | None = None     # at most this many runs at once
 
     def command_line(self, **outputs) -> str:
         """The `yoco pipeline` invocation that reproduces this request (options that differ from the defaults)."""
@@ -191,7 +188,8 @@ def plan_steps(store: Store, req: PipelineRequest) -> list[Step]:
 def _source_shape(store: Store, req: PipelineRequest) -> _Shape:
     from . import condense
     from .datasets import load_real
-    from .sets import resolve_set, set_label
+    from .importing import resolve_set
+    from .sets import set_label
 
     if req.set_ref:
         m, cset = resolve_set(store, req.set_ref)
@@ -208,7 +206,7 @@ def _source_shape(store: Store, req: PipelineRequest) -> _Shape:
 def _condense_request(req: PipelineRequest):
     from . import condense
 
-    overrides = {"iterations": req.condense_iterations} if req.condense_iterations else {}
+    overrides = training.overrides(iterations=req.condense_iterations or None)
     return condense.Request(dataset=req.dataset, method=req.method, ipc=req.ipc, factor=req.factor,
                             seed=req.seed, device=req.device, overrides=overrides)
 
@@ -271,7 +269,7 @@ class _StageBar:
 
 
 def run(store: Store, req: PipelineRequest, on_step: Callable[[Step], None] | None = None,
-        reporter: Reporter = SILENT, on_stage: Callable[..., None] | None = None) -> dict:
+        reporter: Reporter = SILENT, on_stage: Callable[..., None] | None = None, pool: Pool | None = None) -> dict:
     """Run (or find in the cache) every stage; returns what the report needs to filter on.
 
     `on_step(step)` hears each planned step when it starts and again when it ends (`plan_steps`
@@ -283,20 +281,23 @@ def run(store: Store, req: PipelineRequest, on_step: Callable[[Step], None] | No
     if req.ipc != cset.ipc:
         raise UsageError(f"the source set has IPC {cset.ipc}, not {req.ipc}", f"pass --ipc {cset.ipc}")
     betas = ccs_betas(req, cset, reporter)  # every check that needs no training, before any training
-    pool = Pool(req.executor, req.address, req.max_parallel)  # workers start once, for both sweeps
+    own = pool is None
+    pool = pool or Pool()  # workers start once, for both sweeps
     try:
         dyn_m, table = _dynamics_and_scores(store, req, set_m, cset, tell, inner, pool)
         pruned = _prune_all(store, req, set_m, cset, table, dyn_m, tell, betas)
         evals = _evaluate_all(store, req, [set_m] + pruned, tell, inner, pool)
     finally:
-        pool.close()
+        if own:
+            pool.close()
     return {"dataset": cset.dataset, "source": label, "set": set_m.key, "dynamics": dyn_m.key,
             "pruned": [m.key for m in pruned], "evals": [m.key for m in evals], **pool.summary()}
 
 
 def _source(store: Store, req: PipelineRequest, tell: _Teller, inner: Reporter) -> tuple[Manifest, object, str]:
     from . import condense
-    from .sets import load_set, resolve_set, set_label
+    from .importing import resolve_set
+    from .sets import load_set, set_label
 
     step = tell.start()
     if req.set_ref:
@@ -316,14 +317,14 @@ def _dynamics_and_scores(store, req, set_m, cset, tell: _Teller, inner: Reporter
     from .score import load_scores, scores_for_set
 
     # the defaults take what the store holds for the set (with enough seeds); options ask exactly
-    over = {"epochs": req.dynamics_epochs} if req.dynamics_epochs else {}
+    over = training.overrides(epochs=req.dynamics_epochs or None)
     if over or req.seeds != PipelineRequest.seeds:
         over["seeds"] = req.seeds
     step = tell.start()
     before = training_runs(store)
     dyn_m = dynamics_for_set(store, set_m, cset, device=req.device, overrides=over, min_seeds=req.seeds,
                              needs_model=bool(set(MODEL_METRICS) & set(req.metrics)), reporter=inner,
-                             executor=pool)
+                             pool=pool)
     tell.end(step, training_runs(store) == before)
     step = tell.start()
     score_m, cached, _ = scores_for_set(store, set_m, cset, ScoreOptions(), dyn_m=dyn_m, device=req.device,
@@ -366,7 +367,7 @@ def _prune_all(store, req, set_m, cset, table, dyn_m, tell: _Teller, betas) -> l
             steps = [tell.start() for _ in range(req.seeds if req.per_seed else 1)]
             opts = prune_stage.PruneOptions(seed=0 if req.per_seed else req.seed, device=req.device,
                                             ccs_beta=betas.get(t))
-            pruned = prune_stage.prune_runs(store, set_m, cset, t, rule, opts, table, dyn_m,
+            pruned = prune_stage.prune_runs(store, prune_stage.Source(set_m, cset, table, dyn_m), t, rule, opts,
                                             mean_scores=not req.per_seed)
             for step in steps:
                 tell.end(step, pruned.cached)
@@ -381,7 +382,7 @@ def _evaluate_all(store, req, sets: list[Manifest], tell: _Teller, inner: Report
     stage row shows the sweep's done / running / queued / failed runs."""
     from .evaluate import finish_eval, plan_eval, set_target
 
-    over = {"epochs": req.eval_epochs} if req.eval_epochs else {}
+    over = training.overrides(epochs=req.eval_epochs or None)
     tests: dict = {}  # every set tests on the same split: load and prepare it once
     plans = [plan_eval(store, set_target(store, m), repeats=req.repeats, device=req.device, reporter=inner,
                        tests=tests, **over) for m in sets]

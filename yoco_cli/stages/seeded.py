@@ -15,12 +15,12 @@ stacked model; otherwise each seed is its own job, with a resumable checkpoint i
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..executors import Executor, Resources
+from ..executors import Resources
 from ..store import Manifest, StageResult, Store, run_cached
 from . import sweep
 from .sweep import Job, Report, Run
@@ -39,15 +39,33 @@ def seed_params(params: dict, seed: int) -> dict:
     return {**params, "seed": int(seed)}
 
 
-def plan_seeds(store: Store, stage: str, version: int, params: dict, inputs: dict[str, str], seeds: list[int],
-               fn: Callable, spec: Any, together: bool, label: str, cost: float,
-               resources: Resources | None = None) -> list[Job]:
-    """One sweep job per seed (`spec.seeds = [s]`), or one job for all missing seeds when they
-    train `together` as one stacked model (CUDA); `cost` is one run's estimated CPU seconds."""
-    runs = {s: Run(stage, version, seed_params(params, s), inputs, f"{label} seed {s}") for s in seeds}
-    res = resources or Resources()
+@dataclass(frozen=True)
+class Keyed:
+    """What keys a run in the store: its stage and version, its params and its input digests."""
+    stage: str
+    version: int
+    params: dict
+    inputs: dict[str, str]
+
+
+@dataclass(frozen=True)
+class SeedWork:
+    """What each seed's job runs: `fn(spec)` with `spec.seeds` set, and what one run costs."""
+    fn: Callable
+    spec: Any
+    label: str
+    cost: float  # one run's estimated CPU seconds
+    resources: Resources = field(default_factory=Resources)
+
+
+def plan_seeds(store: Store, run: Keyed, seeds: list[int], work: SeedWork, *, together: bool) -> list[Job]:
+    """One sweep job per seed (`spec.seeds = [s]`, keyed as `run` plus the seed), or one job for all
+    missing seeds when they train `together` as one stacked model (CUDA)."""
+    runs = {s: Run(run.stage, run.version, seed_params(run.params, s), run.inputs, f"{work.label} seed {s}")
+            for s in seeds}
+    fn, spec, cost, res = work.fn, work.spec, work.cost, work.resources
     if together:
-        missing = [s for s in seeds if store.load_run(stage, runs[s].key) is None]
+        missing = [s for s in seeds if store.load_run(run.stage, runs[s].key) is None]
         if len(missing) > 1:
             rest = [s for s in seeds if s not in missing]
             return ([Job([runs[s] for s in missing], fn, replace(spec, seeds=missing), cost * len(missing), res)]
@@ -55,16 +73,14 @@ def plan_seeds(store: Store, stage: str, version: int, params: dict, inputs: dic
     return [Job([runs[s]], fn, replace(spec, seeds=[s]), cost, res) for s in seeds]
 
 
-def run_jobs(store: Store, jobs: list[Job], executor: Executor | sweep.Pool | None, device_type: str,
+def run_jobs(store: Store, jobs: list[Job], pool: sweep.Pool | None, device_type: str,
              on_epoch: Callable | None = None, on_status: Callable | None = None) -> Report:
-    """Run jobs on `executor`, on a caller's `sweep.Pool`, or (None) on one chosen for this work."""
+    """Run jobs on the caller's pool, or (None) on a pool of the default setting for this work alone."""
     progress = (lambda job, info: on_epoch(info)) if on_epoch is not None else None
-    if isinstance(executor, sweep.Pool):
-        return executor.run(store, jobs, device_type, on_status, progress)
-    if executor is not None:
-        return sweep.run(store, jobs, executor, on_status=on_status, on_progress=progress)
-    with sweep.Pool() as pool:
+    if pool is not None:
         return pool.run(store, jobs, device_type, on_status, progress)
+    with sweep.Pool() as own:
+        return own.run(store, jobs, device_type, on_status, progress)
 
 
 def seed_manifests(jobs: list[Job], report: Report) -> tuple[list[Manifest], list[int]]:
@@ -74,8 +90,8 @@ def seed_manifests(jobs: list[Job], report: Report) -> tuple[list[Manifest], lis
     return [report.manifests[r.key] for r in runs], [r.params["seed"] for r in runs if r.key in fresh]
 
 
-def group_manifest(store: Store, stage: str, version: int, params: dict, inputs: dict[str, str],
-                   runs: dict[int, Manifest], meta: dict, ref: str | None = None) -> Manifest:
+def group_manifest(store: Store, group: Keyed, runs: dict[int, Manifest], meta: dict,
+                   ref: str | None = None) -> Manifest:
     """Commit (or find) the group run whose outputs `seed{s}/{name}` are the per-seed objects."""
     def compute(tmp: Path, key: str) -> StageResult:
         outputs = {}
@@ -86,5 +102,6 @@ def group_manifest(store: Store, stage: str, version: int, params: dict, inputs:
                 outputs[f"seed{s}/{name}"] = dest
         return StageResult(outputs=outputs, meta={**meta, "runs": {str(s): m.key for s, m in runs.items()}})
 
-    m, _ = run_cached(store, stage, version, {**params, "seeds": sorted(runs)}, inputs, compute, ref=ref)
+    m, _ = run_cached(store, group.stage, group.version, {**group.params, "seeds": sorted(runs)}, group.inputs,
+                      compute, ref=ref)
     return m

@@ -29,7 +29,7 @@ from typing import Any
 
 from .. import errors
 from ..errors import IntegrityError, LockTimeout, YocoError
-from ..executors import Done, Executor, Failed, Resources, Task
+from ..executors import Done, Executor, Failed, Resources, Setting, Task
 from ..store import Manifest, StageResult, Store
 from ..store.manifest import run_key
 from ..store.runner import commit
@@ -274,21 +274,24 @@ class Pool:
     start once per pipeline). "auto" decides per sweep, from its work, until it picks a process
     pool or a cluster; the reports of every sweep make the summary of where runs ran."""
 
-    def __init__(self, name: str | None = None, address: str | None = None, max_parallel: int | None = None):
-        from ..executors import check_max_parallel, resolve_name
+    def __init__(self, setting: Setting | None = None, executor: Executor | None = None):
+        """`setting`: choose the executor from it when a sweep first needs one (default: auto, or
+        YOCO_EXECUTOR); `executor`: use this one for every sweep (closed with the pool)."""
+        from ..executors import Setting
 
-        resolve_name(name)  # a bad name fails before any work
-        self.name, self.address, self.max_parallel = name, address, check_max_parallel(max_parallel)
-        self.ex: Executor | None = None
+        self.setting = setting or Setting.parse()
+        self.ex: Executor | None = executor
+        self.fixed = executor is not None
         self.reports: list[Report] = []
 
     def get(self, store: Store, jobs: list[Job], device_type: str) -> Executor:
         from ..executors import choose
 
-        if self.ex is not None and self.ex.name != "serial":
+        if self.ex is not None and (self.fixed or self.ex.name != "serial"):
             return self.ex
         todo = [j for j in jobs if any(_lookup(store, r) is None for r in j.runs)]
-        ex = choose(self.name, address=self.address, max_parallel=self.max_parallel, device_type=device_type,
+        s = self.setting
+        ex = choose(s.name, address=s.address, max_parallel=s.max_parallel, device_type=device_type,
                     tasks=len(todo), seconds=sum(j.cost for j in todo))
         if self.ex is not None:
             self.ex.close()
