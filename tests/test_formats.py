@@ -176,7 +176,7 @@ def test_export_then_import_is_bit_exact(tmp_path, fmt):
 def test_export_refuses_a_layout_of_another_value_space(tmp_path):
     dsa = formats.read(write(tmp_path, "dsa"))
     with pytest.raises(UsageError) as e:
-        formats.export_idc(dsa, tmp_path / "x.pt")
+        formats.export(dsa, tmp_path / "x.pt", "idc")
     assert "normalized set as idc" in e.value.message and e.value.hint == "export it as dsa or mtt"
     assert not (tmp_path / "x.pt").exists()
 
@@ -185,7 +185,7 @@ def test_export_idc_sorts_by_class_and_notes_factor(tmp_path):
     y = torch.tensor([3, 1, 3, 1])
     x = _images(n=4)
     src = formats.CondensedSet(images=x, labels=y, dataset="cifar10", num_classes=10, factor=1)
-    notes = formats.export_idc(src, tmp_path / "d.pt")
+    notes = formats.export(src, tmp_path / "d.pt", "idc")
     assert any("reordered" in n for n in notes)
     assert any("has factor 1; idc readers assume 2" in n and "`yoco import` reads the factor from the file" in n
                for n in notes)

@@ -17,6 +17,9 @@ presets). All randomness of outer iteration `it` comes from a generator seeded w
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from ..errors import UsageError
 from .common import (
@@ -166,6 +169,21 @@ def train_net(model, opt, x_all, y_all, batches, s: dict, normalize, gen) -> Non
 
 # -- the run -------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class _Matching:
+    """What every class step of one run shares: the settings, the real data per class and the
+    transforms (fixed for the run; the model, images and generator change per step)."""
+    s: dict
+    ipc: int
+    factor: int
+    x_all: Any
+    pools: list
+    normalize: Callable
+    match_aug: Any
+    lr: float
+    decode_zoom: Callable
+
+
 def run(job: Job) -> Outcome:
     import torch
 
@@ -182,6 +200,7 @@ def run(job: Job) -> Outcome:
     normalize = real.normalize
     lr = image_lr(s, ipc, real.image_size)
     match_aug = DSA(s["match_aug"], siamese=True)
+    shared = _Matching(s, ipc, f, x_all, pools, normalize, match_aug, lr, decode_zoom)
 
     def outer(it: int) -> float:
         P, buf = state["images"], state["momentum"]
@@ -196,8 +215,7 @@ def run(job: Job) -> Outcome:
         for inner in range(s["inner_loop"]):
             model.train()
             for c in range(real.num_classes):
-                loss = _class_step(model, P, buf, c, ipc, f, x_all, pools[c], s, normalize, match_aug, lr, gen,
-                                   decode_zoom)
+                loss = _class_step(shared, model, P, buf, c, gen)
                 total, count = total + loss, count + 1
             if s["n_data"] and inner < s["inner_loop"] - 1:  # the net is dropped after the last step
                 train_net(model, opt, x_all, y_all, random_batches(everything, s["n_data"], s["net_batch"], gen),
@@ -208,10 +226,12 @@ def run(job: Job) -> Outcome:
     return final_outcome(state, labels, losses)
 
 
-def _class_step(model, P, buf, c, ipc, f, x_all, pool, s, normalize, match_aug, lr, gen, decode_zoom) -> float:
+def _class_step(m: _Matching, model, P, buf, c: int, gen) -> float:
     """One matching step for class c; momentum SGD on all of P (IDC steps one optimiser over the whole set)."""
     import torch
 
+    s, ipc, f, x_all, pool, normalize, match_aug, lr, decode_zoom = (
+        m.s, m.ipc, m.factor, m.x_all, m.pools[c], m.normalize, m.match_aug, m.lr, m.decode_zoom)
     dev = P.device
     real_idx = sample_indices(pool, s["batch_real"], gen).to(dev)
     x_real = normalize(x_all[real_idx])

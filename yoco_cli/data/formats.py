@@ -454,11 +454,6 @@ EXPORT_SPACES = {"idc": ("raw01",), "dream": ("raw01",), "dsa": ("normalized",),
                  "kip": ("zca",), "yoco": VALUE_SPACES}
 
 
-def export_idc(cset: CondensedSet, path: Path | str) -> list[str]:
-    """Write `[data, targets]` as IDC does (torch.save, class-sorted, raw01 sets only)."""
-    return export(cset, path, "idc")
-
-
 def export(cset: CondensedSet, path: Path | str, fmt: str = "idc") -> list[str]:
     """Write CSET in a published layout (atomically: temp file, then rename); returns notes.
 

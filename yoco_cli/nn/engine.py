@@ -596,11 +596,6 @@ def eval_pass(model: nn.Module, x: torch.Tensor, device: torch.device | str = "c
     return logits, ((torch.cat([o[1] for o in outs]) if outs else torch.zeros(0, 0)) if features else None)
 
 
-def accuracy(model: nn.Module, x, y, device="cpu", normalize=None, batch_size: int = 0) -> float:
-    logits, _ = eval_pass(model, x, device, normalize, batch_size)
-    return float((logits.argmax(1) == y.cpu()).double().mean()) if len(y) else float("nan")
-
-
 def save_model(model: nn.Module, path: Path | str) -> Path:
     """Final weights + the model spec (so `load_model` rebuilds the architecture), as safetensors."""
     state = {k: v for k, v in model.state_dict().items()}
