@@ -1,4 +1,4 @@
-"""Time one IDC outer iteration (spec 6.1, CIFAR-10 settings) on CIFAR-10-shaped synthetic tensors.
+"""Time one IDC outer iteration (docs/method.md §6.1, CIFAR-10 settings) on CIFAR-10-shaped synthetic tensors.
 
     python benchmarks/condense_step.py                 # CPU, and CUDA when present
     python benchmarks/condense_step.py --device cpu --inner 3

@@ -5,7 +5,7 @@
     python benchmarks/scoring.py --measure-epochs 200    # write and replay 200 epochs; CPU time scaled x5
     python benchmarks/scoring.py --model                 # also the model-based scores (entropy, loss, ssp)
 
-Input: a td-ipc{F}.pickle in the reference's layout (spec 2.3), written here: per batch of 64 the
+Input: a td-ipc{F}.pickle in the reference's layout (docs/method.md §2.3), written here: per batch of 64 the
 epoch, iteration, decoded indices and fp16 log-softmax outputs, pickled with plain `pickle.dump`
 (torch's own storage serialisation, as the reference's get_training_dynamics.py does).
 CIFAR-100 IPC 10: N = 4000 decoded images, 63,000 records, ~0.85 GB; IPC 50: N = 20,000,

@@ -226,7 +226,7 @@ def test_imagenet10_from_a_local_folder(cli, store, tmp_path):
     assert ds.train_x.shape == (10, 3, 224, 224) and ds.test_x.shape == (10, 3, 224, 224)
     assert ds.classes == list(readers.IMAGENET10_WNIDS) and ds.train_y.tolist() == list(range(10))
     red = (ds.train_x[:, 0, 112, 112] * 255).tolist()
-    # label k is WNID k of spec 1.5 (JPEG is lossy: a few levels of slack); the extra class is ignored
+    # label k is WNID k of docs/method.md §1.5 (JPEG is lossy: a few levels of slack); the extra class is ignored
     assert all(abs(r - 20 * k) <= 3 for k, r in enumerate(red))
     assert (ds.mean, ds.std) == real.STATS["imagenet10"]
     shutil.rmtree(root / "val" / readers.IMAGENET10_WNIDS[3])

@@ -47,7 +47,7 @@ def test_cli_dynamics_layout_and_more_seeds(cli, store):
     dyn, model, spec = runs[0]
     assert dyn.err.shape == (3, 80) and dyn.correct_num.shape == (3,) and spec["options"]["width"] == 8
     assert model(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
-    assert torch.equal(dyn.targets, torch.arange(10).repeat_interleave(8))  # decoded order (spec 1.3)
+    assert torch.equal(dyn.targets, torch.arange(10).repeat_interleave(8))  # decoded order (docs/method.md §1.3)
     assert int(dyn.correct.sum(1)[0]) == int(dyn.correct_num[0])
     r = cli("dynamics", "t/ipc2", "--seeds", "3", *FAST, "--json")
     assert r.exit_code == 0 and r.json()["computed"] == [2]  # seeds 0 and 1 come from the cache
@@ -67,7 +67,8 @@ def test_same_seed_twice_gives_identical_digests(store, tmp_path):
 
 
 def fabricate_records(n: int, classes: int = 10, epochs: int = 3, b: int = 7, seed: int = 0):
-    """A record stream with the reference's layout (spec 2.3): per batch epoch, iteration, idx, fp16 log-softmax."""
+    """A record stream in the reference's layout (docs/method.md §2.3): per batch epoch, iteration, idx,
+    fp16 log-softmax."""
     g = torch.Generator().manual_seed(seed)
     records = []
     for e in range(epochs):
@@ -192,7 +193,7 @@ def test_bad_input(cli, store):
 
 
 def test_dynamics_file_is_small():
-    # CIFAR-100 IPC10: 4000 decoded images, 1000 epochs; the reference pickle is about 0.9 GB (spec 8)
+    # CIFAR-100 IPC10: 4000 decoded images, 1000 epochs; the reference pickle is about 0.9 GB (docs/method.md §8)
     from yoco_cli.data.dynamics import Dynamics
 
     n, e = 4000, 50  # measure 50 epochs and scale: every per-epoch tensor grows linearly

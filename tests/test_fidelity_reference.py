@@ -1,10 +1,10 @@
 """yoco against a float32 transcription of the reference's scoring and selection (issue 11).
 
-The fixture is a reference-format `td-*.pickle` (spec 2.3) written here, with many samples the
+The fixture is a reference-format `td-*.pickle` (docs/method.md §2.3) written here, with many samples the
 network is all but certain of (p_y within 1e-4..1e-6 of 1): the easy samples YOCO keeps, where
 the algebraic error sqrt(sum p^2 - 2 p_y + 1) cancels to noise. The transcription below restates
-spec 3.2/3.3/3.8/4 the way the reference computes them (float32 torch, per record), written
-from the spec, not copied.
+docs/method.md §3.2, §3.3, §3.8, §4 the way the reference computes them (float32 torch, per record), written
+from docs/method.md, not copied.
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def reference_scores(records, targets, stop: int, k: int) -> dict:
         if r["epoch"] < 10:
             el2n[r["idx"]] += err
         correct_num[r["epoch"]] += int((p.argmax(1) == y).sum())
-    # top-K epochs of correct_num[:stop]; ties by ascending epoch (yoco's documented order, spec 4.6)
+    # top-K epochs of correct_num[:stop]; ties by ascending epoch (yoco's documented order, docs/method.md §4.6)
     chosen = sorted(sorted(range(stop), key=lambda t: (-int(correct_num[t]), t))[:k])
     lbpe = torch.zeros(n, dtype=torch.float32)
     for t in chosen:
@@ -83,7 +83,7 @@ def reference_order(score) -> list[int]:
 
 
 def reference_balanced_easy(score, ipc_from: int, ipc_to: int, unit: int) -> list[int]:
-    """yoco = per class (index ranges, spec 4.5), the tail of the descending order."""
+    """yoco = per class (index ranges, docs/method.md §4.5), the tail of the descending order."""
     per_range, keep = ipc_from * unit, ipc_to * unit
     order = reference_order(score)
     out = []
@@ -94,7 +94,8 @@ def reference_balanced_easy(score, ipc_from: int, ipc_to: int, unit: int) -> lis
 
 
 def reference_ccs(score, budget: int, beta: float, strata: int = 50) -> list[int]:
-    """spec 3.8: drop the hardest int(beta N), 50 strata in float32, ascending-size budgets, first in order."""
+    """docs/method.md §3.8: drop the hardest int(beta N), 50 strata in float32, ascending-size budgets,
+    first in order."""
     order = reference_order(score)
     pool = order[int(beta * len(order)):]
     s = score[pool].float()

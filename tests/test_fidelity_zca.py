@@ -98,7 +98,7 @@ def test_kip_file_in_zca_space_evaluates_end_to_end(cli, store, tmp_path, monkey
         r = cli("fetch", "mnist")
         assert r.exit_code == 0, r.stderr
     monkeypatch.setenv("YOCO_OFFLINE", "1")
-    # KIP's layout (spec 1.1): NHWC images, one-hot labels; 2 per class, already in KIP's ZCA space
+    # KIP's layout (docs/method.md §1.1): NHWC images, one-hot labels; 2 per class, already in KIP's ZCA space
     from yoco_cli.stages.datasets import load_real
 
     ds = load_real("mnist", store)

@@ -19,7 +19,7 @@ def _labels(ipc=IPC):
 
 
 def write(tmp_path, fmt, x=None, y=None):
-    """Write x, y in FMT's published on-disk layout (spec 1.1); returns the path to import."""
+    """Write x, y in FMT's published on-disk layout (docs/method.md §1.1); returns the path to import."""
     x = _images() if x is None else x
     y = _labels() if y is None else y
     if fmt == "idc":
@@ -118,7 +118,7 @@ def test_decoding_gives_the_right_tiles(tmp_path):
     B = IPC * 4
     for d in range(80):
         c, k = d // B, (d % B) // IPC
-        m = c * IPC + d % IPC  # spec 1.3 index mapping
+        m = c * IPC + d % IPC  # docs/method.md §1.3 index mapping
         assert int(origin[d]) == m and int(dec_y[d]) == c
         assert torch.allclose(dec[d], torch.full((3, 32, 32), (m * 4 + k) / 100))
 

@@ -17,7 +17,7 @@ from yoco_cli.nn.models import (
 )
 
 CASES = [  # name, channels, size, options, embed dim
-    ("convnet", 3, 32, {}, 2048),            # spec 3.7: ConvNet-3 -> 128*4*4
+    ("convnet", 3, 32, {}, 2048),            # docs/method.md §3.7: ConvNet-3 -> 128*4*4
     ("convnet", 1, 8, {}, 128),              # 8 -> 4 -> 2 -> 1
     ("convnet", 1, 8, {"width": 64, "depth": 2}, 256),
     ("convnet", 3, 32, {"norm": "batch"}, 2048),

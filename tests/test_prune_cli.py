@@ -96,7 +96,7 @@ def test_several_targets_export_and_indices(cli, store, tmp_path):
     assert tuple(data.shape) == (80, 1, 8, 8) and targets.shape == (80,)
     doc = json.loads((tmp_path / "idx-ipc1.json").read_text())
     assert len(doc["indices"]) == 40 and len(doc["stored"]) == 40
-    # stored origin of decoded index d in class-sorted IDC order: c*IPC + d mod IPC (spec 1.3)
+    # stored origin of decoded index d in class-sorted IDC order: c*IPC + d mod IPC (docs/method.md §1.3)
     assert all(s == (d // 40) * 10 + d % 10 for d, s in zip(doc["indices"], doc["stored"]))
     from yoco_cli.methods.select import random_select
 
@@ -137,7 +137,7 @@ def test_set_resolution(cli, store):
 
 
 def write_reference_scores(path, n=400, seed=0):
-    """A data-score-ipc10-ep100.pickle with the reference's keys (spec 3.10), written as it does."""
+    """A data-score-ipc10-ep100.pickle with the reference's keys (docs/method.md §3.10), written as it does."""
     import torch
 
     rng = np.random.default_rng(seed)

@@ -18,7 +18,7 @@ FIELDS = ("targets", "err", "correct", "margin_sum", "correct_num", "loss_epoch"
 
 
 def _records(n: int, classes: int, epochs: int, b: int, seed: int = 0, odd: bool = False) -> list[dict]:
-    """The reference's layout (spec 2.3); `odd` mixes in every other form a record can take."""
+    """The reference's layout (docs/method.md §2.3); `odd` mixes in every other form a record can take."""
     g = torch.Generator().manual_seed(seed)
     out = []
     for e in range(epochs):

@@ -1,4 +1,4 @@
-"""Scores on a hand-written record stream, checked against values computed by hand (spec 3).
+"""Scores on a hand-written record stream, checked against values computed by hand (docs/method.md §3).
 
 Stream: 4 samples, 3 classes, 6 epochs, one batch per epoch. Probability vectors:
   A = (.8,.1,.1) predicts 0   B = (.1,.8,.1) predicts 1   Cc = (.1,.1,.8) predicts 2
@@ -166,7 +166,7 @@ def test_presets_table_and_scaling():
     assert (short.stop_epoch, short.k) == (5, 1) and short.scaled and "scaled" in short.source
     assert presets.ccs_beta("cifar100", 10, 2) == 0.4
     with pytest.raises(UsageError, match="no CCS cut ratio") as e:
-        presets.ccs_beta("cifar10", 20, 1)  # a missing entry crashes the reference (P10)
+        presets.ccs_beta("cifar10", 20, 1)  # a missing entry crashes the reference (docs/method.md §9.10)
     assert "--ccs-beta" in e.value.hint
     assert presets.cut_count(0.29, 100) == 29  # int(0.29 * 100) == 28 in floats
 

@@ -1,4 +1,4 @@
-"""Selection rules (spec 4): counts, direction, balance, key grammar, CCS, k-means, determinism."""
+"""Selection rules (docs/method.md §4): counts, direction, balance, key grammar, CCS, k-means, determinism."""
 from __future__ import annotations
 
 import itertools
@@ -17,7 +17,7 @@ FAST = settings(max_examples=60, deadline=None)
 
 @st.composite
 def scored_sets(draw):
-    """A decoded set laid out like spec 1.3 (class-sorted), with tie-prone scores."""
+    """A decoded set laid out like docs/method.md §1.3 (class-sorted), with tie-prone scores."""
     classes = draw(st.integers(1, 6))
     ipc_from = draw(st.integers(2, 6))
     ipc_to = draw(st.integers(1, ipc_from - 1))
@@ -75,7 +75,7 @@ def test_balanced_uses_labels_not_index_ranges():
 def test_counts_reject_growing():
     with pytest.raises(UsageError):
         select.keep_counts(10, 10, 4, 400)
-    assert select.keep_counts(10, 1, 4, 400) == (4, 40)  # CIFAR-10 10 -> 1 keeps 40 of 400 (spec 4.1)
+    assert select.keep_counts(10, 1, 4, 400) == (4, 40)  # CIFAR-10 10 -> 1 keeps 40 of 400 (docs/method.md §4.1)
     assert select.keep_counts(10, 1, 9, 900) == (9, 90)  # ImageNet-10
 
 
@@ -134,7 +134,7 @@ def test_ccs_strata_contain_the_max_and_budgets_sum(values, strata):
 
 
 def test_ccs_negative_scores_keep_their_max():
-    s = np.array([-10.0, -5.0, -1.0])  # the reference's 1.0001 * max would exclude -1 (P7)
+    s = np.array([-10.0, -5.0, -1.0])  # the reference's 1.0001 * max would exclude -1 (docs/method.md §9.7)
     ids = select.ccs_strata(s, 50)
     assert ids.tolist() == [0, 27, 49]  # (-5 + 10) / (9.0001 / 50) = 27.8
 
@@ -178,7 +178,7 @@ def test_kmeans_select_counts_any_ipc_and_seeded():
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(3), 30)
     feats = rng.normal(size=(90, 5)) + labels[:, None] * 10.0
-    for per_class in (1, 3, 7):  # not only 1/2/5/10 (P5)
+    for per_class in (1, 3, 7):  # not only 1/2/5/10 (docs/method.md §9.5)
         kept = select.kmeans_select(feats, labels, per_class, 0, True, seed=0)
         assert np.bincount(labels[kept], minlength=3).tolist() == [per_class] * 3
         assert len(set(kept.tolist())) == 3 * per_class

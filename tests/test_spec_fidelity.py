@@ -1,6 +1,6 @@
-"""Second reading against the method spec (sections 1.3, 2.2, 3, 4, 5.4, 5.5).
+"""Second reading against docs/method.md §1.3, §2.2, §3, §4, §5.4, §5.5.
 
-Each test restates one rule of the spec as a small, independent, deliberately naive
+Each test restates one rule of docs/method.md as a small, independent, deliberately naive
 computation (per sample, per record, in plain Python) and checks the package against it,
 so a change that drifts from the reference's semantics fails here even if the package's
 own tests were changed along with it.
@@ -22,7 +22,7 @@ from yoco_cli.nn import augment as A
 from yoco_cli.nn import engine as E
 from yoco_cli.nn.models import model_spec
 
-# -- a record stream (spec 2.3) and its naive replay (spec 3) --------------------------------------
+# -- a record stream (docs/method.md §2.3) and its naive replay (docs/method.md §3) ----------------
 
 def _stream(n=23, c=4, epochs=7, batch=5, seed=0):
     rng = np.random.default_rng(seed)
@@ -42,7 +42,7 @@ def _naive(y, records, n, c, epochs):
     correct_num = np.zeros(epochs, dtype=np.int64)
     loss_epoch = np.zeros(epochs)
     margin = np.zeros(n)
-    last = np.zeros(n, dtype=int)  # last_i initialised to 0 (spec 3.4)
+    last = np.zeros(n, dtype=int)  # last_i initialised to 0 (docs/method.md §3.4)
     forgetting = np.zeros(n, dtype=int)
     for t, idx, out in records:
         p = out.float().exp().numpy()
@@ -57,7 +57,7 @@ def _naive(y, records, n, c, epochs):
             nll.append(-math.log(p[r][label]))
             forgetting[i] += int(last[i] == 1 and a == 0)
             last[i] = a
-        loss_epoch[t] += np.mean(nll)  # sum over batches of the batch-mean NLL (spec 3.1)
+        loss_epoch[t] += np.mean(nll)  # sum over batches of the batch-mean NLL (docs/method.md §3.1)
     return err, correct_num, loss_epoch, margin, forgetting
 
 
@@ -130,7 +130,7 @@ def test_forgetting_sequences_by_hand():
     assert f.tolist() == [2, 0, 1, 0, 2]
 
 
-# -- selection (spec 4) --------------------------------------------------------------------------
+# -- selection (docs/method.md §4) -----------------------------------------------------------------
 
 def _naive_select(sc, labels, per_class, total, use_hard, balanced):
     """The reference's rule: one descending order, ties by ascending index; hard = head, easy = tail."""
@@ -189,10 +189,10 @@ def test_counts_are_integers_of_spec_4_1():
     assert select.keep_counts(50, 10, 4, 100 * 50 * 4) == (40, 4000)
 
 
-# -- CCS (spec 3.8) ------------------------------------------------------------------------------
+# -- CCS (docs/method.md §3.8) ---------------------------------------------------------------------
 
 def _naive_ccs(score, budget, beta, strata=50):
-    """Transcription of the spec in float32 torch, as the reference computes it."""
+    """Transcription of docs/method.md §3.8 in float32 torch, as the reference computes it."""
     s_all = torch.tensor(score, dtype=torch.float32)
     n = len(s_all)
     order = sorted(range(n), key=lambda i: (-s_all[i].item(), i))
@@ -228,7 +228,7 @@ def test_ccs_budget_allocation_by_hand():
     assert select.ccs_budgets([5, 0, 2, 10], 9).tolist() == [3, 0, 2, 4]
 
 
-# -- decoding (spec 1.3) -------------------------------------------------------------------------
+# -- decoding (docs/method.md §1.3) ----------------------------------------------------------------
 
 def test_decode_224_by_3_pads_with_gray_and_cuts_75px_tiles():
     x = torch.rand(2, 3, 224, 224)
@@ -252,7 +252,7 @@ def test_decoded_index_mapping():
         assert int(dy[d]) == c and int(origin[d]) == c * ipc + d % ipc
 
 
-# -- DSA and CutMix (spec 5.4, 5.5) --------------------------------------------------------------
+# -- DSA and CutMix (docs/method.md §5.4, §5.5) ----------------------------------------------------
 
 def test_dsa_order_and_exactly_one_drawn_op():
     dsa = A.DSA("color_crop_flip_scale_rotate")
@@ -280,7 +280,7 @@ def test_cutmix_box_is_the_reference_rand_bbox():
             assert (x1, x2) == (min(max(cx - cut // 2, 0), 32), min(max(cx + cut // 2, 0), 32))
 
 
-# -- the engine's hook and schedules (spec 2.2, 2.3, 5.2) ----------------------------------------
+# -- the engine's hook and schedules (docs/method.md §2.2, §2.3, §5.2) -----------------------------
 
 def test_hook_gets_pre_step_train_mode_outputs_of_the_augmented_batch(monkeypatch):
     spec = model_spec("convnet", 4, 1, 8, width=8, depth=2)

@@ -278,7 +278,7 @@ def evaluate(target: SetLike | str, *, repeats: int = 3, model: str | None = Non
              epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
              aug: str | None = None, cutmix: float | None = None, full: bool = False, device: str = "auto",
              home=None) -> EvalResult:
-    """The paper's evaluation (spec 5): train `repeats` fresh networks on the set, test on the real
+    """The paper's evaluation (docs/method.md §5): train `repeats` fresh networks on the set, test on the real
     test split. `full=True` (or a dataset name such as "digits") evaluates the whole training split.
 
     >>> import yoco_cli as yoco

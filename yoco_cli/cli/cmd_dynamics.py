@@ -21,7 +21,7 @@ from .common import (
 )
 from .training_options import check_switches, options
 
-TRAIN_PANEL = "Training (defaults: the dataset's preset, spec section 2)"
+TRAIN_PANEL = "Training (defaults: the dataset's preset, docs/method.md §2)"
 TRAIN = options("dynamics", TRAIN_PANEL, "seeds")
 REF_PANEL = "Reading the reference's files"
 

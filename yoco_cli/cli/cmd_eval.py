@@ -1,4 +1,4 @@
-"""`yoco eval SET`: the paper's evaluation protocol (spec 5) on the real test split, cached."""
+"""`yoco eval SET`: the paper's evaluation protocol (docs/method.md §5) on the real test split, cached."""
 from __future__ import annotations
 
 from typing import Annotated
@@ -20,7 +20,7 @@ from .common import (
 )
 from .training_options import check_switches, options
 
-TRAIN_PANEL = "Training (defaults: the dataset's preset, spec section 5)"
+TRAIN_PANEL = "Training (defaults: the dataset's preset, docs/method.md §5)"
 TRAIN = options("eval", TRAIN_PANEL, "repeats")
 
 

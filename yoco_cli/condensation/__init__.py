@@ -13,8 +13,8 @@ from types import ModuleType
 from ..errors import UsageError
 
 METHODS = {
-    "idc": "idc",            # Kim et al. ICML'22, multi-formation gradient matching (spec 6.1)
-    "dm": "dm",              # Zhao & Bilen WACV'23, distribution matching, multi-formation (spec 6.2)
+    "idc": "idc",            # Kim et al. ICML'22, multi-formation gradient matching (docs/method.md §6.1)
+    "dm": "dm",              # Zhao & Bilen WACV'23, distribution matching, multi-formation (docs/method.md §6.2)
     "random": "random_subset",  # seeded real subset in the same layout: the baseline
     "herding": "herding",    # deterministic real subset (pixel-space herding)
 }

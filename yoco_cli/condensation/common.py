@@ -75,14 +75,14 @@ def check_numbers(s: dict, positive: tuple = (), nonnegative: tuple = (), moment
             raise UsageError(f"setting {k} must lie in [0, 1], got {s[k]}")
 
 
-# -- multi-formation layout (spec 6.1, inverse of data/decode.py) ------------------------------
+# -- multi-formation layout (docs/method.md §6.1, inverse of data/decode.py) -----------------------
 
 def tile_boxes(height: int, width: int, factor: int) -> list[tuple[int, int, int, int]]:
     """(top, left, tile height, tile width) of the f*f tiles, row-major (k = i*f + j).
 
     Tiles are the crops decoding cuts (side ceil(H/f)); the last row/column of tiles is
     what is left of the image (decoding pads it with gray). For 224/3 this is 75, 75, 74,
-    IDC's layout (spec 6.1); for 32/2 and 8/2 all tiles are equal.
+    IDC's layout (docs/method.md §6.1); for 32/2 and 8/2 all tiles are equal.
     """
     def sizes(n: int) -> list[int]:
         side = math.ceil(n / factor)
@@ -128,7 +128,8 @@ def layout_from_indices(real: RealDataset, chosen: list[torch.Tensor], ipc: int,
 
 
 def mix_init(real: RealDataset, ipc: int, factor: int):
-    """Spec 6.1 `mix`: the first IPC*f^2 training images of each class, in dataset order, as tiles.
+    """IDC's `mix` init (docs/method.md §6.1): the first IPC*f^2 training images of each class, in
+    dataset order, as tiles.
 
     With f = 1 this is IDC's init for single-formation sets: the first IPC real images.
     """

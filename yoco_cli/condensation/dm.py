@@ -1,4 +1,4 @@
-"""DM (Zhao & Bilen, WACV'23) with multi-formation: distribution matching (spec 6.2).
+"""DM (Zhao & Bilen, WACV'23) with multi-formation: distribution matching (docs/method.md §6.2).
 
 Each iteration draws a fresh randomly initialised network (never trained, never updated)
 and, for every class, matches the mean embedding of a real batch with the mean embedding

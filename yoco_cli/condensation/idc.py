@@ -1,9 +1,9 @@
-"""IDC (Kim et al., ICML'22): multi-formation condensation by gradient matching (spec 6.1).
+"""IDC (Kim et al., ICML'22): multi-formation condensation by gradient matching (docs/method.md §6.1).
 
 Synthetic images P live in raw pixel space ([0, 1]), f x f training images per stored
 image. Each outer iteration:
   1. a fresh network (and its SGD), pre-trained for `early` epochs on real data if asked
-     (IDC's ImageNet setting; the YOCO copy drops this, spec P15);
+     (IDC's ImageNet setting; the YOCO copy drops this, docs/method.md §9.15);
   2. P is clamped to [0, 1];
   3. `inner_loop` times: for every class, match the gradient of the loss on a real batch
      with the gradient on the class's decoded synthetic images (both normalised, then the
@@ -64,7 +64,7 @@ def preset(dataset: str) -> dict:
 
 
 def image_lr(settings: dict, ipc: int, image_size: int) -> float:
-    """IDC's scaling of the tagged learning rate (spec 6.1 table)."""
+    """IDC's scaling of the tagged learning rate (docs/method.md §6.1, settings)."""
     scale = settings["lr_scale"]
     if scale not in LR_SCALES:
         raise UsageError(f"unknown lr_scale {scale!r}", f"use one of {', '.join(LR_SCALES)}")
@@ -94,7 +94,7 @@ def validate(s: dict) -> None:
 # -- the pieces ------------------------------------------------------------------------------
 
 def distance(a, b, metric: str):
-    """IDC's per-tensor distances: a SUM, not a mean (spec 6.1)."""
+    """IDC's per-tensor distances: a SUM, not a mean (docs/method.md §6.1)."""
     d = a - b
     return (d * d).sum() if metric == "mse" else d.abs().sum()
 

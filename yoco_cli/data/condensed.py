@@ -1,6 +1,6 @@
 """A condensed set: stored images, labels, and what is needed to read them right.
 
-`value_space` says what the numbers are, so nothing is normalised twice (spec P4):
+`value_space` says what the numbers are, so nothing is normalised twice (docs/method.md §9.4):
   raw01       pixels in about [0, 1] (IDC, DREAM, our own condensations) -> normalise before training
   normalized  already (x - mean) / std (DSA, MTT without ZCA)             -> use as is
   zca         ZCA-whitened (KIP, MTT-ZCA)                                 -> use as is; test set needs ZCA
@@ -68,7 +68,7 @@ class CondensedSet:
         return torch.bincount(self.labels, minlength=self.num_classes).tolist()
 
     def decoded(self):
-        """(images, labels, stored origin) after multi-formation decoding (spec 1.3)."""
+        """(images, labels, stored origin) after multi-formation decoding (docs/method.md §1.3)."""
         from .decode import decode_set
 
         return decode_set(self.images, self.labels, self.factor)

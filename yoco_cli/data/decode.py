@@ -1,4 +1,4 @@
-"""Multi-formation decoding (IDC's `decode_zoom`, spec 1.3), with class membership from labels.
+"""Multi-formation decoding (IDC's `decode_zoom`, docs/method.md §1.3), with class membership from labels.
 
 A stored image of side H holds f x f tiles. Decoding pads right/bottom with 0.5 (raw-space
 gray) when H mod f != 0, cuts tiles of side ceil(H/f) in row-major order (k = i*f + j),

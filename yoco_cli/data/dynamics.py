@@ -1,4 +1,4 @@
-"""Training dynamics as per-(epoch, sample) sufficient statistics (spec sections 2.3 and 3).
+"""Training dynamics as per-(epoch, sample) sufficient statistics (docs/method.md §2.3, §3).
 
 The reference dumps fp16 log-softmax outputs for every batch of every epoch (0.9 GB for
 CIFAR-100 IPC 10) and replays them to score. We accumulate, online, exactly what the
@@ -9,7 +9,7 @@ scores need and nothing else:
     margin_sum[i]  float32  sum_t p_{i,t}[y] - max_{k!=y} p_{i,t}[k]   (AUM over all epochs)
     correct_num[t] int64    sum_i correct[t, i]                (top-K epoch choice)
     loss_epoch[t]  float32  sum over the epoch's batches of the batch-mean NLL (`--use-loss`)
-    targets[i]     int64    labels of the decoded images (index = decoded index, spec 1.3)
+    targets[i]     int64    labels of the decoded images (index = decoded index, docs/method.md §1.3)
 
 The engine and the reader of the reference's `td-*.pickle` both feed `Recorder.update`
 with log-probabilities, so both paths give identical statistics by construction.
@@ -112,7 +112,7 @@ def _is_argmax(p, y, p_y, other_max):
 
 @dataclass
 class Records:
-    """Per-batch log-probabilities in record order (the reference's `td-*.pickle` content, spec 2.3).
+    """Per-batch log-probabilities in record order (the reference's `td-*.pickle` content, docs/method.md §2.3).
 
     Record r is batch r of the run: `epoch[r]`, `iteration[r]` (batch index within its epoch)
     and `size[r]` rows of `idx` (decoded indices) and `output` (float16 log-softmax [rows, C]),
@@ -178,7 +178,7 @@ class Recorder:
     def update(self, epoch: int, idx, log_probs, batch_sizes: list[int] | None = None) -> None:
         """One batch: `log_probs` [b, C] (log-softmax, any float dtype) for decoded indices `idx` [b].
 
-        The reference logs the log-softmax as float16 and scores exp() of that (spec 2.3, 3, P14),
+        The reference logs the log-softmax as float16 and scores exp() of that (docs/method.md §2.3, §3, §9.14),
         so every path rounds to float16 first: the engine's float32 outputs then give the same
         statistics as a reference pickle of the same outputs (argmax ties included). From there
         on everything is float32 (error, margin) or wider (sums), as in the reference.

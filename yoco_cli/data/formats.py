@@ -1,4 +1,4 @@
-"""Readers and writers for the published condensed-set formats (spec 1.1).
+"""Readers and writers for the published condensed-set formats (docs/method.md §1.1).
 
     format  file(s)                          object in the file                      value space  factor
     idc     data.pt                          [data, targets]                         raw01        2 (<128 px) / 3
@@ -11,7 +11,7 @@
 
 Foreign `.pt` files are opened with `torch.load(weights_only=True)` (plus NumPy arrays, which
 some converted files hold): a pickle that would call anything else is refused (exit 3).
-Class membership always comes from the labels, never from index ranges (spec P6).
+Class membership always comes from the labels, never from index ranges (docs/method.md §9.6).
 `export` writes a set back in any of these layouts, but only into a layout whose readers take
 its values in the set's own value space (an IDC file must hold raw pixels), see EXPORT_SPACES.
 """
@@ -52,7 +52,7 @@ class Loaded:
 
 
 def default_factor(fmt: str, side: int) -> int:
-    """IDC/DREAM store f x f tiles per image: f = 2 at CIFAR size, 3 at ImageNet size (spec 1.1)."""
+    """IDC/DREAM store f x f tiles per image: f = 2 at CIFAR size, 3 at ImageNet size (docs/method.md §1.1)."""
     if fmt in ("idc", "dream"):
         return 3 if side >= 128 else 2
     return 1
@@ -449,7 +449,7 @@ def _load_own(path: Path, dataset, factor, ipc, value_space) -> Loaded:
 # -- writing ---------------------------------------------------------------------------------------
 
 # What each layout's readers take its values to be. Writing a set into a layout of another
-# value space would make the next reader normalize it twice (or not at all), spec P4.
+# value space would make the next reader normalize it twice (or not at all), docs/method.md §9.4.
 EXPORT_SPACES = {"idc": ("raw01",), "dream": ("raw01",), "dsa": ("normalized",), "mtt": ("normalized", "zca"),
                  "kip": ("zca",), "yoco": VALUE_SPACES}
 

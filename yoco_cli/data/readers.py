@@ -3,7 +3,7 @@
     cifar10, cifar100   the python tarballs (pickled dicts of uint8 arrays), canonical 50k/10k split
     svhn                train_32x32.mat / test_32x32.mat (label 10 means digit 0)
     mnist, fashion      gzipped idx files, canonical 60k/10k split
-    imagenet10          the 10 classes of spec 1.5 from a local ImageNet folder, Resize 224 + CenterCrop 224
+    imagenet10          the 10 classes of docs/method.md §1.5 from a local ImageNet folder, Resize 224 + CenterCrop 224
     folder:PATH         any ImageFolder tree of image files (PATH/train + PATH/test, or one tree split)
 
 Pure functions: no store, no network, no output. The `dataset` stage (stages/datasets.py)
@@ -34,7 +34,7 @@ from ..files import BoundedReader
 from . import real
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
-# Spec 1.5: the first 10 WNIDs of the reference's class list, labels 0..9 in this order.
+# docs/method.md §1.5: the first 10 WNIDs of the reference's class list, labels 0..9 in this order.
 IMAGENET10_WNIDS = ("n02869837", "n01749939", "n02488291", "n02107142", "n13037406",
                     "n02091831", "n04517823", "n04589890", "n03062245", "n01773797")
 FOLDER_TEST_FRACTION = 0.2

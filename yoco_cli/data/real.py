@@ -58,7 +58,7 @@ class RealDataset:
         }
 
 
-# Normalisation stats by dataset name, known without loading the data (spec 1.2).
+# Normalisation stats by dataset name, known without loading the data (docs/method.md §1.2).
 STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
     "cifar100": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),  # the reference reuses CIFAR-10's

@@ -1,4 +1,4 @@
-"""Write yoco's dynamics and scores in the reference's own pickle layouts (spec 2.3 and 3.10).
+"""Write yoco's dynamics and scores in the reference's own pickle layouts (docs/method.md §2.3, §3.10).
 
 Both files are plain `pickle.dump`s of dicts holding torch tensors, as the reference writes
 them, so `pickle.load` with only torch installed reads them, the reference's `test.py` and

@@ -1,6 +1,6 @@
 """Per-setting constants of the reference: LBPE's (stop_epoch, K) and CCS's hard-cut ratio beta.
 
-Both tables are read off the reference code (spec 3.2 and 3.8). They are facts about what
+Both tables are read off the reference code (docs/method.md §3.2, §3.8). They are facts about what
 the paper ran, so they live here as data, and every value can be overridden on the CLI.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ from ..errors import UsageError
 # The reference records 1000 epochs of dynamics; its stop epochs are absolute epochs of that run.
 REFERENCE_EPOCHS = 1000
 
-# (condense_key, dataset) -> (stop_epoch, K)   spec 3.2. DSA generates its scores with stop 100
-# although its evaluation config reads an "ep10" file (P8): we follow the generation side.
+# (condense_key, dataset) -> (stop_epoch, K)   docs/method.md §3.2. DSA generates its scores with stop 100
+# although its evaluation config reads an "ep10" file (docs/method.md §9.8): we follow the generation side.
 LBPE_TABLE: dict[tuple[str, str], tuple[int, int]] = {
     ("idc", "cifar10"): (100, 10),
     ("idc", "cifar100"): (200, 10),
@@ -28,7 +28,7 @@ LBPE_TABLE: dict[tuple[str, str], tuple[int, int]] = {
 # Anything else (digits, our own condensations): IDC CIFAR-10's proportions, stop = E/10, K = 10.
 GENERIC = (100, 10)
 
-# dataset -> {(ipc_from, ipc_to): beta}   spec 3.8 (argument.py of the reference)
+# dataset -> {(ipc_from, ipc_to): beta}   docs/method.md §3.8 (argument.py of the reference)
 CCS_BETA: dict[str, dict[tuple[int, int], float]] = {
     "cifar10": {(10, 1): 0.3, (10, 2): 0.1, (10, 5): 0.0,
                 (50, 1): 0.3, (50, 2): 0.3, (50, 5): 0.3, (50, 10): 0.1},
@@ -85,7 +85,7 @@ def lbpe_preset(condense_key: str | None, dataset: str, epochs: int) -> LbpePres
 
 
 def first_lr_drop(epochs: int, schedule: str = "iteration") -> int | None:
-    """The epoch in which the learning rate first drops (MultiStepLR at 2/3 of training, spec 2.2)."""
+    """The epoch in which the learning rate first drops (MultiStepLR at 2/3 of training, docs/method.md §2.2)."""
     return None if schedule == "constant" else (2 * epochs) // 3
 
 
@@ -114,7 +114,7 @@ def check_lbpe(stop_epoch: int, k: int, epochs: int) -> None:
 
 
 def ccs_beta(dataset: str, ipc_from: int, ipc_to: int) -> float:
-    """The reference's hard-cut ratio; a setting it never ran is a usage error, not a crash (P10)."""
+    """The reference's hard-cut ratio; a setting it never ran is a usage error, not a crash (docs/method.md §9.10)."""
     table = CCS_BETA.get(_dataset_key(dataset), {})
     if (ipc_from, ipc_to) not in table:
         known = "; ".join(f"{d} from IPC {', '.join(sorted({str(a) for a, _ in t}, key=int))}"
@@ -125,7 +125,7 @@ def ccs_beta(dataset: str, ipc_from: int, ipc_to: int) -> float:
 
 
 def cut_count(beta: float, n: int) -> int:
-    """int(beta * n) in exact arithmetic: 0.29 * 100 is 28.999... in floats, 29 here (P17)."""
+    """int(beta * n) in exact arithmetic: 0.29 * 100 is 28.999... in floats, 29 here (docs/method.md §9.17)."""
     if not 0.0 <= beta < 1.0:
         raise UsageError(f"--ccs-beta must lie in [0, 1), got {beta}")
     return int(Fraction(str(beta)) * n)

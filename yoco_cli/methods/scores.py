@@ -1,4 +1,4 @@
-"""Every score of spec section 3, one function per metric, registered by name.
+"""Every score of docs/method.md §3, one function per metric, registered by name.
 
 Dynamics-based scores read only the sufficient statistics of `yoco_cli.data.dynamics.Dynamics`
 (err [E,N], correct [E,N], margin_sum [N], correct_num [E], loss_epoch [E]); model-based ones
@@ -58,7 +58,7 @@ def top_k_epochs(values, k: int, stop_epoch: int, largest: bool = True) -> list[
     """The K best epochs in [0, stop_epoch), by one total order: best value first, ties by ascending epoch.
 
     largest=True ranks by descending value (correct_num), False by ascending (loss_epoch).
-    `torch.topk` leaves ties to chance (P11); a stable sort of the negated key does not.
+    `torch.topk` leaves ties to chance (docs/method.md §9.11); a stable sort of the negated key does not.
     """
     import numpy as np
 
@@ -159,7 +159,7 @@ REGISTRY["ssp"] = Metric("ssp", "selection", True, None,
 
 
 def logit_scores(logits, y) -> dict:
-    """Entropy and cross-entropy per sample from the final model's eval-mode logits (spec 3.5-3.6)."""
+    """Entropy and cross-entropy per sample from the final model's eval-mode logits (docs/method.md §3.6)."""
     import torch.nn.functional as F
 
     q = logits.softmax(1)

@@ -1,13 +1,13 @@
-"""Selection rules of spec section 4: which decoded images a pruned set keeps.
+"""Selection rules of docs/method.md §4: which decoded images a pruned set keeps.
 
-One total order everywhere (spec 4.6): descending score, ties by ascending decoded index.
+One total order everywhere (docs/method.md §4.6): descending score, ties by ascending decoded index.
 "hard" keeps the head of that order, "easy" the tail (for AUM, where high = easy, the head
 and tail swap, so "hard" still means the hardest samples). Balanced (YOCO's Rule 2) applies
 the same order within each class; imbalanced applies it to the whole set. Classes are read
-from the decoded labels, not from index ranges (P6). Kept indices are returned ascending.
+from the decoded labels, not from index ranges (docs/method.md §9.6). Kept indices are returned ascending.
 
-Also here: the reference's key grammar (spec 4.3), CCS's strata and budgets (3.8), and the
-k-means prototype selection behind "ssp" (3.7).
+Also here: the reference's key grammar (docs/method.md §4.3), CCS's strata and budgets (§3.8),
+and the k-means prototype selection behind "ssp" (docs/method.md §3.7).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ..errors import UsageError
 
-# our metric -> (hard, balanced) when the user says nothing (spec 4.2; lbpe = "yoco")
+# our metric -> (hard, balanced) when the user says nothing (docs/method.md §4.2; lbpe = "yoco")
 DEFAULTS: dict[str, tuple[bool, bool]] = {
     "lbpe": (False, True), "el2n": (True, False), "forgetting": (True, False), "aum": (True, False),
     "entropy": (True, False), "loss": (True, False), "ccs": (True, False), "ssp": (True, False),
@@ -23,7 +23,7 @@ DEFAULTS: dict[str, tuple[bool, bool]] = {
 }
 # metrics whose easy/hard choice means nothing (normalised so they share one cache entry)
 NO_DIRECTION = {"random", "ssp", "ccs"}
-# reference key bases in the order the reference tests them (spec 4.3) -> our metric
+# reference key bases in the order the reference tests them (docs/method.md §4.3) -> our metric
 KEY_BASES = [("entropy", "entropy"), ("accumulated_margin", "aum"), ("forgetting", "forgetting"),
              ("el2n", "el2n"), ("random", "random"), ("ssp", "ssp"), ("yoco", "lbpe")]
 
@@ -49,7 +49,7 @@ class Rule:
 
 
 def rule_for(metric: str, hard: bool | None = None, balanced: bool | None = None) -> Rule:
-    """A rule from --metric/--easy/--hard/--balanced/--imbalanced, with spec 4.2's defaults."""
+    """A rule from --metric/--easy/--hard/--balanced/--imbalanced, with the defaults of docs/method.md §4.2."""
     if metric not in DEFAULTS:
         raise UsageError(f"unknown metric {metric!r}", f"use one of {', '.join(DEFAULTS)}")
     d_hard, d_bal = DEFAULTS[metric]
@@ -82,7 +82,7 @@ def parse_key(key: str) -> Rule:
                      f"the reference's keys contain one of {bases}; loss and raw LBPE are reachable with --metric")
 
 
-# -- counts (spec 4.1, integers only: P17) -------------------------------------------------------
+# -- counts (docs/method.md §4.1; integers only, §9.17) ----------------------------------------
 def keep_counts(ipc_from: int, ipc_to: int, unit: int, n: int) -> tuple[int, int]:
     """(kept per class when balanced, kept in total when imbalanced).
 
@@ -98,7 +98,7 @@ def keep_counts(ipc_from: int, ipc_to: int, unit: int, n: int) -> tuple[int, int
 
 # -- score-based selection ------------------------------------------------------------------------
 def total_order(scores):
-    """Positions sorted by descending score, ties by ascending index (spec 4.6)."""
+    """Positions sorted by descending score, ties by ascending index (docs/method.md §4.6)."""
     import numpy as np
 
     s = np.asarray(scores, dtype=np.float64)
@@ -130,7 +130,7 @@ def select_by_score(scores, labels, rule: Rule, per_class: int, total: int, high
 
 
 def random_select(labels, per_class: int, total: int, balanced: bool, seed: int):
-    """Uniform without replacement, seeded: `random` / `random_balance` (spec 3.9)."""
+    """Uniform without replacement, seeded: `random` / `random_balance` (docs/method.md §3.9)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -144,12 +144,12 @@ def random_select(labels, per_class: int, total: int, balanced: bool, seed: int)
     return np.sort(np.concatenate(out))
 
 
-# -- CCS (spec 3.8) --------------------------------------------------------------------------------
+# -- CCS (docs/method.md §3.8) ---------------------------------------------------------------------
 def ccs_strata(scores, strata: int = 50):
     """Stratum id of each score: `strata` equal-width bins over [min, hi).
 
     hi = max + 1e-4 * |max|, which is the reference's 1.0001 * max for positive scores, but
-    also contains the maximum for zero or negative scores (P7); the top id is clamped, so the
+    also contains the maximum for zero or negative scores (docs/method.md §9.7); the top id is clamped, so the
     maximum is always in the last stratum whatever rounding does.
     """
     import numpy as np
@@ -185,7 +185,7 @@ def ccs_select(scores, budget: int, cut: int, strata: int = 50, random: bool = F
     """Coverage-centric selection over EL2N: drop the `cut` hardest, stratify, allocate, pick.
 
     Within a stratum the reference takes the first b_j in pool order, i.e. the hardest left
-    (its flag is inverted, P7): that is the default. random=True samples uniformly (seeded),
+    (its flag is inverted, docs/method.md §9.7): that is the default. random=True samples uniformly (seeded),
     as the CCS paper intended.
     """
     import numpy as np
@@ -208,7 +208,7 @@ def ccs_select(scores, budget: int, cut: int, strata: int = 50, random: bool = F
     return np.sort(np.concatenate(kept)) if kept else pool[:0]
 
 
-# -- k-means prototypes (spec 3.7, "ssp") ----------------------------------------------------------
+# -- k-means prototypes (docs/method.md §3.7, "ssp") -----------------------------------------------
 def kmeans_prototypes(features, n_clusters: int, seed: int, duplicates: str = "fill"):
     """Positions of the samples nearest to each of `n_clusters` k-means centroids.
 

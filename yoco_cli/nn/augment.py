@@ -1,6 +1,6 @@
 """Batched augmentation on the device, every draw from an explicit `torch.Generator`.
 
-DSA (differentiable Siamese augmentation, spec 5.4). The strategy string is split on "_":
+DSA (differentiable Siamese augmentation, docs/method.md §5.4). The strategy string is split on "_":
 `flip`, `color` and `cutout` always apply when named; exactly one of the remaining named
 ops (`crop`, `scale`, `rotate`, `translate`) is drawn uniformly per call. Order:
 flip -> color (brightness, saturation, contrast) -> the drawn op -> cutout. Per-sample mode
@@ -12,10 +12,10 @@ back-propagates through them). Applied to normalized tensors, as the reference d
     dsa = DSA("color_crop_flip_scale_rotate")
     x_aug = dsa(x, gen)
 
-CutMix (spec 5.5): `cutmix(x, y, gen, p=0.5)` -> (mixed_x, y_a, y_b, ratio), where
+CutMix (docs/method.md §5.5): `cutmix(x, y, gen, p=0.5)` -> (mixed_x, y_a, y_b, ratio), where
 ratio = 1 - (clipped box area)/(H*W) is the weight of y_a in the loss.
 
-ImageNet per-sample pipeline (spec 2.1/5.2) on raw [0,1] images: RandomResizedCrop
+ImageNet per-sample pipeline (docs/method.md §2.1, §5.2) on raw [0,1] images: RandomResizedCrop
 (scale 0.5-1, ratio 3/4-4/3) + horizontal flip in one `grid_sample`, ColorJitter 0.4
 (brightness, contrast, saturation; one random order per batch) and AlexNet PCA lighting
 0.1. Crops whose side would exceed the image are clamped to it (torchvision retries and
@@ -36,7 +36,7 @@ from ..errors import UsageError
 
 ALWAYS_ON = ("flip", "color", "cutout")
 CHOICE_OPS = ("crop", "scale", "rotate", "translate")
-DEFAULT_STRATEGY = "color_crop_flip_scale_rotate"  # evaluation and dynamics (spec 5.2)
+DEFAULT_STRATEGY = "color_crop_flip_scale_rotate"  # evaluation and dynamics (docs/method.md §5.2)
 
 
 @dataclass(frozen=True)

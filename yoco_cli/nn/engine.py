@@ -1,12 +1,12 @@
 """The one training loop behind dynamics, eval and condense.
 
-    cfg = TrainConfig(epochs=1000, schedule="iteration")            # spec 2.2 (dynamics)
+    cfg = TrainConfig(epochs=1000, schedule="iteration")            # docs/method.md §2.2 (dynamics)
     [res] = train(spec, x, y, cfg, seeds=[0], device=dev, normalize=(mean, std), hooks=[rec.update])
 
 Design (airbench-style):
 - The training images sit on the device as one tensor (normalized once unless the ImageNet
   pipeline needs raw pixels); an epoch is a seeded permutation sliced into batches, so each
-  sample is seen exactly once per epoch (last batch smaller, spec 2.2). No DataLoader.
+  sample is seen exactly once per epoch (last batch smaller, docs/method.md §2.2). No DataLoader.
 - Every random choice of run `seed` comes from three sources derived from it: the weight
   init (`torch.manual_seed(seed)` inside `fork_rng`, on the CPU so every device starts from
   the same weights), a CPU generator for the permutations and a device generator for the
@@ -15,7 +15,7 @@ Design (airbench-style):
   milestones floor(2T/3), floor(5T/6) counted in iterations (dynamics) or epochs (eval).
 - Per batch: [ImageNet pipeline ->] DSA -> CutMix -> forward (train mode) -> loss -> step.
   `hooks[m](epoch, idx, log_probs)` receives the log-softmax of that very forward, i.e.
-  on the augmented/CutMix input with the weights before this step (spec 2.3).
+  on the augmented/CutMix input with the weights before this step (docs/method.md §2.3).
 - Several seeds: on CUDA, models without BatchNorm train together as one stacked model
   (torch.func.stack_module_state + vmap), each with its own permutation and augmentation
   stream; elsewhere one after another (vmap measured 0.25-0.6x on this CPU).
@@ -58,7 +58,7 @@ class TrainConfig:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "iteration"  # "iteration" (dynamics, spec 2.2) | "epoch" (eval, spec 5.2) | "constant"
+    schedule: str = "iteration"  # "iteration" (dynamics, docs/method.md §2.2) | "epoch" (eval, §5.2) | "constant"
     gamma: float = 0.2
     dsa: str = DEFAULT_STRATEGY  # "" = no DSA
     cutmix_p: float = 0.5
@@ -111,7 +111,7 @@ def lr_at(cfg: TrainConfig, marks: list[int], step: int) -> float:
 
 
 def eval_epochs(epochs: int) -> tuple[int, ...]:
-    """Validation points of spec 5.2: after epochs E/4, E/2, 3E/4 and E."""
+    """Validation points of docs/method.md §5.2: after epochs E/4, E/2, 3E/4 and E."""
     return tuple(sorted({e for e in (epochs // 4, epochs // 2, (3 * epochs) // 4, epochs) if e > 0}))
 
 

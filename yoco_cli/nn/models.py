@@ -1,4 +1,4 @@
-"""The networks of the paper's protocol (spec 2.2, 5.2, 5.3), built by name.
+"""The networks of the paper's protocol (docs/method.md §2.2, §5.2, §5.3), built by name.
 
     build_model("convnet", num_classes=10, channels=3, image_size=32)        # ConvNet-3, width 128, instance norm
     build_model("resnet10_ap", 10, 3, 224)                                    # ResNetAP-10 (IDC's ImageNet net)
@@ -12,7 +12,7 @@ Every model has `embed(x)` (the features the classifier sees: 2048-d for ConvNet
 (weights are stored separately, as safetensors).
 
 "Instance norm" is GroupNorm with one group per channel and affine parameters, exactly
-the reference's choice (spec 2.2). Pooling stops once a map is 1 pixel, so every model
+the reference's choice (docs/method.md §2.2). Pooling stops once a map is 1 pixel, so every model
 accepts any image size from 8x8 up (8x8 digits go 8 -> 4 -> 2 -> 1 through ConvNet-3).
 """
 from __future__ import annotations
@@ -103,7 +103,7 @@ class ConvNet(nn.Module):
         return self.classifier(self.embed(x))
 
 
-# -- ResNetAP (IDC's ResNet with average-pool downsampling, spec 5.3) -------------------------
+# -- ResNetAP (IDC's ResNet with average-pool downsampling, docs/method.md §5.3) -------------------
 
 class _APBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, norm: str):
@@ -149,7 +149,7 @@ class ResNetAP(nn.Module):
         self.layers = nn.Sequential(*stages)
         self.feature_dim = cin
         self.classifier = nn.Linear(cin, num_classes)
-        for m in self.modules():  # spec 5.3: He-style normal init for convs, unit norms
+        for m in self.modules():  # docs/method.md §5.3: He-style normal init for convs, unit norms
             if isinstance(m, nn.Conv2d):
                 n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
                 nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / n))

@@ -19,7 +19,7 @@ from .sets import set_result
 
 STAGE = "condense"
 VERSION = 1
-DEFAULT_FACTOR = {"imagenet10": 3}  # IDC: f=3 at 224 px, f=2 elsewhere (spec 6.1)
+DEFAULT_FACTOR = {"imagenet10": 3}  # IDC: f=3 at 224 px, f=2 elsewhere (docs/method.md §6.1)
 DEFAULT_CHECKPOINT_EVERY = 50
 
 

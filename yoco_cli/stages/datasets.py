@@ -187,7 +187,7 @@ def _load_registered(name: str, store, reporter: Reporter) -> real.RealDataset:
 
 
 def dataset_stats(name: str, store=None) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) the reference normalizes `name` with (spec 1.2), known without loading the data
+    """(mean, std) the reference normalizes `name` with (docs/method.md §1.2), known without loading the data
     for the published datasets; digits and folders use their own train split's."""
     if name in real.STATS:
         return real.STATS[name]

@@ -1,4 +1,4 @@
-"""Training dynamics of a condensed set (spec 2), recorded online or read from the reference.
+"""Training dynamics of a condensed set (docs/method.md §2), recorded online or read from the reference.
 
 Storage layout (what `load_dynamics` reads; `yoco score`/`yoco prune` consume it):
 
@@ -14,7 +14,7 @@ Storage layout (what `load_dynamics` reads; `yoco score`/`yoco prune` consume it
       meta     dataset, num_classes, num_samples, seeds, epochs, set (key), model (spec), source
                ("engine" | "reference-pickle"), runs {seed: run key}, summary
 
-Indices of the statistics are decoded indices in spec 1.3's order (`CondensedSet.decoded()`).
+Indices of the statistics are decoded indices in the order of docs/method.md §1.3 (`CondensedSet.decoded()`).
 Recording happens on the device from the very forward pass the SGD step uses (no extra pass,
 no test-set pass unless `test_every` is given). Long runs checkpoint at epoch boundaries every
 30 s into the store's partial folder, so an interrupted run resumes where it stopped and the
@@ -46,7 +46,7 @@ from .seeded import (
 from .sets import set_label
 from .training import TrainPreset
 
-# 2: scores from float16 log-probs (spec 2.3); 3: float32 per-epoch error by a non-cancelling formula
+# 2: scores from float16 log-probs (docs/method.md §2.3); 3: float32 per-epoch error by a non-cancelling formula
 RUN_STAGE, STAGE, VERSION = "dynamics-run", "dynamics", 3
 CHECKPOINT_EVERY_S = 30.0
 
@@ -242,7 +242,7 @@ def _default_ref(store: Store, set_manifest: Manifest) -> str:
 # -- the reference's td-*.pickle files -------------------------------------------------------------
 
 def read_reference_pickle(path: Path, targets, num_classes: int, seed: int = 0):
-    """Replay a reference `td-ipc*.pickle` (spec 2.3) through the same Recorder the engine feeds.
+    """Replay a reference `td-ipc*.pickle` (docs/method.md §2.3) through the same Recorder the engine feeds.
 
     The records of one epoch go to the Recorder together, as one matrix, whenever their tensors are
     stored as torch pickles them (dense, float log-probs, integer indices) and no sample repeats:
@@ -256,7 +256,7 @@ def read_reference_pickle(path: Path, targets, num_classes: int, seed: int = 0):
     records = doc.get("training_dynamics") if isinstance(doc, dict) else None
     if not isinstance(records, list) or not records:
         raise IntegrityError(f"{path} is not a reference dynamics pickle",
-                             "expected a dict with a non-empty 'training_dynamics' list (spec 2.3)")
+                             "expected a dict with a non-empty 'training_dynamics' list (docs/method.md §2.3)")
     n = int(targets.shape[0])
     epochs = _epoch_count(path, records, n)
     rec = Recorder(targets, epochs, num_classes)
@@ -464,7 +464,7 @@ def export_paths(path: Path, seeds: list[int]) -> dict[int, Path]:
 
 
 def export_reference(store: Store, group: Manifest, path: Path) -> dict[int, Path]:
-    """Write every seed's records as the reference's td-*.pickle (spec 2.3); returns {seed: file}."""
+    """Write every seed's records as the reference's td-*.pickle (docs/method.md §2.3); returns {seed: file}."""
     from ..data.dynamics import Records
     from ..data.reference_files import td_document, write_pickle
     from ..files import check_output_file

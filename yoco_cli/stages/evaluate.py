@@ -1,4 +1,4 @@
-"""Evaluation protocol of spec 5: train a fresh network on a set, test on the real test split.
+"""Evaluation protocol of docs/method.md §5: train a fresh network on a set, test on the real test split.
 
 Per repeat (seed r): the set's decoded images, the dataset's preset (model, epochs, DSA,
 CutMix), SGD lr 0.01 / momentum 0.9 / wd 5e-4 with MultiStepLR per epoch at floor(2E/3),
@@ -45,7 +45,7 @@ RUN_STAGE, STAGE, VERSION = "eval-run", "eval", 2  # 2: real splits named by ten
 
 def plan(dataset: str, num_classes: int, channels: int, image_size: int, ipc: int, factor: int, **overrides):
     """(model spec, TrainConfig) of the evaluation preset with overrides (model, epochs, batch_size,
-    lr, aug, cutmix, compile); the LR steps per epoch and the test points are spec 5's."""
+    lr, aug, cutmix, compile); the LR steps per epoch and the test points follow docs/method.md §5.2."""
     from ..nn.engine import eval_epochs
     from .fitted import DataShape
 
@@ -72,7 +72,7 @@ class _Target:
 
 
 def evaluate_set(store: Store, set_manifest: Manifest, cset: CondensedSet, **params) -> Manifest:
-    """Spec-5 evaluation of a stored condensed (or pruned) set; cached. Library API (docs/training.md)."""
+    """Evaluation (docs/method.md §5) of a stored condensed (or pruned) set; cached. Library API (docs/training.md)."""
     return run_eval(store, set_manifest, cset, **params)[0]
 
 
@@ -99,7 +99,7 @@ def _set_target(store: Store, m: Manifest, cset: CondensedSet) -> _Target:
     from .sets import set_label
 
     x, y, _ = cset.decoded()
-    # ImageNet's epoch rule uses the IPC and factor the set was condensed at, also after pruning (spec 5.2)
+    # ImageNet's epoch rule uses the IPC and factor the set was condensed at, also after pruning (docs/method.md §5.2)
     pruned = (cset.meta or {}).get("pruned") or {}
     ipc = int(pruned.get("from") or cset.ipc or 1)
     factor = int(pruned.get("source_factor") or cset.factor)
@@ -134,7 +134,7 @@ class EvalSpec:
 
 
 def eval_job(spec: EvalSpec, progress: Callable | None = None) -> list[Output]:
-    """Train one model per seed and test it (spec 5): one `result` JSON per seed."""
+    """Train one model per seed and test it (docs/method.md §5): one `result` JSON per seed."""
     from ..nn import engine
     from ..nn.device import resolve_device
 

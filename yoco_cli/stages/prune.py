@@ -1,6 +1,6 @@
 """Stage "prune": a condensed set + scores -> the kept decoded images, as a new stored set.
 
-The pruning unit is the decoded image (spec 4.1). The output set holds the kept decoded
+The pruning unit is the decoded image (docs/method.md §4.1). The output set holds the kept decoded
 images themselves (factor 1; meta["pruned"] records the source factor, parent, rule and
 from/to; `origin` = kept decoded indices in the parent) and is named
 `<parent-ref>@<metric>-<easy|hard>-<balanced|imbalanced>-ipc<to>`. Its nominal IPC is the
@@ -46,9 +46,9 @@ PER_SEED, MEAN_SCORES = "per-seed", "mean-scores"
 class PruneOptions:
     seed: int = 0
     score_run: int | None = None      # None: mean over dynamics runs
-    ccs_beta: float | None = None     # None: the reference's table (spec 3.8)
+    ccs_beta: float | None = None     # None: the reference's table (docs/method.md §3.8)
     ccs_strata: int = presets.CCS_STRATA
-    ccs_random: bool = False          # reference: first in pool order (P7)
+    ccs_random: bool = False          # reference: first in pool order (docs/method.md §9.7)
     ssp_duplicates: str = "fill"      # "keep": the reference's list with repeats
     ssp_run: int = 0                  # whose final model gives ssp's features
     device: str = "auto"

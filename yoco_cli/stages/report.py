@@ -1,8 +1,8 @@
 """`yoco report`: evaluation results from the store, as tables shaped like the paper's.
 
-Tables (spec 7.2 skeletons), built only from what was measured, never filled in:
+Tables (the shapes of docs/method.md §7.2), built only from what was measured, never filled in:
   main      rows Random, SSP, Entropy, AUM, Forgetting, EL2N, CCS, YOCO (each metric with
-            the reference's default direction and balance, spec 4.2); columns IPC_F->IPC_T
+            the reference's default direction and balance, docs/method.md §4.2); columns IPC_F->IPC_T
   rules     the two-rules ablation: random / random balanced / LBPE easy imbalanced / YOCO
   balance   each metric imbalanced vs balanced (Table 5)
   easyhard  AUM, Forgetting, EL2N hard vs easy, plus YOCO (Table 4)

@@ -11,7 +11,7 @@ augmentation). ccs uses el2n; ssp is chosen by k-means at prune time (it depends
 target IPC). meta carries what each score used (chosen epochs, window, options), per-metric
 statistics for the summary table, and the setting (condense key, dataset) the presets came from.
 
-`from_file` reads the reference's `data-score-ipc*-ep*.pickle` (spec 3.10) through the
+`from_file` reads the reference's `data-score-ipc*-ep*.pickle` (docs/method.md §3.10) through the
 restricted unpickler into the same layout, so users can prune with the paper's own scores.
 """
 from __future__ import annotations
@@ -228,7 +228,7 @@ def load_scores(store: Store, m: Manifest) -> ScoreTable:
     return ScoreTable(m, ts)
 
 
-# -- the reference's score pickles (spec 3.10) -----------------------------------------------------
+# -- the reference's score pickles (docs/method.md §3.10) ------------------------------------------
 REF_KEYS = {"el2n": ("el2n", "LBPE_0_10"), "forgetting": ("forgetting",), "aum": ("accumulated_margin",),
             "entropy": ("entropy",), "loss": ("loss",)}
 
@@ -330,7 +330,7 @@ def export_paths(path: Path, runs: int) -> dict[int, Path]:
 
 
 def export_scores(store: Store, m: Manifest, path: Path, kmeans: bool = True, device: str = "cpu") -> dict[int, Path]:
-    """Every run's scores as the reference's data-score pickle (spec 3.10) or as JSON; returns {run: file}.
+    """Every run's scores as the reference's data-score pickle (docs/method.md §3.10) or as JSON; returns {run: file}.
 
     The pickle also carries what the reference's file holds beyond yoco's scores (correctness,
     forgetting counts, correct_num, loss_epoch, the chosen epochs' LBPE_t_{t+1}), from the

@@ -1,7 +1,7 @@
 """What a network sees of a set: the value space its images are stored in, mapped to the model's input.
 
 A set's images are decoded (data/decode.py) and then normalised or ZCA-whitened exactly as the engine
-trained on them (docs/method.md: never twice). Dynamics, scoring, pruning and evaluation all ask here,
+trained on them (never twice: docs/method.md §9.4). Dynamics, scoring, pruning and evaluation all ask here,
 so none of them imports another stage for it.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from .datasets import dataset_stats
 
 
 def model_input(cset, x):
-    """Decoded images -> the model's input space, exactly as the engine trained on them (P4: never twice)."""
+    """Decoded images -> the model's input space, as the engine trained on them (never twice: docs/method.md §9.4)."""
     from ..nn.engine import set_normalization
     stats = set_normalization(cset.value_space, dataset_stats(cset.dataset))
     if stats is None:

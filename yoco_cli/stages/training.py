@@ -1,4 +1,4 @@
-"""The training presets of the two stages that train on a set: dynamics (spec 2) and eval (spec 5).
+"""The training presets of the two stages that train on a set: dynamics and eval (docs/method.md §2, §5).
 
 One preset type for both. Each stage has a table by dataset name; a dataset without a row
 takes CIFAR-10's. `plan` turns a preset plus the user's overrides into (model spec,
@@ -31,14 +31,14 @@ class TrainPreset:
 # uses ConvNet-2 of width 64; short runs keep it to seconds on a CPU.
 DIGITS_MODEL = {"width": 64, "depth": 2}
 
-# spec 2.2
+# docs/method.md §2.2
 DYNAMICS: dict[str, TrainPreset] = {
     "cifar10": TrainPreset(),
     "cifar100": TrainPreset(),
     "imagenet10": TrainPreset(model="resnet10_ap", imagenet_aug=True),
     "digits": TrainPreset(model_options=DIGITS_MODEL, epochs=100),
 }
-# spec 5.1-5.2
+# docs/method.md §5.1, §5.2
 EVAL: dict[str, TrainPreset] = {
     "cifar10": TrainPreset(),
     "cifar100": TrainPreset(),
@@ -71,7 +71,7 @@ def fitted_preset(table: str, dataset: str, shape=None) -> tuple[TrainPreset, st
 
 
 def ipc_epochs(ipc: int, factor: int) -> int:
-    """ImageNet's epoch rule on decoded images per class (spec 5.2): 2000/1500/1000/500/300."""
+    """ImageNet's epoch rule on decoded images per class (docs/method.md §5.2): 2000/1500/1000/500/300."""
     n = ipc * factor * factor
     for limit, epochs in ((10, 2000), (50, 1500), (200, 1000), (500, 500)):
         if n <= limit:
