@@ -121,7 +121,7 @@ def test_api_prune_and_cli_prune_run_one_entry_point_and_give_the_same_digests(t
 
     api_home, cli_home = tmp_path / "api", tmp_path / "cli"
     src = yoco.condense("digits", ipc=10, method="random", home=api_home)
-    dyn = yoco.dynamics(src, seeds=2, epochs=int(EPOCHS), home=api_home)
+    dyn = yoco.dynamics(src, seeds=2, epochs=4, home=api_home)
     yoco.prune(src, to=[1, 2], metric="lbpe", balanced=True, dynamics=dyn.ref, home=api_home)
     ccs = yoco.prune(src, to=2, key="ccs", ccs_beta=0.2, ccs_strata=5, dynamics=dyn.ref, home=api_home)
     ssp = yoco.prune(src, to=1, metric="ssp", ssp_duplicates="keep", dynamics=dyn.ref, home=api_home)
@@ -136,7 +136,7 @@ def test_api_prune_and_cli_prune_run_one_entry_point_and_give_the_same_digests(t
     run = CliRunner()
     threads = ["--threads", str(torch.get_num_threads())]
     for args in (["condense", "digits", "--ipc", "10", "--method", "random"],
-                 ["dynamics", "digits/random/ipc10", "--seeds", "2", "--epochs", EPOCHS],
+                 ["dynamics", "digits/random/ipc10", "--seeds", "2", "--epochs", "4"],
                  ["prune", "digits/random/ipc10", "--to", "1", "2", "--metric", "lbpe", "--balanced",
                   "--dynamics", dyn.ref],
                  ["prune", "digits/random/ipc10", "--to", "2", "--key", "ccs", "--ccs-beta", "0.2",
@@ -164,3 +164,32 @@ def test_api_prune_checks_options_before_any_training(tmp_path):
     from yoco_cli.store import Store
 
     assert not [n for n in Store(tmp_path).refs() if "dynamics" in n]  # nothing trained
+
+
+def test_the_api_takes_its_own_results_and_names_a_wrong_type(tmp_path):
+    import yoco_cli as yoco
+    from yoco_cli.errors import UsageError
+
+    src = yoco.condense("digits", ipc=10, method="random", home=tmp_path)
+    dyn = yoco.dynamics(src, seeds=2, epochs=4, executor="serial", home=tmp_path)
+    sc = yoco.score(dyn, home=tmp_path)
+    by_result = yoco.prune(src, to=1, metric="lbpe", balanced=True, dynamics=dyn, home=tmp_path)
+    by_scores = yoco.prune(src, to=1, metric="lbpe", balanced=True, scores=sc, home=tmp_path)
+    by_name = yoco.prune(src.ref, to=1, metric="lbpe", balanced=True, dynamics=dyn.ref, home=tmp_path)
+    assert [r.key for r in by_result] == [r.key for r in by_name] == [r.key for r in by_scores]
+    assert len(by_result) == 2  # one pruned set per dynamics run
+
+    evals = yoco.evaluate(by_result, repeats=1, epochs=2, executor="serial", home=tmp_path)
+    assert isinstance(evals, list) and len(evals) == 2 and all(0.0 <= e.best_mean <= 1.0 for e in evals)
+    assert yoco.evaluate(by_result[0], repeats=1, epochs=2, home=tmp_path).key == evals[0].key
+
+    with pytest.raises(UsageError) as err:
+        yoco.evaluate([by_result[0], src.set], repeats=1, epochs=2, home=tmp_path)
+    assert str(err.value).startswith("target[1]: a CondensedSet is not something yoco can name")
+    assert "tensor" not in str(err.value) and "SetResult" in err.value.hint
+    with pytest.raises(UsageError, match="^dynamics: a ScoreResult"):
+        yoco.prune(src, to=1, dynamics=sc, home=tmp_path)
+    with pytest.raises(UsageError, match="batched"):
+        yoco.dynamics(src, seeds=1, epochs=2, batched="yes", home=tmp_path)
+    with pytest.raises(UsageError, match="not an executor"):
+        yoco.evaluate(src, repeats=1, epochs=2, executor="gpu", home=tmp_path)

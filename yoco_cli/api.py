@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
+from .errors import UsageError
 from .progress import SILENT, Reporter
 
 
@@ -77,7 +78,7 @@ class FetchResult:
     summary: str
 
 
-SetLike = Union[str, Path, SetResult]
+SetLike = str | Path | SetResult
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -87,13 +88,31 @@ def _store(home: str | Path | None):
     return Store(Path(home).expanduser() if home is not None else None).ensure()
 
 
-def _set(store, target: SetLike):
+def _ref_of(value: Any, param: str, *results: type) -> str:
+    """A ref name, key prefix or path: given as text, a Path, or one of the API's own result objects.
+    Anything else is a UsageError naming the parameter and what it takes (never a repr of tensors)."""
+    if isinstance(value, (str, Path)):
+        return str(value)
+    if results and isinstance(value, results):
+        return value.key
+    took = ", ".join(["a ref name", "a key prefix", "a path"] + [r.__name__ for r in results])
+    raise UsageError(f"{param}: a {type(value).__name__} is not something yoco can name",
+                     f"{param} takes {took}")
+
+
+def _set(store, target: SetLike, param: str = "target"):
     """(manifest, CondensedSet) of a ref, key prefix, file path or SetResult."""
     from .stages.importing import resolve_set
 
-    if isinstance(target, SetResult):
-        return resolve_set(store, target.key)
-    return resolve_set(store, str(target))
+    return resolve_set(store, _ref_of(target, param, SetResult))
+
+
+def _pool(executor: str | None, address: str | None, max_parallel: int | None):
+    """Where this call's training runs go (as the CLI's --executor/--address/--max-parallel)."""
+    from .executors import Setting
+    from .stages.sweep import Pool
+
+    return Pool(Setting.parse(executor, address, max_parallel))
 
 
 def _ref(store, m) -> str | None:
@@ -168,9 +187,13 @@ def condense(dataset: str = "digits", *, ipc: int = 10, method: str = "idc", fac
 
 def dynamics(target: SetLike, *, seeds: int = 3, epochs: int | None = None, batch_size: int | None = None,
              lr: float | None = None, model: str | None = None, aug: str | None = None,
-             cutmix: float | None = None, device: str = "auto", name: str | None = None, home=None,
-             reporter: Reporter = SILENT) -> DynamicsResult:
-    """Train `seeds` models on a set and record their per-epoch, per-sample statistics.
+             cutmix: float | None = None, test_every: int | None = None, records: bool = False,
+             batched: str = "auto", compile: str = "auto", device: str = "auto", name: str | None = None,
+             executor: str | None = None, address: str | None = None, max_parallel: int | None = None,
+             home=None, reporter: Reporter = SILENT) -> DynamicsResult:
+    """Train `seeds` models on a set and record their per-epoch, per-sample statistics
+    (`records=True` also keeps per-class log-probabilities; `executor`, `address`, `max_parallel`
+    say where the runs go, as the CLI's options do).
 
     >>> import yoco_cli as yoco
     >>> d = yoco.dynamics("digits/random/ipc10", seeds=1, epochs=20)     # doctest: +SKIP
@@ -180,10 +203,15 @@ def dynamics(target: SetLike, *, seeds: int = 3, epochs: int | None = None, batc
     from .stages import dynamics as dynamics_stage
     from .stages import training
 
+    training.check_switches(batched=batched, compile=compile)
     store = _store(home)
     set_m, cset = _set(store, target)
-    over = training.overrides(epochs=epochs, batch_size=batch_size, lr=lr, model=model, aug=aug, cutmix=cutmix)
-    group, info = dynamics_stage.compute_dynamics(store, set_m, cset, seeds=seeds, device=device, ref=name, **over)
+    over = training.overrides(epochs=epochs, batch_size=batch_size, lr=lr, model=model, aug=aug, cutmix=cutmix,
+                              test_every=test_every)
+    with _pool(executor, address, max_parallel) as pool:
+        group, info = dynamics_stage.compute_dynamics(store, set_m, cset, seeds=seeds, device=device, ref=name,
+                                                      batched=batched, compile=compile, records=records,
+                                                      reporter=reporter, pool=pool, **over)
     runs = [dyn for dyn, _model, _spec in dynamics_stage.load_dynamics(store, group)]
     return DynamicsResult(_ref(store, group), group.key, runs, list(group.meta["seeds"]),
                           sorted(info.get("computed") or []))
@@ -213,6 +241,8 @@ def score(target: SetLike | DynamicsResult, *, k: int | None = None, stop_epoch:
     dyn_m = None
     if isinstance(target, DynamicsResult):
         dyn_m = store.resolve(target.key, stage="dynamics", what="dynamics artifact")
+        if not dyn_m.inputs:
+            raise UsageError(f"the dynamics {target.key[:12]} name no set", "score the set itself")
         set_m = next((s for d in sorted(set(dyn_m.inputs.values())) if (s := find_set(store, d)) is not None), None)
         cset = load(store, set_m)
     else:
@@ -230,7 +260,8 @@ def score(target: SetLike | DynamicsResult, *, k: int | None = None, stop_epoch:
 def prune(target: SetLike, *, to: int | list[int], metric: str = "lbpe", hard: bool | None = None,
           balanced: bool | None = None, key: str | None = None, seed: int = 0,
           score_run: int | None = None, mean_scores: bool = False, k: int | None = None,
-          stop_epoch: int | None = None, scores: str | None = None, dynamics: str | None = None,
+          stop_epoch: int | None = None, scores: str | ScoreResult | None = None,
+          dynamics: str | DynamicsResult | None = None,
           dynamics_epochs: int | None = None, dynamics_seeds: int | None = None,
           ccs_beta: float | None = None, ccs_strata: int = 50, ccs_random: bool = False,
           ssp_duplicates: str = "fill", ssp_run: int = 0, device: str = "auto", home=None,
@@ -261,8 +292,10 @@ def prune(target: SetLike, *, to: int | list[int], metric: str = "lbpe", hard: b
     opts = prune_stage.PruneOptions(seed=seed, score_run=score_run, ccs_beta=ccs_beta, ccs_strata=ccs_strata,
                                     ccs_random=ccs_random, ssp_duplicates=ssp_duplicates, ssp_run=ssp_run,
                                     device=device)
+    scores_ref = _ref_of(scores, "scores", ScoreResult) if scores is not None else None
+    dyn_ref = _ref_of(dynamics, "dynamics", DynamicsResult) if dynamics is not None else None
     req = prune_stage.PruneRequest(rule, [to] if isinstance(to, int) else list(to), opts,
-                                   ScoreOptions(k=k, stop_epoch=stop_epoch), scores_ref=scores, dynamics_ref=dynamics,
+                                   ScoreOptions(k=k, stop_epoch=stop_epoch), scores_ref=scores_ref, dynamics_ref=dyn_ref,
                                    dynamics=training.overrides(epochs=dynamics_epochs, seeds=dynamics_seeds),
                                    mean_scores=mean_scores)
     out = []
@@ -274,32 +307,46 @@ def prune(target: SetLike, *, to: int | list[int], metric: str = "lbpe", hard: b
     return out
 
 
-def evaluate(target: SetLike | str, *, repeats: int = 3, model: str | None = None,
+def evaluate(target: SetLike | list[SetResult], *, repeats: int = 3, model: str | None = None,
              epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
-             aug: str | None = None, cutmix: float | None = None, full: bool = False, device: str = "auto",
-             home=None) -> EvalResult:
+             aug: str | None = None, cutmix: float | None = None, full: bool = False, batched: str = "auto",
+             compile: str = "auto", device: str = "auto", executor: str | None = None,
+             address: str | None = None, max_parallel: int | None = None, home=None,
+             reporter: Reporter = SILENT) -> Any:
     """The paper's evaluation (docs/method.md §5): train `repeats` fresh networks on the set, test on the real
     test split. `full=True` (or a dataset name such as "digits") evaluates the whole training split.
+    A list of sets (what `prune` returns: one per dynamics run) gives a list of results, in order.
 
     >>> import yoco_cli as yoco
     >>> r = yoco.evaluate("digits/random/ipc10", repeats=1, epochs=20)   # doctest: +SKIP
     >>> 0.0 <= r.best_mean <= 1.0                                        # doctest: +SKIP
     True
     """
-    from .stages import evaluate as eval_stage
     from .stages import training
     from .stages.datasets import known
 
+    training.check_switches(batched=batched, compile=compile)
     store = _store(home)
     params = training.overrides(model=model, epochs=epochs, batch_size=batch_size, lr=lr, aug=aug, cutmix=cutmix)
-    if isinstance(target, str) and (target in known() or target.startswith("folder:")):
-        set_m, cset, dataset = None, None, target
-    else:
-        set_m, cset = _set(store, target)
-        dataset = cset.dataset if full else None
-        if full:
-            set_m, cset = None, None
-    m, info = eval_stage.run_eval(store, set_m, cset, dataset, repeats=repeats, device=device, **params)
+    params.update(batched=batched, compile=compile)
+    targets = list(target) if isinstance(target, (list, tuple)) else [target]
+    resolved = []
+    for i, t in enumerate(targets):  # every name resolves before any training starts
+        if isinstance(t, str) and (t in known() or t.startswith("folder:")):
+            resolved.append((None, None, t))
+            continue
+        set_m, cset = _set(store, t, "target" if t is target else f"target[{i}]")
+        resolved.append((None, None, cset.dataset) if full else (set_m, cset, None))
+    with _pool(executor, address, max_parallel) as pool:
+        out = [_evaluate_one(store, r, pool, reporter, repeats=repeats, device=device, **params) for r in resolved]
+    return out if isinstance(target, (list, tuple)) else out[0]
+
+
+def _evaluate_one(store, resolved: tuple, pool, reporter: Reporter, **params) -> EvalResult:
+    from .stages import evaluate as eval_stage
+
+    set_m, cset, dataset = resolved
+    m, info = eval_stage.run_eval(store, set_m, cset, dataset, pool=pool, reporter=reporter, **params)
     meta = m.meta
     return EvalResult(m.key, meta["best_mean"], meta["best_std"], meta["last_mean"], meta["last_std"],
                       list(meta["per_repeat"]), not info.get("computed"))

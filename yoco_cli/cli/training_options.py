@@ -11,8 +11,9 @@ from typing import Annotated, Any
 
 import typer
 
-from ..errors import UsageError
-from ..stages.training import preset_help
+from ..stages.training import check_switches, preset_help
+
+__all__ = ["check_switches", "options"]  # check_switches: one check for the CLI and the API
 
 MODELS = "convnet | resnet10_ap | resnet10_bn | resnet18_bn | densenet | tv:NAME, options as convnet:width=64"
 
@@ -51,8 +52,3 @@ def options(table: str, panel: str, runs: str) -> TrainingOptions:
     )
 
 
-def check_switches(**switches: str) -> None:
-    """--batched / --compile take auto, on or off."""
-    for name, value in switches.items():
-        if value not in ("auto", "on", "off"):
-            raise UsageError(f"--{name} {value!r}", "use auto, on or off")

@@ -48,6 +48,13 @@ EVAL: dict[str, TrainPreset] = {
 TABLES = {"dynamics": DYNAMICS, "eval": EVAL}
 
 
+def check_switches(**switches: str) -> None:
+    """batched / compile take auto, on or off (the CLI's --batched/--compile, the API's keywords)."""
+    for name, value in switches.items():
+        if value not in ("auto", "on", "off"):
+            raise UsageError(f"--{name} {value!r}", "use auto, on or off")
+
+
 def overrides(**given) -> dict:
     """The training settings a caller named (None: the preset's), as the dict every stage takes;
     the CLI's options and the API's keywords both go through here."""
