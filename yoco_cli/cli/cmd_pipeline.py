@@ -10,14 +10,15 @@ from .common import (
     AddressOpt,
     DeviceOpt,
     ExecutorOpt,
+    JsonOpt,
     MaxParallelOpt,
     MultiTargetCommand,
     complete_metrics,
     complete_set_refs,
     get_store,
-    out,
     parse_targets,
     say_where,
+    set_json,
 )
 
 
@@ -26,7 +27,8 @@ def register(app: typer.Typer) -> None:
 
 
 def pipeline_cmd(
-    dataset: Annotated[str, typer.Argument(help="Real dataset to condense (digits, cifar10, folder:PATH, ...).")] = "digits",
+    dataset: Annotated[str, typer.Argument(
+        metavar="DATASET", help="Real dataset to condense (digits, cifar10, folder:PATH, ...).")] = "digits",
     set_ref: Annotated[str | None, typer.Option(
         "--set", help="Start from this stored set (name, key or file) instead of condensing.",
         autocompletion=complete_set_refs, show_default=False)] = None,
@@ -36,7 +38,7 @@ def pipeline_cmd(
                                                   show_default=False)] = None,
     to: Annotated[list[str], typer.Option("--to", metavar="IPC", help="Target IPCs: --to 1 2 5 or --to 1,2,5.")] = ["1", "2", "5"],
     metrics: Annotated[list[str] | None, typer.Option(
-        "--metrics", "--metric", help="Metrics to compare (repeatable; default: every row of the paper's table).",
+        "--metric", "--metrics", "-m", help="Metrics to compare (repeatable; default: every row of the paper's table).",
         autocompletion=complete_metrics, show_default=False)] = None,
     tables: Annotated[list[str] | None, typer.Option(
         "--tables", help="Report tables to fill: main (default), rules, balance, easyhard or all (repeatable).",
@@ -61,6 +63,7 @@ def pipeline_cmd(
     address: AddressOpt = None,
     max_parallel: MaxParallelOpt = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the condensation.")] = 0,
+    json_: JsonOpt = False,
 ) -> None:
     """Condense, record dynamics, score, prune to every target with every metric, evaluate, report.
 
@@ -73,7 +76,7 @@ def pipeline_cmd(
     from ..stages import pipeline as pipeline_stage
     from ..stages import report as rep
 
-    o = out()
+    o = set_json(json_)
     store = get_store()
     req = pipeline_stage.PipelineRequest(dataset=dataset, set_ref=set_ref, method=method, ipc=ipc, factor=factor,
                             targets=parse_targets(to), metrics=metrics or list(pipeline_stage.MAIN_METRICS),
