@@ -120,6 +120,7 @@ class ThreadPolicy:
 
     def __init__(self, fixed: int | None, source: str):
         self.fixed, self.source = fixed, source
+        self.wait_policy_set = False  # whether yoco set OMP_WAIT_POLICY (the user had not)
 
     def choose(self, macs: float | None, device: torch.device | None = None) -> int:
         if self.fixed is not None:
@@ -159,8 +160,14 @@ def configure_threads(spec: str | int | None = None) -> ThreadPolicy:
         _policy = ThreadPolicy(int(os.environ["OMP_NUM_THREADS"]), "OMP_NUM_THREADS")
     else:
         _policy = ThreadPolicy(None, "auto")
-    if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "torch" not in sys.modules and "OMP_WAIT_POLICY" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        _policy.wait_policy_set = True
+    return _policy
+
+
+def thread_policy() -> ThreadPolicy | None:
+    """The policy `configure_threads` adopted for this process (None: none, the library default)."""
     return _policy
 
 
