@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import typing
 from pathlib import Path
 from typing import Annotated
 
@@ -43,6 +44,31 @@ def _click_exceptions():
 
 
 click_errors = _click_exceptions()
+
+# The value column of --help in click's words: nothing for a flag, N / X / PATH / TEXT for a value
+# ("..." when repeatable), an option's own metavar first. Typer 0.29 prints the Python annotation
+# instead (`<bool>` on every flag, `<list[Path]>`); older typers use click's own names already.
+_METAVARS = {int: "N", float: "X", str: "TEXT", Path: "PATH", bool: "BOOL"}
+
+
+def _display_type_rich(self, ctx) -> str | None:
+    if self.is_flag or self.count:
+        return None
+    if self.metavar is not None:
+        return self.metavar
+    desc = self.type_descriptor
+    annotation = typing.get_args(desc.annotation)[0] if desc.is_list else desc.annotation
+    name = _METAVARS.get(annotation, "VALUE")
+    return f"{name}..." if desc.is_list or self.multiple else name
+
+
+def _argument_type_rich(self, ctx) -> str | None:
+    return None  # an argument's name column already says what it is (SET, TARGET, ...)
+
+
+if hasattr(getattr(typer.core, "TyperOption", None), "display_type_rich"):
+    typer.core.TyperOption.display_type_rich = _display_type_rich  # type: ignore[method-assign]  see above
+    typer.core.TyperArgument.display_type_rich = _argument_type_rich  # type: ignore[attr-defined]  likewise
 
 
 def _usage_error(e) -> typer.Exit:

@@ -59,7 +59,7 @@ def condense(
     show_settings: Annotated[bool, typer.Option("--show-settings", help="Print the resolved settings and exit.")] = False,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
-    checkpoint_every: Annotated[int | None, typer.Option("--checkpoint-every", show_default="50 (0 = off)",
+    checkpoint_every: Annotated[int | None, typer.Option("--checkpoint-every", show_default="50; 0 = off",
                                                             help="Checkpoint every N iterations; a rerun resumes.")] = None,
     name: Annotated[str | None, typer.Option("--name", show_default="DATASET/METHOD/ipcN",
                                                 help="Name for the result in the cache.")] = None,

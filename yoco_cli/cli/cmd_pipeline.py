@@ -32,7 +32,8 @@ def pipeline_cmd(
     set_ref: Annotated[str | None, typer.Option(
         "--set", help="Start from this stored set (name, key or file) instead of condensing.",
         autocompletion=complete_set_refs, show_default=False)] = None,
-    method: Annotated[str, typer.Option("--method", help="Condensation method when no --set: idc, dm, random.")] = "dm",
+    method: Annotated[str, typer.Option("--method", help="Condensation method when no --set: idc, dm, random. dm here (minutes on a CPU); "
+                                               "`yoco condense` defaults to idc, the paper's source sets.")] = "dm",
     ipc: Annotated[int, typer.Option("--ipc", help="Source IPC (condensed, then pruned from).")] = 10,
     factor: Annotated[int | None, typer.Option("--factor", help="Multi-formation factor (default: preset).",
                                                   show_default=False)] = None,

@@ -36,8 +36,10 @@ def report_cmd(
     out_file: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report to a file instead of stdout.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
 ) -> None:
-    """Tables shaped like the paper's from your evaluation runs; cells are mean ± std over
-    dynamics seeds and eval repeats, the best cell of each column marked; cells without runs say so.
+    """Tables shaped like the paper's, from the evaluations in the store.
+
+    Cells are mean ± std over dynamics seeds and eval repeats, the best cell of each column marked;
+    cells without runs say so.
 
     Example: `yoco report --dataset digits --format markdown --plot digits.png`
     """

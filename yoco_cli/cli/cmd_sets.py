@@ -78,7 +78,10 @@ def show_cmd(
     per_class: Annotated[int, typer.Option("--per-class", help="Images per row in the --png grid.")] = 20,
     json_: JsonOpt = False,
 ) -> None:
-    """Show a condensed set's metadata and class counts.  Example: `yoco show import/cifar10/idc-ipc10 --png s.png`"""
+    """Show a condensed set's metadata and class counts.
+
+    Example: `yoco show import/cifar10/idc-ipc10 --png s.png`
+    """
     from ..stages.importing import resolve_set
 
     o = set_json(json_)
@@ -127,7 +130,10 @@ def export_cmd(
                    ] = "idc",
     json_: JsonOpt = False,
 ) -> None:
-    """Write a stored set in a published layout.  Example: `yoco export import/cifar10/idc-ipc10 data.pt`"""
+    """Write a stored set in a published layout.
+
+    Example: `yoco export import/cifar10/idc-ipc10 data.pt`
+    """
     from ..data.formats import export
     from ..stages.importing import resolve_set
 

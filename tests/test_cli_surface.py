@@ -1,4 +1,5 @@
-"""`--json` after every command's name, as the README promises (before the name it is a global option)."""
+"""The CLI's surface: `--json` after every command's name (as the README promises), `yoco env`, help text
+in click's words (no Python types, no broken sentences)."""
 from __future__ import annotations
 
 import typer
@@ -48,3 +49,22 @@ def test_env_says_what_yoco_runs_on_and_never_prints_a_token(cli, tmp_path, monk
     assert set(doc["extras"]) == {"vision", "ray", "hub", "test"} and doc["extras"]["test"]["pytest"]
     text = cli("env")
     assert text.exit_code == 0 and "shared store" in text.stdout and "hf_secret_value" not in text.stdout
+
+
+def test_help_shows_click_metavars_not_python_types(cli):
+    import re
+
+    for path, _cmd in _leaf_commands():
+        text = cli(*path.split(), "--help").stdout
+        assert not re.search(r"<(bool|str|int|float|path|list\[)", text), (path, text)
+        assert "((" not in text and ")))" not in text, path  # a default inside a default's parentheses
+    prune = cli("prune", "--help").stdout
+    assert re.search(r"--to\s+IPC", prune) and re.search(r"--ccs-beta\s+X\s", prune)
+
+
+def test_the_command_list_gives_one_clean_sentence_per_command():
+    group = typer.main.get_command(app)
+    for name, cmd in group.commands.items():
+        short = cmd.get_short_help_str(limit=300)
+        assert "Example" not in short and "\n" not in short, (name, short)
+        assert short.endswith("."), (name, short)
