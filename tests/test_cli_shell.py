@@ -41,7 +41,7 @@ def test_cli_import_does_not_load_torch():
 
 
 def test_python_dash_m(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "yoco_cli", "--version"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "yoco_cli", "--version"], capture_output=True, text=True, check=False)
     assert out.returncode == 0 and "yoco" in out.stdout
 
 
@@ -59,13 +59,14 @@ def test_lowest_allowed_typer_gives_one_line_usage_errors(tmp_path):
     lowest = next(re.search(r">=\s*([\d.]+)", d).group(1) for d in deps["dependencies"] if d.startswith("typer"))
     target = tmp_path / "site"
     got = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--disable-pip-version-check",
-                          "--target", str(target), f"typer=={lowest}"], capture_output=True, text=True)
+                          "--target", str(target), f"typer=={lowest}"], capture_output=True, text=True, check=False)
     if got.returncode != 0:
         pytest.skip(f"typer {lowest} could not be installed here: {got.stderr.strip()[-200:]}")
     env = {**os.environ, "PYTHONPATH": str(target), "YOCO_HOME": str(tmp_path / "home")}
     check = subprocess.run([sys.executable, "-c", "import typer; print(typer.__version__)"], env=env,
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, check=False)
     assert check.stdout.strip().startswith(lowest)
-    r = subprocess.run([sys.executable, "-m", "yoco_cli", "prune", "--bogus"], env=env, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "yoco_cli", "prune", "--bogus"], env=env, capture_output=True, text=True,
+                       check=False)
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().count("\n") == 0 and "--bogus" in r.stderr and "Traceback" not in r.stderr
