@@ -1,4 +1,4 @@
-# Two entry points for a fresh machine: `make demo` and `make test`.
+# Entry points for a fresh machine: `make demo`, `make test` and `make lint` (the gate CI runs first).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # CPU threads for `make demo THREADS=N`; unset: YOCO_THREADS, else OMP_NUM_THREADS, else yoco's auto policy
 THREADS ?=
 
-.PHONY: demo test install bench docs completions clean
+.PHONY: demo test lint install bench docs completions clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	OMP_NUM_THREADS=2 $(BIN)/python -m pytest -q -p no:cacheprovider
+
+# ruff (yoco_cli, tests, benchmarks) and mypy (yoco_cli), both configured in pyproject.toml and pinned in constraints.txt
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 docs: $(STAMP)
 	YOCO_HOME=$$(mktemp -d) $(BIN)/yoco pipeline digits --to 1 2 5 --seeds 3 --repeats 3 --tables all \

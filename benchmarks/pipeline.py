@@ -146,7 +146,7 @@ def _run_child(kind: str, a, **extra) -> dict:
     for k, v in extra.items():
         args += [f"--{k.replace('_', '-')}", str(v)]
     env = {**os.environ, **MALLOC_ENV} if kind == "naive" else dict(os.environ)
-    out = subprocess.run(args, env=env, capture_output=True, text=True)
+    out = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         sys.exit(f"{kind} child failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -164,7 +164,7 @@ def _demo(a) -> None:
             env = {**os.environ, "YOCO_HOME": home}
             cmd = [sys.executable, "-m", "yoco_cli", "--json", "pipeline", "--executor", name]
             r0, w0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-            out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
             wall, r1 = time.perf_counter() - w0, resource.getrusage(resource.RUSAGE_CHILDREN)
             if out.returncode != 0:
                 sys.exit(f"yoco pipeline --executor {name} failed:\n{out.stderr[-3000:]}")

@@ -100,7 +100,7 @@ def quiet_run(home: Path, cmds: list[list[str]]) -> dict[str, dict]:
 def gc_loop(home: Path, stop: threading.Event, stats: dict) -> None:
     try:
         _gc_passes(home, stop, stats)
-    except Exception as e:  # a crash of the loop itself must show in the summary, not vanish with the thread
+    except Exception as e:  # noqa: BLE001  a crash of the loop itself must show in the summary, not vanish with the thread
         stats["failures"].append(f"gc loop: {type(e).__name__}: {e}")
 
 
@@ -207,9 +207,9 @@ def main() -> None:
     t_soak, c1 = time.perf_counter() - t0, os.times()
     load1 = os.getloadavg()[0]
     final_gc = subprocess.run([sys.executable, "-m", "yoco_cli", "--json", "cache", "gc"], env=env_for(base / "soak"),
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, check=False)
     verify = subprocess.run([sys.executable, "-m", "yoco_cli", "--json", "cache", "verify"],
-                            env=env_for(base / "soak"), capture_output=True, text=True)
+                            env=env_for(base / "soak"), capture_output=True, text=True, check=False)
     got = snapshot(base / "soak")
     quiet_runs = _run_outputs(base / "quiet")
     soak_runs = _run_outputs(base / "soak")

@@ -110,7 +110,7 @@ def run(g: int, steps: int, rounds: int) -> dict:
     gen = torch.Generator().manual_seed(0)
     xs = [[torch.randn(64, 1, 8, 8, generator=gen) for _ in range(g)] for _ in range(steps)]
     ys = [[torch.randint(10, (64,), generator=gen) for _ in range(g)] for _ in range(steps)]
-    sgd = dict(lr=0.01, momentum=0.9, weight_decay=5e-4, foreach=True)
+    sgd = {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "foreach": True}
 
     alone = _models(g)
     alone_opts = [torch.optim.SGD(m.parameters(), **sgd) for m in alone]

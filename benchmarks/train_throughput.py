@@ -179,7 +179,7 @@ def run_child(kind: str, cold_compile: bool = False, env_extra: dict | None = No
     env.update(OMP_NUM_THREADS=str(THREADS), BENCH_THREADS=str(THREADS), **(env_extra or {}))
     if cold_compile:  # an empty inductor cache: the warm-up a first run on a fresh machine pays
         env["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="yoco-bench-inductor-")
-    out = subprocess.run(args, capture_output=True, text=True, env=env)
+    out = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
         raise SystemExit(f"child {kind} {kw} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -193,7 +193,7 @@ def best(rounds: list[dict]) -> dict:
 def compare(size: int, width: int, device: str, quick: bool) -> dict:
     steps = (10 if quick else 25) if size >= 32 else (50 if quick else 150)
     epochs = 2 if size >= 32 else 8
-    common = dict(size=size, width=width, device=device)
+    common = {"size": size, "width": width, "device": device}
     compile_auto = "on" if (size >= 32 and device == "cpu") else "off"  # what compile=auto picks for a long run
     naive = dict(kind="naive", steps=steps, rounds=1, warmup=3, **common)
     engine = dict(kind="engine", epochs=epochs, rounds=1, warm_epochs=3, images=640, seeds=1, batched="off", **common)

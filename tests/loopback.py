@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from typing_extensions import Self  # typing.Self is 3.11+
+
 
 @dataclass
 class Route:
@@ -99,7 +101,7 @@ class Loopback:
         self.server.routes = {}
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
-    def __enter__(self) -> Loopback:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 

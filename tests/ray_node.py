@@ -17,8 +17,8 @@ from ray._private.parameter import RayParams
 def main() -> None:
     role, where = sys.argv[1], sys.argv[2]
     cpus = int(sys.argv[3]) if len(sys.argv) > 3 else 1
-    kw = dict(node_ip_address="127.0.0.1", num_cpus=cpus, num_gpus=0, object_store_memory=80 * 2**20,
-              include_dashboard=False, dashboard_host="127.0.0.1", min_worker_port=0, max_worker_port=0)
+    kw = {"node_ip_address": "127.0.0.1", "num_cpus": cpus, "num_gpus": 0, "object_store_memory": 80 * 2**20,
+          "include_dashboard": False, "dashboard_host": "127.0.0.1", "min_worker_port": 0, "max_worker_port": 0}
     if role == "head":
         kw.update(gcs_server_port=int(where))
     else:

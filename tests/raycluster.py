@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from typing_extensions import Self  # typing.Self is 3.11+
+
 NODE = Path(__file__).with_name("ray_node.py")
 # the driver's own address is 127.0.0.1 too (Ray otherwise picks the machine's outward address);
 # fast node-death detection so that a killed node's tasks are retried within seconds
@@ -40,14 +42,15 @@ class Cluster:
         self.cpus, self.timeout = cpus_per_node, timeout
 
     def _start(self, name: str, *args: str) -> None:
-        p = subprocess.Popen([sys.executable, str(NODE), *args], env=self.env, stdout=subprocess.PIPE,
-                             stderr=open(Path(self.tmp) / f"{name}.log", "w"), text=True, start_new_session=True)
+        with open(Path(self.tmp) / f"{name}.log", "w") as log:  # the child keeps its own copy of the descriptor
+            p = subprocess.Popen([sys.executable, str(NODE), *args], env=self.env, stdout=subprocess.PIPE,
+                                 stderr=log, text=True, start_new_session=True)
         self.nodes[name] = p
         line = p.stdout.readline()  # blocks until the node is up (or its launcher died)
         if not line.startswith("ready"):
             raise RuntimeError(f"ray node {name} did not start: {(Path(self.tmp) / f'{name}.log').read_text()[-2000:]}")
 
-    def __enter__(self) -> Cluster:
+    def __enter__(self) -> Self:
         try:
             self._start("head", "head", str(self.port), str(self.cpus))
             self._start("worker", "worker", self.address, str(self.cpus))
@@ -62,7 +65,8 @@ class Cluster:
     def pids(self) -> set[int]:
         """Every live process of the cluster's nodes (members of the launchers' process groups)."""
         groups = {p.pid for p in self.nodes.values()}
-        out = subprocess.run(["ps", "-eo", "pid=,pgid="], capture_output=True, text=True).stdout.split("\n")
+        ps = subprocess.run(["ps", "-eo", "pid=,pgid="], capture_output=True, text=True, check=False)
+        out = ps.stdout.split("\n")
         return {int(a) for a, b in (line.split() for line in out if line.strip()) if int(b) in groups}
 
     def kill(self, name: str) -> None:
@@ -96,7 +100,7 @@ def listening(pids: set[int]) -> list[tuple[int, str]]:
     """(pid, local address) of every TCP socket in LISTEN state owned by `pids` (from `ss -ltnpH`)."""
     import re
 
-    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=False).stdout
     found = []
     for line in out.splitlines():
         cols = line.split()

@@ -6,6 +6,8 @@ model has to be built.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 SET = "digits/random/ipc10"
@@ -116,7 +118,7 @@ def test_unwritable_destination_is_a_usage_error(tmp_path):
 
     (tmp_path / "d").mkdir()
     with pytest.raises(UsageError, match="cannot write"):  # os.replace onto a directory: was IsADirectoryError
-        atomic_write(tmp_path / "d", lambda p: open(p, "w").write("x"))
+        atomic_write(tmp_path / "d", lambda p: Path(p).write_text("x"))
     assert [p.name for p in tmp_path.iterdir()] == ["d"]  # no temp file left behind
 
 

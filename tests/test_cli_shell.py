@@ -1,6 +1,11 @@
 """The CLI shell: version, help without a terminal, one-line errors with exit codes."""
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_version(cli):
@@ -41,31 +46,56 @@ def test_cli_import_does_not_load_torch():
 
 
 def test_python_dash_m(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "yoco_cli", "--version"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "yoco_cli", "--version"], capture_output=True, text=True, check=False)
     assert out.returncode == 0 and "yoco" in out.stdout
 
 
-def test_lowest_allowed_typer_gives_one_line_usage_errors(tmp_path):
-    """pyproject.toml's lowest typer, installed beside the project, still turns an unknown option
-    into one line with exit 2 (the error boundary must not depend on a newer typer's internals)."""
-    import os
-    import re
-    from pathlib import Path
-
-    import pytest
+def _typer_range():
+    """pyproject.toml's typer requirement as a packaging SpecifierSet (e.g. >=0.26,<0.30)."""
     import tomllib
+    from packaging.requirements import Requirement
 
-    deps = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
-    lowest = next(re.search(r">=\s*([\d.]+)", d).group(1) for d in deps["dependencies"] if d.startswith("typer"))
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    return next(Requirement(d).specifier for d in deps if Requirement(d).name == "typer")
+
+
+def test_developed_on_typer_lies_in_the_allowed_range():
+    """The whole suite runs on constraints.txt's typer: it must be one that pyproject.toml allows, and
+    the range must have a cap (the CLI leans on TyperGroup's internals, which a minor release may move)."""
+    pin = next(line.split("==")[1].strip() for line in (ROOT / "constraints.txt").read_text().splitlines()
+               if line.startswith("typer=="))
+    allowed = _typer_range()
+    assert pin in allowed, (pin, str(allowed))
+    assert any(s.operator == "<" for s in allowed) and any(s.operator == ">=" for s in allowed), str(allowed)
+
+
+@pytest.mark.parametrize("end", ["lowest", "newest"])
+def test_typer_range_ends_pass_the_shell_tests(tmp_path, end):
+    """The lowest typer pyproject.toml allows and the newest release below its cap, each installed beside
+    the project, pass this file's CLI tests (help for every command, one-line errors with their exit codes)
+    and turn an unknown option into one line with exit 2: the error boundary must not depend on one typer's
+    internals."""
+    import os
+
+    from packaging.version import Version
+
+    allowed = _typer_range()
+    lowest = next(s.version for s in allowed if s.operator == ">=")
+    want = f"typer=={lowest}" if end == "lowest" else f"typer{allowed}"  # pip picks the newest allowed
     target = tmp_path / "site"
     got = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--disable-pip-version-check",
-                          "--target", str(target), f"typer=={lowest}"], capture_output=True, text=True)
+                          "--target", str(target), want], capture_output=True, text=True, check=False)
     if got.returncode != 0:
-        pytest.skip(f"typer {lowest} could not be installed here: {got.stderr.strip()[-200:]}")
+        pytest.skip(f"{want} could not be installed here: {got.stderr.strip()[-200:]}")
     env = {**os.environ, "PYTHONPATH": str(target), "YOCO_HOME": str(tmp_path / "home")}
-    check = subprocess.run([sys.executable, "-c", "import typer; print(typer.__version__)"], env=env,
-                           capture_output=True, text=True)
-    assert check.stdout.strip().startswith(lowest)
-    r = subprocess.run([sys.executable, "-m", "yoco_cli", "prune", "--bogus"], env=env, capture_output=True, text=True)
+    version = subprocess.run([sys.executable, "-c", "import typer; print(typer.__version__)"], env=env,
+                             capture_output=True, text=True, check=True).stdout.strip()
+    assert version in allowed and (end == "newest" or Version(version) == Version(lowest)), version
+    r = subprocess.run([sys.executable, "-m", "yoco_cli", "prune", "--bogus"], env=env, capture_output=True, text=True,
+                       check=False)
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().count("\n") == 0 and "--bogus" in r.stderr and "Traceback" not in r.stderr
+    shell = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+                            "-k", "not typer_range", "-W", "ignore::pytest.PytestUnraisableExceptionWarning"],
+                           env=env, capture_output=True, text=True, check=False, timeout=300)
+    assert shell.returncode == 0, f"typer {version}:\n{shell.stdout[-3000:]}"

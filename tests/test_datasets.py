@@ -62,8 +62,8 @@ def test_cifar10_tarball_fetched_read_and_usable_for_evaluation(cli, tmp_path, m
     blob = cifar_tar(members, "cifar-10-batches-py")
     with Loopback() as srv:
         url = srv.add("/cifar-10-python.tar.gz", blob)
-        registry_file(tmp_path, monkeypatch, [f"cifar10/archive sha256:{sha(blob)} {url} kind=dataset "
-                                              "dataset=cifar10 role=archive"])
+        line = f"cifar10/archive sha256:{sha(blob)} {url} kind=dataset dataset=cifar10 role=archive"
+        registry_file(tmp_path, monkeypatch, [line])
         r = cli("--json", "fetch", "cifar10")
         assert r.exit_code == 0, r.stderr
     assert [(d["name"], d["kind"], d["cached"]) for d in r.json()] == [("cifar10", "dataset", False)]
@@ -72,7 +72,7 @@ def test_cifar10_tarball_fetched_read_and_usable_for_evaluation(cli, tmp_path, m
     want = np.concatenate([members[f"data_batch_{i}"]["data"] for i in range(1, 6)]).reshape(-1, 3, 32, 32)
     assert ds.train_x.shape == (20, 3, 32, 32) and str(ds.train_x.dtype) == "torch.float32"
     assert np.array_equal((ds.train_x.numpy() * 255).round().astype(np.uint8), want)
-    assert ds.train_y.tolist() == sum((members[f"data_batch_{i}"]["labels"] for i in range(1, 6)), [])
+    assert ds.train_y.tolist() == [y for i in range(1, 6) for y in members[f"data_batch_{i}"]["labels"]]
     assert ds.test_y.tolist() == [0, 1, 2, 3, 4, 9] and ds.classes[1] == "automobile"
     assert (ds.mean, ds.std) == real.STATS["cifar10"] and ds.num_classes == 10
     assert ds.normalize(ds.test_x).shape == (6, 3, 32, 32)

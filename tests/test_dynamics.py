@@ -81,7 +81,7 @@ def fabricate_records(n: int, classes: int = 10, epochs: int = 3, b: int = 7, se
 
 
 def test_reference_pickle_equals_direct_recording(cli, store, tmp_path):
-    m, cset = digits_subset(store, 2)
+    _m, cset = digits_subset(store, 2)
     records = fabricate_records(20)
     path = tmp_path / "td-ipc2.pickle"
     with open(path, "wb") as f:
@@ -112,7 +112,7 @@ def test_reference_checkpoint_weights_are_mapped(cli, store, tmp_path):
     r = cli("dynamics", "t/ipc2", "--from-file", path, "--checkpoint", tmp_path / "ckpt-last.pt",
             "--model", "convnet:width=8,depth=2")
     assert r.exit_code == 0, r.stderr
-    [(_, model, spec)] = D.load_dynamics(store, store.resolve("t/ipc2@dynamics"))
+    [(_, model, _spec)] = D.load_dynamics(store, store.resolve("t/ipc2@dynamics"))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), theirs.state_dict().values()))
     r = cli("dynamics", "t/ipc2", "--from-file", path, "--checkpoint", tmp_path / "ckpt-last.pt")
     assert r.exit_code == 2 and "does not fit" in r.stderr  # preset width 64 != the file's 8
@@ -141,7 +141,7 @@ def test_code_payload_is_refused_with_exit_3(cli, store, tmp_path, monkeypatch):
 def test_interrupt_leaves_cache_clean_and_rerun_resumes(cli, store, tmp_path, monkeypatch):
     monkeypatch.setattr(D, "CHECKPOINT_EVERY_S", 0.0)
     m, cset = digits_subset(store, 3)
-    kw = dict(seeds=2, device="cpu", epochs=4, model="convnet:width=8,depth=2")
+    kw = {"seeds": 2, "device": "cpu", "epochs": 4, "model": "convnet:width=8,depth=2"}
 
     def stop(ev):
         if ev.seeds == [1] and ev.epoch == 1:
@@ -210,7 +210,7 @@ def test_dynamics_file_is_small():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_dynamics_batched_seeds_are_deterministic(store):
     m, cset = digits_subset(store, 2)
-    kw = dict(seeds=3, device="cuda", epochs=3, model="convnet:width=8,depth=2")
+    kw = {"seeds": 3, "device": "cuda", "epochs": 3, "model": "convnet:width=8,depth=2"}
     group, info = D.compute_dynamics(store, m, cset, **kw)
     assert info["computed"] == [0, 1, 2]
     assert all(store.load_run("dynamics-run", k).meta["batched"] for k in group.meta["runs"].values())

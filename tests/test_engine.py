@@ -45,8 +45,8 @@ def test_lr_schedule_is_applied_per_iteration():
 
 
 def test_config_validation():
-    for bad in (dict(epochs=0), dict(epochs=1, lr=-1.0), dict(epochs=1, schedule="cosine"),
-                dict(epochs=1, dsa="color_warp"), dict(epochs=1, cutmix_p=2.0)):
+    for bad in ({"epochs": 0}, {"epochs": 1, "lr": -1.0}, {"epochs": 1, "schedule": "cosine"},
+                {"epochs": 1, "dsa": "color_warp"}, {"epochs": 1, "cutmix_p": 2.0}):
         with pytest.raises(UsageError):
             E.TrainConfig(**bad)
 

@@ -27,7 +27,7 @@ def test_digits_full_beats_ipc10_beats_ipc1(cli, store):
 
 def test_repeats_are_cached_per_seed_and_stats_are_right(store):
     m, cset = digits_subset(store, 1)
-    kw = dict(epochs=4, model="convnet:width=8,depth=2", device="cpu")
+    kw = {"epochs": 4, "model": "convnet:width=8,depth=2", "device": "cpu"}
     g2, info = E.run_eval(store, m, cset, repeats=2, **kw)
     assert info["computed"] == [0, 1]
     g3, info = E.run_eval(store, m, cset, repeats=3, **kw)
@@ -42,7 +42,7 @@ def test_repeats_are_cached_per_seed_and_stats_are_right(store):
 
 def test_interrupted_eval_resumes_cleanly(cli, store):
     m, cset = digits_subset(store, 1)
-    kw = dict(repeats=2, epochs=4, model="convnet:width=8,depth=2", device="cpu")
+    kw = {"repeats": 2, "epochs": 4, "model": "convnet:width=8,depth=2", "device": "cpu"}
 
     def stop(ev):
         if ev.seeds == [1] and ev.epoch == 1:

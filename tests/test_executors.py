@@ -22,7 +22,7 @@ from yoco_cli.stages import sweep
 from yoco_cli.stages.sweep import Pool
 from yoco_cli.store import Store
 
-KW = dict(epochs=3, model="convnet:width=8,depth=2", device="cpu")
+KW = {"epochs": 3, "model": "convnet:width=8,depth=2", "device": "cpu"}
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +64,9 @@ def test_stored_runs_are_never_sent_out(store, pool):
     m, cset = digits_subset(store, 1)
     E.run_eval(store, m, cset, repeats=2, **KW)
     sent = pool.submitted
-    g, info = E.run_eval(store, m, cset, repeats=3, pool=Pool(executor=pool), **KW)
+    _g, info = E.run_eval(store, m, cset, repeats=3, pool=Pool(executor=pool), **KW)
     assert info["computed"] == [2] and pool.submitted - sent == 1  # only the new repeat
-    g, info = E.run_eval(store, m, cset, repeats=3, pool=Pool(executor=pool), **KW)
+    _g, info = E.run_eval(store, m, cset, repeats=3, pool=Pool(executor=pool), **KW)
     assert info["computed"] == [] and pool.submitted - sent == 1
     assert info["report"].summary() == "every run came from the cache; nothing was sent out"
 

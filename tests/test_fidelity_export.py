@@ -49,7 +49,7 @@ def test_records_export_loads_with_plain_pickle_and_round_trips_exactly(store, r
              f"d = pickle.load(open({str(paths[0])!r}, 'rb')); r = d['training_dynamics']; "
              "print(d['data-name'], len(r), sorted(r[0]), r[0]['idx'].dtype, r[0]['output'].dtype, "
              "r[1]['epoch'], r[1]['iteration'])")
-    out = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     # 30 images, batch 64: one record per epoch, 4 epochs
     assert out.stdout.split() == ["digits", "4", "['epoch',", "'idx',", "'iteration',", "'output']",
@@ -90,7 +90,7 @@ def test_score_export_pickle_is_the_reference_layout_and_reads_back(store, recor
     assert sorted(paths) == [0, 1]
     with open(paths[1], "rb") as f:
         doc = pickle.load(f)
-    [(dyn, _, _), (dyn1, _, _)] = D.load_dynamics(store, group)
+    [(_dyn, _, _), (dyn1, _, _)] = D.load_dynamics(store, group)
     epochs = sm.meta["info"]["lbpe"][1]["epochs"]
     assert len(epochs) == 2 and "LBPE_top2" in doc and "el2n" in doc and doc["LBPE_0_10"] is doc["el2n"]
     assert all(f"LBPE_{t}_{t + 1}" in doc for t in epochs)

@@ -6,8 +6,8 @@ import io
 
 from yoco_cli.stages import pipeline as pipeline_stage
 
-REQ = dict(dataset="digits", method="random", ipc=2, targets=[1], metrics=["random", "lbpe"], seeds=1,
-           repeats=1, dynamics_epochs=2, eval_epochs=2)
+REQ = {"dataset": "digits", "method": "random", "ipc": 2, "targets": [1], "metrics": ["random", "lbpe"], "seeds": 1,
+       "repeats": 1, "dynamics_epochs": 2, "eval_epochs": 2}
 
 
 def test_steps_are_told_when_they_start_and_end_in_the_planned_order(tmp_path):

@@ -65,7 +65,8 @@ FULL_DISK = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"]).returncode != 0,
+@pytest.mark.skipif(shutil.which("unshare") is None
+                    or subprocess.run(["unshare", "-rm", "true"], check=False).returncode != 0,
                     reason="needs `unshare -rm` (user namespaces) to mount a small tmpfs")
 def test_a_really_full_disk(tmp_path):
     """The same on a real filesystem that fills up: a 256 KiB tmpfs (mounted in a private user
@@ -75,7 +76,7 @@ def test_a_really_full_disk(tmp_path):
     env = {**os.environ, "YOCO_HOME": str(home), "OMP_NUM_THREADS": "1", "PATH": os.path.dirname(sys.executable)
            + os.pathsep + os.environ.get("PATH", "")}
     r = subprocess.run(["unshare", "-rm", "sh", "-c", FULL_DISK], env=env, capture_output=True, text=True,
-                       timeout=300)
+                       timeout=300, check=False)
     out = r.stdout
     assert "rc=2" in out and "no space left on the device" in r.stderr, (out, r.stderr)
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr

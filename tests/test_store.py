@@ -163,5 +163,5 @@ def test_killed_import_leaves_no_visible_entry(cli, store, tmp_path):
     assert cli("cache", "ls", "--json").stdout.strip() in ("", "[]") and store.refs() == {}
     assert cli("cache", "gc", "--json").json()["tmp"]  # the dead process's staging folder is swept
     assert list(store.tmp.iterdir()) == []
-    m, cached = import_file(store, p, dataset="cifar10")  # and the next run simply computes it
+    _m, cached = import_file(store, p, dataset="cifar10")  # and the next run simply computes it
     assert not cached and store.verify() == []

@@ -80,7 +80,7 @@ class BoundedReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def read(self, n: int = -1) -> bytes:
+    def read(self, n: int | None = -1) -> bytes:
         b = self._f.read(self._left if n is None or n < 0 else min(n, self._left))
         self._left -= len(b)
         return b
@@ -91,7 +91,7 @@ class BoundedReader(io.RawIOBase):
         self._left -= n
         return n
 
-    def readline(self, limit: int = -1) -> bytes:
+    def readline(self, limit: int | None = -1) -> bytes:
         b = self._f.readline(self._left if limit is None or limit < 0 else min(limit, self._left))
         self._left -= len(b)
         return b

@@ -85,7 +85,7 @@ def _open(path, device: str) -> tuple[dict[str, Any], dict]:
     try:
         with safe_open(str(path), framework="pt", device=device) as f:
             meta_raw = (f.metadata() or {}).get("yoco", "{}")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118  safe_open cannot be iterated
     except (SafetensorError, OSError, ValueError) as e:
         raise IntegrityError(f"{path} is not a readable safetensors file ({e})") from None
     return tensors, json.loads(meta_raw)

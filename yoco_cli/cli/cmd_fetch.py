@@ -19,7 +19,7 @@ def _complete_names(incomplete: str) -> list[str]:
 
     try:
         names = registry.load().names_and_groups()
-    except Exception:  # completion must never fail loudly
+    except Exception:  # noqa: BLE001  completion must never fail loudly
         return []
     return [n for n in names if n.startswith(incomplete)]
 

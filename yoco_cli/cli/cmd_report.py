@@ -68,6 +68,7 @@ def report_cmd(
                          "or `yoco pipeline` for the whole workflow")
     text = _render(rep, tables, fmt, o, to_file=out_file is not None)
     if out_file is not None:
+        assert text is not None  # to_file: every format comes back as text
         atomic_write(out_file, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
         o.info(f"wrote {out_file}")
     elif text is not None:
@@ -91,10 +92,11 @@ def _render(rep, tables, fmt: str, o, to_file: bool = False) -> str | None:
     if fmt == "json":
         return json.dumps(rep.to_json(tables), indent=2)
     if to_file:
-        console = Console(file=io.StringIO(), width=200, no_color=True, emoji=False)
+        buf = io.StringIO()
+        console = Console(file=buf, width=200, no_color=True, emoji=False)
         for t in tables:
             console.print(rep.to_rich(t))
-        return console.file.getvalue()
+        return buf.getvalue()
     for t in tables:
         o.out.print(rep.to_rich(t))
     return None

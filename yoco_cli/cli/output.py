@@ -22,6 +22,7 @@ from rich.progress import (
     DownloadColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -93,6 +94,7 @@ class Output:
         """A Rich Progress on stderr; disabled (but still usable) when not wanted. `unit="bytes"`
         shows sizes and transfer speed (downloads) instead of counts; `unit="pipeline"` leaves the
         counts and the ETA to the caller's task fields `count` and `status`."""
+        columns: tuple[ProgressColumn, ...]
         if unit == "bytes":
             columns = (TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
                        TransferSpeedColumn(), TimeRemainingColumn())

@@ -234,6 +234,8 @@ class Checkpointer:
 
     def save(self, state: dict, meta: dict) -> None:
         p = self.path
+        if p is None:  # no checkpoint file: saving is off (`due` is never true then)
+            return
         tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
         tensors.save(tmp, state, {**meta, "key": self.key}, seal=True)
         os.replace(tmp, p)

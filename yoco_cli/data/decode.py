@@ -34,7 +34,7 @@ def decode_zoom(x, factor: int):
 
     if factor == 1:
         return x
-    n, c, h, w = x.shape
+    _n, _c, h, w = x.shape
     check_factor(factor, h, w)
     pad_h, pad_w = (-h) % factor, (-w) % factor
     if pad_h or pad_w:

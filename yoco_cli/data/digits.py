@@ -48,7 +48,7 @@ def load_digits() -> RealDataset:
     rng = np.random.RandomState(SPLIT_SEED)
     for c in range(10):
         idx = np.flatnonzero(target == c)
-        n_test = int(round(TEST_FRACTION * len(idx)))
+        n_test = round(TEST_FRACTION * len(idx))
         is_test[idx[rng.permutation(len(idx))[:n_test]]] = True
     test = torch.from_numpy(is_test)
     train_x, train_y = x[~test].contiguous(), y[~test].contiguous()

@@ -97,7 +97,7 @@ def load(path: Path | str, fmt: str = "auto", dataset: str | None = None, factor
         raise IntegrityError(f"{files[0]}: {e.message}", e.hint) from None
     if not labels.numel():
         raise IntegrityError(f"{files[0]} holds no images")
-    if note is not None and note.get("dataset") == dataset and dataset not in NUM_CLASSES:
+    if note is not None and dataset is not None and note.get("dataset") == dataset and dataset not in NUM_CLASSES:
         num_classes = int(note["num_classes"])  # a yoco export of a folder: dataset; its name is not a known one
     else:
         dataset, num_classes = resolve_dataset(dataset, images, labels, width, files, notes)
@@ -246,7 +246,7 @@ def open_torch_file(path: Path) -> Any:
                 "only tensors, arrays and plain containers are read from foreign .pt files",
             ) from None
         raise IntegrityError(f"{path} is not a torch file yoco can read safely", _NOT_TORCH_HINT) from None
-    except Exception as e:  # torch raises KeyError/EOFError/RuntimeError for non-torch bytes
+    except Exception as e:  # noqa: BLE001  torch raises KeyError/EOFError/RuntimeError for non-torch bytes
         raise IntegrityError(f"{path} is not a torch file ({type(e).__name__})", _NOT_TORCH_HINT) from None
 
 

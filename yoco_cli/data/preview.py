@@ -53,7 +53,7 @@ def grid_array(cset: CondensedSet, max_per_class: int = 20):
     import torch
 
     x = to_display(cset)
-    n, c, h, w = x.shape
+    _, c, h, w = x.shape
     scale = max(1, -(-MIN_CELL // max(h, w)))
     if scale > 1:
         x = x.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)

@@ -27,7 +27,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import IntegrityError, UsageError
 from ..files import BoundedReader
@@ -86,7 +86,7 @@ class _ArraysOnly(pickle._Unpickler):
     clamps (the C one allocates the declared size first). Protocol 5's BYTEARRAY8, which allocates
     before reading and which no CIFAR file uses, is left out."""
 
-    dispatch = {k: v for k, v in pickle._Unpickler.dispatch.items() if k != pickle.BYTEARRAY8[0]}
+    dispatch: ClassVar[dict] = {k: v for k, v in pickle._Unpickler.dispatch.items() if k != pickle.BYTEARRAY8[0]}
 
     def find_class(self, module: str, name: str):
         import numpy as np
@@ -109,7 +109,7 @@ def _unpickle(f, size: int, what: str) -> dict:
         obj = _ArraysOnly(BoundedReader(f, size), encoding="latin1").load()
     except IntegrityError:
         raise
-    except Exception as e:  # any malformed pickle: one line, exit 3
+    except Exception as e:  # noqa: BLE001  any malformed pickle: one line, exit 3
         raise IntegrityError(f"{what} is not a readable CIFAR pickle ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict):
         raise IntegrityError(f"{what} holds a {type(obj).__name__}, not the CIFAR dict")
@@ -145,7 +145,9 @@ def read_cifar(archive: Path, variant: int) -> Decoded:
                     raise IntegrityError(f"{what} is a {_kind(member)}, not a file",
                                          "a real CIFAR archive holds regular files only")
                 check_declared(member.size, on_disk, what)
-                with tar.extractfile(member) as stream:
+                stream = tar.extractfile(member)
+                assert stream is not None  # None only for a member that is not a regular file, refused above
+                with stream:
                     found[base] = _unpickle(stream, member.size, what)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise IntegrityError(f"{archive} is not a readable CIFAR-{variant} tarball ({e})") from None
@@ -189,7 +191,7 @@ def read_svhn(train: Path, test: Path) -> Decoded:
         check_mat_sizes(path)
         try:
             d = scipy.io.loadmat(str(path), variable_names=["X", "y"])
-        except Exception as e:  # scipy raises several types for a bad file
+        except Exception as e:  # noqa: BLE001  scipy raises several types for a bad file
             raise IntegrityError(f"{path.name} is not a readable SVHN .mat file ({e})") from None
         x, y = d.get("X"), d.get("y")
         if x is None or y is None or x.ndim != 4 or x.shape[:3] != (32, 32, 3) or y.size != x.shape[3]:
@@ -263,7 +265,7 @@ def read_idx(path: Path):
                 n *= d
             check_declared(n, path.stat().st_size, path.name)
             out = np.empty(n, dtype=np.uint8)
-            got = f.readinto(memoryview(out)) if n else 0
+            got = f.readinto(out.data) if n else 0
             extra = len(f.read(1))
     except (OSError, EOFError, zlib.error) as e:
         raise IntegrityError(f"{path.name} is a damaged gzip file ({e})") from None
@@ -307,7 +309,7 @@ def split_one_tree(by_class: dict[str, list[str]]) -> dict[str, set[str]]:
     test: dict[str, set[str]] = {}
     for c, rels in by_class.items():
         order = sorted(rels, key=lambda r: hashlib.sha256(r.encode()).hexdigest())
-        k = int(round(FOLDER_TEST_FRACTION * len(order)))
+        k = round(FOLDER_TEST_FRACTION * len(order))
         k = max(k, 1) if len(order) >= 2 else 0
         test[c] = set(order[:k])
     return test
@@ -340,9 +342,9 @@ def resize_center_crop(im, size: int):
             nw, nh = size, int(size * h / w)
         else:
             nw, nh = int(size * w / h), size
-        im = im.resize((nw, nh), Image.BILINEAR)
+        im = im.resize((nw, nh), Image.Resampling.BILINEAR)
         w, h = nw, nh
-    left, top = int(round((w - size) / 2.0)), int(round((h - size) / 2.0))
+    left, top = round((w - size) / 2.0), round((h - size) / 2.0)
     return im.crop((left, top, left + size, top + size))
 
 
@@ -461,7 +463,7 @@ def scan_imagenet(root: Path, wnids) -> tuple[list[str], list[tuple[str, Path, i
     if lost:
         raise UsageError(f"{root} lacks class folders {', '.join(lost[:5])}" + (" ..." if len(lost) > 5 else ""),
                          "ImageNet-10 needs these WNIDs in train/ and val/ (val images sorted into class folders)")
-    rows = []
+    rows: list[tuple[str, Path, int, str]] = []
     for split, base in (("train", train), ("test", val)):
         for label, w in enumerate(wnids):
             rows.extend((p.relative_to(root).as_posix(), p, label, split) for p in _images_under(base / w))

@@ -110,7 +110,7 @@ def forgetting(dyn, never_learned: str = "zero"):
         e = min(c.shape[0], s + 128)
         f += (c[s - 1:e - 1] & ~c[s:e]).sum(0, dtype=torch.int32)
     f = f.float()
-    info = {"never_learned": never_learned}
+    info: dict = {"never_learned": never_learned}
     if never_learned == "max":
         never = ~c.any(0)
         f = f.clone()

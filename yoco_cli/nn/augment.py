@@ -151,7 +151,7 @@ class DSA:
         return _warp(x, theta)
 
     def cutout(self, x, gen):
-        n, _, h, w = x.shape
+        _, _, h, w = x.shape
         ch, cw = int(h * self.p.cutout + 0.5), int(w * self.p.cutout + 0.5)
         oy = self._randint(x, gen, 0, h + (1 - ch % 2))
         ox = self._randint(x, gen, 0, w + (1 - cw % 2))

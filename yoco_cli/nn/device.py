@@ -210,7 +210,7 @@ def busy_elsewhere() -> int:
     if samples:
         return max(0, sorted(samples)[len(samples) // 2])
     try:
-        return int(round(os.getloadavg()[0]))
+        return round(os.getloadavg()[0])
     except (AttributeError, OSError):
         return 0
 

@@ -182,7 +182,7 @@ class Checkpoint:
             return None
         try:
             return tensors.load(self.path)
-        except Exception:  # a torn, damaged (seal mismatch) or foreign file: start over rather than fail
+        except Exception:  # noqa: BLE001  a torn, damaged (seal mismatch) or foreign file: start over rather than fail
             return None
 
     def save(self, ts: dict, meta: dict) -> None:
@@ -221,7 +221,7 @@ class _Single:
             return [self.model(xs[0])]
         try:
             return [self.fn(xs[0])]
-        except Exception as e:  # torch.compile fails lazily (no C++ compiler, unsupported op): go eager
+        except Exception as e:  # noqa: BLE001  torch.compile fails lazily (no C++ compiler, unsupported op): go eager
             import warnings
 
             warnings.warn(f"torch.compile failed ({type(e).__name__}); training continues in eager mode")
@@ -298,7 +298,7 @@ def _try_compile(model: nn.Module):
     try:
         # static shapes: one graph for full batches, one for the last (smaller) batch
         return torch.compile(model, dynamic=False), True
-    except Exception:  # no compiler toolchain: eager is correct, just slower
+    except Exception:  # noqa: BLE001  no compiler toolchain: eager is correct, just slower
         return model, False
 
 
@@ -450,7 +450,7 @@ class _GroupRun:
 
     def _resume(self, ck: Checkpoint | None) -> None:
         got = ck.load() if ck is not None else None
-        if not got:
+        if ck is None or not got:
             return
         ts, meta = got
         if meta.get("fingerprint") != self._fingerprint():
@@ -527,6 +527,7 @@ class _GroupRun:
     def evaluate(self) -> list[float]:
         from . import evalbatch
 
+        assert self.data.test is not None, "evaluate() runs only with a test split"
         tx, ty = self.data.test
         self.group.train(False)
         key = eval_key(self.spec, "test", len(self.seeds), self.group.batched)
@@ -572,22 +573,24 @@ def eval_pass(model: nn.Module, x: torch.Tensor, device: torch.device | str = "c
     norm = _normalizer(normalize, device)
     was_training = model.training
     model = model.to(device).eval()
-    split = hasattr(model, "embed") and hasattr(model, "classifier")
-    if features and not hasattr(model, "embed"):
+    embed, classifier = getattr(model, "embed", None), getattr(model, "classifier", None)
+    if features and embed is None:
         raise UsageError(f"the model {type(model).__name__} has no embed(); its features cannot be taken")
     spec = getattr(model, "spec", None)
     # the thread policy sizes a forward (~1/3 of a step) at the batch the device's table gives
-    use_threads(model_step_macs(spec, batch_size or evalbatch.table_batch(device)) / 3 if spec else None, device)
+    macs = model_step_macs(spec, batch_size or evalbatch.table_batch(device)) if spec else None
+    use_threads(macs / 3 if macs is not None else None, device)
 
-    def forward(s: int, e: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(s: int, e: int) -> tuple[torch.Tensor, ...]:
+        """(logits,) or, with `features`, (logits, features) of one batch."""
         xb = x[s:e].to(device, torch.float32)
         xb = norm(xb) if norm is not None else xb
-        if features and split:
-            f = model.embed(xb)
-            return model.classifier(f).float().cpu(), f.flatten(1).float().cpu()
-        if features:
-            return model(xb).float().cpu(), model.embed(xb).flatten(1).float().cpu()
-        return (model(xb).float().cpu(),)
+        if not features or embed is None:  # no embed with features was refused above
+            return (model(xb).float().cpu(),)
+        if classifier is not None:  # embed + classifier: both from one pass
+            f = embed(xb)
+            return classifier(f).float().cpu(), f.flatten(1).float().cpu()
+        return model(xb).float().cpu(), embed(xb).flatten(1).float().cpu()
 
     key = eval_key(spec, features, normalize is not None)
     outs = evalbatch.run(forward, x.shape[0], device, key, batch_size)

@@ -262,7 +262,7 @@ class DenseNet(nn.Module):
                 parts.append(_Bottleneck(ch, growth))
                 ch += growth
             if i < len(blocks) - 1:
-                out = int(math.floor(ch * reduction))
+                out = math.floor(ch * reduction)
                 parts.append(_Transition(ch, out, pool=size >= 2))
                 size = size // 2 if size >= 2 else size
                 ch = out
@@ -309,7 +309,7 @@ class TorchvisionModel(nn.Module):
 def _torchvision(arch: str, num_classes: int, channels: int, **options) -> nn.Module:
     try:
         import torchvision.models as tvm
-    except Exception as e:  # ImportError, or RuntimeError from a CUDA-only wheel on a CPU machine
+    except Exception as e:  # noqa: BLE001  ImportError, or RuntimeError from a CUDA-only wheel on a CPU machine
         raise UsageError(f"model tv:{arch} needs torchvision, which cannot be imported here "
                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
                          "install the `vision` extra with a torchvision matching your torch, or pick a built-in model")
@@ -364,8 +364,13 @@ def build_model(name: str, num_classes: int, channels: int, image_size: int, **o
         close = difflib.get_close_matches(name, list(_BUILDERS), n=2)
         raise UsageError(f"unknown model {name!r}",
                          f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(known_models())}")
-    model.spec = spec
+    model.spec = spec  # type: ignore[assignment]  # a plain attribute: nn.Module types only tensors and submodules
     return model
+
+
+def spec_of(model: nn.Module) -> dict:
+    """The `spec` that build_model attached (read past nn.Module's typing of attributes as tensors)."""
+    return model.__dict__["spec"]
 
 
 def model_from_spec(spec: dict) -> nn.Module:

@@ -153,7 +153,9 @@ class GdownClient:
             found = gdown.download_folder(**_supported(gdown.download_folder, id=folder_id, skip_download=True,
                                                        quiet=True, use_cookies=False, timeout=timeout,
                                                        remaining_ok=True))
-            self._listings[folder_id] = [DriveFile(f.id, f.path.replace("\\", "/")) for f in found]
+            # skip_download=True lists entries; a str would be a downloaded path, which it never returns
+            entries = [f for f in found if not isinstance(f, str)]
+            self._listings[folder_id] = [DriveFile(f.id, f.path.replace("\\", "/")) for f in entries]
         return self._listings[folder_id]
 
     def download(self, file_id: str, dest: Path, *, progress: Progress | None, timeout: float,
@@ -214,9 +216,9 @@ def translate_exception(e: BaseException, what: str) -> FetchError | BaseExcepti
         return FetchError(f"cannot reach {host} for {what}: {connection_cause(e)}" + (f" ({link})" if link else ""),
                           network_hint("YOCO_GDRIVE_MIRROR=URL (a copy of the Drive folders)"))
     if isinstance(e, gdown.exceptions.DownloadError):
-        p = classify_text(text)
-        if p:
-            return problem_error(p, what)
+        problem = classify_text(text)
+        if problem:
+            return problem_error(problem, what)
         return FetchError(f"download of {what} failed ({_short(text)})", "run again to resume")
     return e
 
@@ -255,7 +257,7 @@ def network_hint(mirror: str) -> str:
 def drive_link(url: str) -> str | None:
     """The page a person opens for a Drive request's file or folder id (None if the URL has none)."""
     q = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
-    ident = (q.get("id") or [None])[0]
+    ident = q.get("id", [""])[0]
     if not ident or "drive.google.com" not in url:
         return None
     kind = "drive/folders" if "folderview" in url or "folders" in url else "file/d"

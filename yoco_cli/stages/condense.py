@@ -222,7 +222,7 @@ def _describe(device) -> str:
     return describe(device)
 
 
-def _curve(losses: list[float], points: int = 50) -> list[list[float]]:
+def _curve(losses: list[float], points: int = 50) -> list[list[float | None]]:
     """A short (iteration, loss) curve for the manifest: every loss would bloat it (DM: 20k)."""
     import math
 

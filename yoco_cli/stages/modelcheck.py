@@ -22,7 +22,7 @@ def checked_spec(name: str, options: dict, num_classes: int, channels: int, imag
     """The model spec of `name` with `options`, after one forward pass on CxSxS zeros."""
     import torch
 
-    from ..nn.models import build_model
+    from ..nn.models import build_model, spec_of
 
     try:
         with warnings.catch_warnings():
@@ -41,4 +41,4 @@ def checked_spec(name: str, options: dict, num_classes: int, channels: int, imag
     if tuple(out.shape) != (2, num_classes):
         raise UsageError(f"model {label(name, options)} gives outputs of shape {tuple(out.shape)[1:]}, "
                          f"not {num_classes} class scores", "check its options")
-    return model.spec
+    return spec_of(model)

@@ -99,6 +99,8 @@ def plan(p: TrainPreset, *, num_classes: int, channels: int, image_size: int, sc
     name, options = parse_model_arg(model) if model else (p.model, dict(p.model_options))
     spec = checked_spec(name, options, num_classes, channels, image_size)
     eps = epochs if epochs is not None else (p.epochs or default_epochs)
+    if eps is None:  # a caller's mistake, not the user's: a preset without epochs (ImageNet) needs default_epochs
+        raise ValueError("this preset has no epoch count: pass default_epochs (e.g. ipc_epochs)")
     dsa = p.dsa if aug is None else ("" if aug.lower() in ("", "none", "off") else aug)
     cfg = TrainConfig(epochs=eps, batch_size=p.batch_size if batch_size is None else batch_size,
                       lr=p.lr if lr is None else lr, schedule=schedule, dsa=dsa,
