@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from ..data.formats import export_help
 from ..errors import UsageError
 from . import output
 from .cmd_score import (
@@ -161,7 +162,7 @@ def prune_cmd(
                          "--to, {to} in the name is replaced (else -ipcN is added).",
         rich_help_panel=OUT_PANEL, show_default=False)] = None,
     export_format: Annotated[str, typer.Option(
-        "--export-format", help="Layout for --export: idc, dream, mtt, dsa, kip or yoco.",
+        "--export-format", help="Layout for --export: " + export_help(),
         rich_help_panel=OUT_PANEL)] = "idc",
     indices: Annotated[Path | None, typer.Option(
         "--indices", help='Also write {"indices": \\[kept decoded indices], "stored": \\[their stored images]} as JSON.',
