@@ -28,7 +28,7 @@ def toy():
     try:
         yield scores.REGISTRY["toy"]
     finally:
-        del scores.REGISTRY["toy"]
+        scores.REGISTRY.pop("toy", None)
 
 
 def test_todays_metrics_keep_todays_score_key():
@@ -66,9 +66,11 @@ def test_pipeline_prunes_every_metric_it_accepts():
         PipelineRequest(metrics=["nosuch"]).check()
 
 
-def test_pipeline_cli_refuses_an_unknown_metric_in_one_line(cli):
+def test_pipeline_cli_refuses_an_unknown_or_unshown_metric_in_one_line(cli):
     r = cli("pipeline", "digits", "--metric", "nosuch")
     assert r.exit_code == 2 and "unknown metric 'nosuch'" in r.stderr and "Traceback" not in r.stderr
+    r = cli("pipeline", "digits", "--metric", "loss", "--tables", "rules")
+    assert r.exit_code == 2 and "--metric loss has no row in the table(s) rules" in r.stderr
 
 
 def test_a_registered_metric_reaches_score_prune_report_and_pipeline(cli, store, toy):
@@ -115,6 +117,9 @@ def test_a_registered_metric_reaches_score_prune_report_and_pipeline(cli, store,
     req = PipelineRequest(metrics=["toy"])
     req.check()
     assert [r.label for r in rules(req)] == ["toy-hard-imbalanced"]
+    # through the CLI: toy passes the metric check and the request fails later, on its --to
+    late = cli("pipeline", "digits", "--metric", "toy", "--to", "10")
+    assert late.exit_code == 2 and "--to must be between 1 and 9" in late.stderr
     from yoco_cli.cli.common import complete_metrics
 
     assert complete_metrics("to") == ["toy"] and "toy." in scores.choices_text(None)

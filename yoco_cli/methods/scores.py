@@ -1,5 +1,11 @@
 """Every score of spec section 3, one function per metric, registered by name.
 
+The registry is the one list of metrics: a new score rule is one function under
+`@register(Metric(name, source, high_is_hard, doc, label=..., options=...))` plus its test.
+`select.rule_for`, the CLI's `--metric` choices, help and completion, `yoco score`, the main
+table of `yoco report`, the pipeline's accepted metrics and the score stage's cache key
+(`key_params`) all read it.
+
 Dynamics-based scores read only the sufficient statistics of `yoco_cli.data.dynamics.Dynamics`
 (err [E,N], correct [E,N], margin_sum [N], correct_num [E], loss_epoch [E]); model-based ones
 (entropy, loss, and the features for ssp) need the final model of a dynamics run. Every
