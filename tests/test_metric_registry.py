@@ -1,6 +1,7 @@
-"""A metric is declared once (methods/scores.py): a toy metric registered in-process reaches
-`yoco score`, `yoco prune --metric`, `yoco report`'s rows and the pipeline's metric check, and a
-score table stored before it was registered is scored afresh instead of failing."""
+"""Declared once: a metric (methods/scores.py), a condensation method (condensation.METHODS), a set
+layout (data/formats.LAYOUTS). A toy metric registered in-process reaches `yoco score`, `yoco prune
+--metric`, `yoco report`'s rows and the pipeline's metric check, and a score table stored before it
+was registered is scored afresh instead of failing."""
 from __future__ import annotations
 
 import numpy as np
@@ -123,3 +124,23 @@ def test_a_registered_metric_reaches_score_prune_report_and_pipeline(cli, store,
     from yoco_cli.cli.common import complete_metrics
 
     assert complete_metrics("to") == ["toy"] and "toy." in scores.choices_text(None)
+
+
+def test_methods_and_layouts_give_the_cli_its_choices(cli, monkeypatch):
+    from yoco_cli import condensation
+    from yoco_cli.cli.common import complete_methods
+    from yoco_cli.data import formats
+
+    assert condensation.help_text() == ("idc (gradient matching) | dm (distribution matching) | random (a seeded "
+                                        "real subset) | herding (a herded real subset)")
+    monkeypatch.setitem(condensation.METHODS, "toycm", condensation.Method("random_subset", "a test's method"))
+    assert complete_methods("toy") == ["toycm"] and condensation.get("toycm").NAME == "random"
+    help_text = " ".join(cli("pipeline", "--help").stdout.split())
+    assert "dm (distribution matching)" in help_text and "herding (a herded real subset)" in help_text
+
+    assert formats.EXPORT_SPACES["mtt"] == ("normalized", "zca") and formats.DEFAULT_SPACE["kip"] == "zca"
+    assert formats.default_factor("dream", 224) == 3 and formats.default_factor("mtt", 224) == 1
+    assert "mtt: normalized or zca" in formats.export_help() and formats.import_help().startswith("idc | dream")
+    with pytest.raises(UsageError) as err:
+        formats.check_export("idc", "normalized")
+    assert err.value.hint == "export it as dsa or mtt"
