@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from yoco_cli.errors import UsageError
-from yoco_cli.methods import select
+from yoco_cli.methods import scores, select
 from yoco_cli.methods.select import Rule
 
 FAST = settings(max_examples=60, deadline=None)
@@ -92,9 +92,9 @@ def test_every_suffix_combination_parses(base):
                 assert (rule.metric, rule.balanced) == ("ccs", False), key
                 continue
             metric = BASES[base]
-            d_hard, d_bal = select.DEFAULTS[metric]
-            want_hard = d_hard if (not d or metric in select.NO_DIRECTION) else d == "_hard"
-            want_bal = d_bal if not b else b == "_balance"
+            declared = scores.get(metric)
+            want_hard = declared.hard if (not d or not declared.directed) else d == "_hard"
+            want_bal = declared.balanced if not b else b == "_balance"
             assert (rule.metric, rule.hard, rule.balanced, rule.key) == (metric, want_hard, want_bal, key), key
 
 

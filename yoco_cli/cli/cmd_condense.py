@@ -7,15 +7,7 @@ import typer
 
 from ..errors import UsageError
 from . import output
-from .common import DeviceOpt, JsonOpt, SeedOpt, get_store, set_json
-
-METHOD_HELP = "idc (gradient matching) | dm (distribution matching) | random | herding (real-image baselines)"
-
-
-def _complete_methods(incomplete: str) -> list[str]:
-    from ..condensation import METHODS
-
-    return [m for m in METHODS if m.startswith(incomplete)]
+from .common import DeviceOpt, JsonOpt, SeedOpt, complete_methods, get_store, method_help, set_json
 
 
 def _complete_datasets(incomplete: str) -> list[str]:
@@ -42,8 +34,8 @@ def condense(
     dataset: Annotated[str, typer.Argument(help="Real dataset: digits, cifar10, cifar100, imagenet10, ... or folder:PATH.",
                                            autocompletion=_complete_datasets)],
     ipc: Annotated[int, typer.Option("--ipc", help="Stored images per class.")] = 10,
-    method: Annotated[str, typer.Option("--method", help=METHOD_HELP,
-                                                 autocompletion=_complete_methods)] = "idc",
+    method: Annotated[str, typer.Option("--method", help=method_help(),
+                                                 autocompletion=complete_methods)] = "idc",
     factor: Annotated[int | None, typer.Option("--factor", show_default="2; 3 for imagenet10",
                                                   help="Multi-formation factor: each stored image holds f x f images.")] = None,
     iterations: Annotated[int | None, typer.Option("--iterations", "-n", show_default="preset",

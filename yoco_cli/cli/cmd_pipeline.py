@@ -13,9 +13,12 @@ from .common import (
     JsonOpt,
     MaxParallelOpt,
     MultiTargetCommand,
+    complete_methods,
     complete_metrics,
     complete_set_refs,
     get_store,
+    method_help,
+    metric_help,
     parse_targets,
     say_where,
     set_json,
@@ -32,14 +35,16 @@ def pipeline_cmd(
     set_ref: Annotated[str | None, typer.Option(
         "--set", help="Start from this stored set (name, key or file) instead of condensing.",
         autocompletion=complete_set_refs, show_default=False)] = None,
-    method: Annotated[str, typer.Option("--method", help="Condensation method when no --set: idc, dm, random. dm here (minutes on a CPU); "
-                                               "`yoco condense` defaults to idc, the paper's source sets.")] = "dm",
+    method: Annotated[str, typer.Option("--method", help="Condensation method when no --set: " + method_help()
+                                        + ". dm here (minutes on a CPU); `yoco condense` defaults to idc, the "
+                                          "paper's source sets.", autocompletion=complete_methods)] = "dm",
     ipc: Annotated[int, typer.Option("--ipc", help="Source IPC (condensed, then pruned from).")] = 10,
     factor: Annotated[int | None, typer.Option("--factor", help="Multi-formation factor (default: preset).",
                                                   show_default=False)] = None,
     to: Annotated[list[str], typer.Option("--to", metavar="IPC", help="Target IPCs: --to 1 2 5 or --to 1,2,5.")] = ["1", "2", "5"],
     metrics: Annotated[list[str] | None, typer.Option(
-        "--metric", "--metrics", "-m", help="Metrics to compare (repeatable; default: every row of the paper's table).",
+        "--metric", "--metrics", "-m", help="Metrics to compare (repeatable; default: every row of the paper's "
+        "table): " + metric_help(None),
         autocompletion=complete_metrics, show_default=False)] = None,
     tables: Annotated[list[str] | None, typer.Option(
         "--tables", help="Report tables to fill: main (default), rules, balance, easyhard or all (repeatable).",

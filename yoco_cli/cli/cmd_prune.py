@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from ..data.formats import export_help
 from ..errors import UsageError
 from . import output
 from .cmd_score import (
@@ -29,6 +30,7 @@ from .common import (
     complete_set_refs,
     get_store,
     interactive,
+    metric_help,
     parse_targets,
     prompt_choice,
     prompt_targets,
@@ -78,7 +80,7 @@ def choose_set(store, spec: str | None, ipc_from: int | None, dataset: str | Non
 
 
 def choose_rule(metric: str | None, key: str | None, hard: bool | None, balanced: bool | None):
-    from ..methods import select
+    from ..methods import scores, select
 
     if key:
         if metric or hard is not None or balanced is not None:
@@ -87,10 +89,11 @@ def choose_rule(metric: str | None, key: str | None, hard: bool | None, balanced
         return select.parse_key(key)
     rule = select.rule_for(metric or "lbpe", hard, balanced)
     o = output.get()
-    if hard is not None and rule.metric in select.NO_DIRECTION:
+    declared = scores.get(rule.metric)
+    if hard is not None and not declared.directed:
         o.warn(f"--{'hard' if hard else 'easy'} has no effect on {rule.metric}")
-    if balanced and rule.metric == "ccs":
-        o.warn("ccs selects over the whole set (as the reference does); --balanced is ignored")
+    if balanced and declared.fixed_balance:
+        o.warn(f"{rule.metric} decides the balance itself (as the reference does); --balanced is ignored")
     return rule
 
 
@@ -105,7 +108,7 @@ def prune_cmd(
     to: Annotated[list[str] | None, typer.Option(
         "--to", metavar="IPC", help="Target IPC(s): --to 1, --to 1 2 5 or --to 1,2,5.", show_default=False)] = None,
     metric: Annotated[str | None, typer.Option(
-        "--metric", "-m", help="lbpe (YOCO), el2n, forgetting, aum, entropy, loss, ssp, ccs or random (default: lbpe).",
+        "--metric", "-m", help=metric_help(),
         autocompletion=complete_metrics, rich_help_panel=RULE_PANEL, show_default=False)] = None,
     key: Annotated[str | None, typer.Option(
         "--key", help="The reference's pruning key instead: yoco, forgetting_easy_balance, accumulated_margin, "
@@ -159,7 +162,7 @@ def prune_cmd(
                          "--to, {to} in the name is replaced (else -ipcN is added).",
         rich_help_panel=OUT_PANEL, show_default=False)] = None,
     export_format: Annotated[str, typer.Option(
-        "--export-format", help="Layout for --export: idc, dream, mtt, dsa, kip or yoco.",
+        "--export-format", help="Layout for --export: " + export_help(),
         rich_help_panel=OUT_PANEL)] = "idc",
     indices: Annotated[Path | None, typer.Option(
         "--indices", help='Also write {"indices": \\[kept decoded indices], "stored": \\[their stored images]} as JSON.',

@@ -61,6 +61,9 @@ def report_cmd(
             check_output_file(path)
     if plot is not None:
         rep.check_plot_support()
+    from ..methods import scores
+
+    metric = [scores.get(m).name for m in metric or []]  # aliases (yoco); an unknown name: one line
     records = rep.filter_records(rep.collect(get_store()), dataset, source, model)
     tables = rep.build_tables(records, table or None, which, metric or None)
     if not tables:

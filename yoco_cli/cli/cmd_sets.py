@@ -6,11 +6,10 @@ from typing import Annotated
 
 import typer
 
+from ..data.formats import export_help, import_help
 from ..errors import UsageError
 from . import output
 from .common import JsonOpt, complete_set_refs, get_store, set_json
-
-FORMAT_HELP = "idc | dream | mtt | dsa | kip | yoco | auto (detected from the file's structure)."
 
 
 def register(app: typer.Typer) -> None:
@@ -34,7 +33,7 @@ def _meta_rows(doc: dict) -> list[list]:
 def import_cmd(
     path: Annotated[Path, typer.Argument(help="data.pt, an MTT folder (or images_best.pt), a DSA/KIP .pt "
                                               "or a yoco .safetensors file.", show_default=False)],
-    fmt: Annotated[str, typer.Option("--format", "-f", help=FORMAT_HELP)] = "auto",
+    fmt: Annotated[str, typer.Option("--format", "-f", help=import_help())] = "auto",
     dataset: Annotated[str | None, typer.Option(
         "--dataset", "-d", help="cifar10, cifar100, imagenet10, svhn, mnist, fashion or digits; "
                                 "inferred from the images when unambiguous.", show_default=False)] = None,
@@ -124,10 +123,7 @@ def export_cmd(
     ref: Annotated[str, typer.Argument(help="A set's name, key prefix or file path.",
                                        autocompletion=complete_set_refs, show_default=False)],
     dest: Annotated[Path, typer.Argument(help="File to write (a folder for mtt).", show_default=False)],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="idc | dream | dsa | kip | mtt | yoco. The set's value "
-                                                            "space must match the layout's (idc/dream: raw01; "
-                                                            "dsa: normalized; kip: zca; mtt: normalized or zca).")
-                   ] = "idc",
+    fmt: Annotated[str, typer.Option("--format", "-f", help=export_help())] = "idc",
     json_: JsonOpt = False,
 ) -> None:
     """Write a stored set in a published layout.

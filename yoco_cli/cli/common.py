@@ -137,11 +137,32 @@ def complete_set_refs(incomplete: str) -> list[str]:
     return [n for n, (stage, _) in _stored_refs().items() if stage in SET_STAGES and n.startswith(incomplete)]
 
 
-METRICS = ["lbpe", "el2n", "forgetting", "aum", "entropy", "loss", "ssp", "ccs", "random"]
+def complete_methods(incomplete: str) -> list[str]:
+    """Every condensation method (condensation/__init__.py)."""
+    from ..condensation import METHODS
+
+    return [m for m in METHODS if m.startswith(incomplete)]
+
+
+def method_help() -> str:
+    """`--method`'s help, read from the condensation methods' registration."""
+    from ..condensation import help_text
+
+    return help_text()
 
 
 def complete_metrics(incomplete: str) -> list[str]:
-    return [m for m in METRICS if m.startswith(incomplete)]
+    """Every registered metric (methods/scores.py), aliases left out."""
+    from ..methods import scores
+
+    return [m for m in scores.names() if m.startswith(incomplete)]
+
+
+def metric_help(default: str | None = "lbpe") -> str:
+    """`--metric`'s help, read from the registry when the command is defined."""
+    from ..methods import scores
+
+    return scores.choices_text(default)
 
 
 # -- several targets: `--to 1 2 5` -------------------------------------------------------

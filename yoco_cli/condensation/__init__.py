@@ -8,16 +8,30 @@ from __future__ import annotations
 
 import importlib
 import math
+from dataclasses import dataclass
 from types import ModuleType
 
 from ..errors import UsageError
 
-METHODS = {
-    "idc": "idc",            # Kim et al. ICML'22, multi-formation gradient matching (docs/method.md §6.1)
-    "dm": "dm",              # Zhao & Bilen WACV'23, distribution matching, multi-formation (docs/method.md §6.2)
-    "random": "random_subset",  # seeded real subset in the same layout: the baseline
-    "herding": "herding",    # deterministic real subset (pixel-space herding)
+
+@dataclass(frozen=True)
+class Method:
+    module: str   # the module in this package
+    summary: str  # a few words for `--method`'s help
+
+
+# The one list of methods: `--method` choices, help and completion (condense, pipeline) read it.
+METHODS: dict[str, Method] = {
+    "idc": Method("idc", "gradient matching"),        # Kim et al. ICML'22, multi-formation (docs/method.md §6.1)
+    "dm": Method("dm", "distribution matching"),      # Zhao & Bilen WACV'23, multi-formation (docs/method.md §6.2)
+    "random": Method("random_subset", "a seeded real subset"),  # same layout: the baseline
+    "herding": Method("herding", "a herded real subset"),       # deterministic, pixel-space herding
 }
+
+
+def help_text() -> str:
+    """`--method`'s help: "idc (gradient matching) | dm (distribution matching) | ..."."""
+    return " | ".join(f"{name} ({m.summary})" for name, m in METHODS.items())
 
 
 def get(name: str) -> ModuleType:
@@ -27,7 +41,7 @@ def get(name: str) -> ModuleType:
         close = difflib.get_close_matches(name, list(METHODS), n=1)
         hint = f"did you mean {close[0]}?" if close else f"use one of {', '.join(METHODS)}"
         raise UsageError(f"unknown condensation method {name!r}", hint)
-    return importlib.import_module(f"{__name__}.{METHODS[name]}")
+    return importlib.import_module(f"{__name__}.{METHODS[name].module}")
 
 
 def resolve_params(name: str, dataset: str, overrides: dict | None, base: dict | None = None) -> dict:

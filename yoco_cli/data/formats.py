@@ -29,8 +29,22 @@ from .condensed import VALUE_SPACES, CondensedSet, validate
 from .decode import check_factor
 from .real import NUM_CLASSES
 
-FORMATS = ("idc", "dream", "mtt", "dsa", "kip", "yoco")
-DEFAULT_SPACE = {"idc": "raw01", "dream": "raw01", "mtt": "normalized", "dsa": "normalized", "kip": "zca"}
+
+@dataclass(frozen=True)
+class Layout:
+    """One published file layout, declared once: the import/export choices, help and checks read it."""
+    read_space: str | None           # the value space its readers take the values to be (None: the file says)
+    write_spaces: tuple[str, ...]    # the value spaces a set may have to be written in it (docs/method.md §9.4)
+    tiled: bool = False              # f x f multi-formation tiles per stored image (IDC, DREAM)
+
+
+LAYOUTS: dict[str, Layout] = {
+    "idc": Layout("raw01", ("raw01",), tiled=True), "dream": Layout("raw01", ("raw01",), tiled=True),
+    "mtt": Layout("normalized", ("normalized", "zca")), "dsa": Layout("normalized", ("normalized",)),
+    "kip": Layout("zca", ("zca",)), "yoco": Layout(None, VALUE_SPACES),
+}
+FORMATS = tuple(LAYOUTS)
+DEFAULT_SPACE = {name: lay.read_space for name, lay in LAYOUTS.items() if lay.read_space is not None}
 MTT_IMAGES, MTT_LABELS = "images_best.pt", "labels_best.pt"
 
 # (channels, side) of each dataset's images, for --dataset inference.
@@ -53,7 +67,7 @@ class Loaded:
 
 def default_factor(fmt: str, side: int) -> int:
     """IDC/DREAM store f x f tiles per image: f = 2 at CIFAR size, 3 at ImageNet size (docs/method.md §1.1)."""
-    if fmt in ("idc", "dream"):
+    if fmt in LAYOUTS and LAYOUTS[fmt].tiled:
         return 3 if side >= 128 else 2
     return 1
 
@@ -450,8 +464,19 @@ def _load_own(path: Path, dataset, factor, ipc, value_space) -> Loaded:
 
 # What each layout's readers take its values to be. Writing a set into a layout of another
 # value space would make the next reader normalize it twice (or not at all), docs/method.md §9.4.
-EXPORT_SPACES = {"idc": ("raw01",), "dream": ("raw01",), "dsa": ("normalized",), "mtt": ("normalized", "zca"),
-                 "kip": ("zca",), "yoco": VALUE_SPACES}
+EXPORT_SPACES = {name: lay.write_spaces for name, lay in LAYOUTS.items()}
+
+
+def import_help() -> str:
+    """`yoco import --format`'s help."""
+    return " | ".join(FORMATS) + " | auto (detected from the file's structure)."
+
+
+def export_help() -> str:
+    """`--format` of `yoco export` (and prune's `--export-format`): the layouts and the value space each takes."""
+    spaces = "; ".join(f"{name}: {' or '.join(lay.write_spaces)}" for name, lay in LAYOUTS.items()
+                       if lay.read_space is not None)
+    return f"{' | '.join(FORMATS)}. The set's value space must match the layout's ({spaces})."
 
 
 def export(cset: CondensedSet, path: Path | str, fmt: str = "idc") -> list[str]:
@@ -499,7 +524,7 @@ def check_export(fmt: str, value_space: str) -> str:
         raise UsageError(f"cannot export format {fmt!r}", f"use one of {', '.join(FORMATS)}")
     fmt = fmt.strip().lower()
     if value_space not in EXPORT_SPACES[fmt]:
-        fits = [f for f, spaces in EXPORT_SPACES.items() if value_space in spaces and f != "yoco"]
+        fits = sorted(f for f, lay in LAYOUTS.items() if value_space in lay.write_spaces and lay.read_space)
         raise UsageError(f"cannot export a {value_space} set as {fmt}: {fmt} readers take its values as "
                          f"{' or '.join(EXPORT_SPACES[fmt])}", f"export it as {' or '.join(fits)}")
     return fmt

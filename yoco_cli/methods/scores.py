@@ -1,5 +1,11 @@
 """Every score of docs/method.md §3, one function per metric, registered by name.
 
+The registry is the one list of metrics: a new score rule is one function under
+`@register(Metric(name, source, high_is_hard, doc, label=..., options=...))` plus its test.
+`select.rule_for`, the CLI's `--metric` choices, help and completion, `yoco score`, the main
+table of `yoco report`, the pipeline's accepted metrics and the score stage's cache key
+(`key_params`) all read it.
+
 Dynamics-based scores read only the sufficient statistics of `yoco_cli.data.dynamics.Dynamics`
 (err [E,N], correct [E,N], margin_sum [N], correct_num [E], loss_epoch [E]); model-based ones
 (entropy, loss, and the features for ssp) need the final model of a dynamics run. Every
@@ -21,7 +27,7 @@ the paper measured) and the original is one keyword away:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import UsageError
@@ -30,27 +36,125 @@ from . import presets
 
 @dataclass(frozen=True)
 class Metric:
+    """One score or selection rule, declared once: every list of metrics (CLI choices and help,
+    completion, selection defaults, report rows, the pipeline's accepted metrics, the reference
+    file's keys, the score stage's cache key) is read from these fields."""
     name: str
     source: str          # "dynamics" | "model" | "selection" (ssp: chosen by k-means at prune time)
     high_is_hard: bool
-    fn: Callable[..., tuple[Any, dict]] | None
     doc: str
+    label: str = ""      # its row in `yoco report` ("EL2N"); the name when empty
+    hard: bool = True    # the direction when the user gives none (docs/method.md §4.2)
+    balanced: bool = False  # the balance when the user gives none
+    directed: bool = True   # False: easy/hard means nothing (both share one cache entry)
+    fixed_balance: bool = False  # True: the rule decides the balance itself (ccs's strata)
+    reads: str | None = None     # selects by another metric's stored values (ccs reads el2n)
+    version: int = 1     # bump when the same options now give other values: the score key follows
+    options: Callable[[Resolved], dict[str, Any]] | None = None  # its keyword arguments from the options
+    ref_keys: tuple[str, ...] = ()  # its keys in the reference's data-score pickle, preferred first
+    aliases: tuple[str, ...] = ()   # other names `--metric` accepts (the reference's: yoco, ...)
+    paper_row: int | None = None    # its row in the paper's Table 1; None: a row only where measured
+    fn: Callable[..., tuple[Any, dict]] | None = None
+
+    @property
+    def needs_model(self) -> bool:
+        """Reads the final model of a dynamics run, not only its recorded statistics."""
+        return self.source != "dynamics"
+
+    @property
+    def stored(self) -> bool:
+        """Computed by the score stage into the score table (ccs and ssp choose at prune time)."""
+        return self.source in ("dynamics", "model") and self.reads is None
+
+    @property
+    def row_label(self) -> str:
+        return self.label or self.name
 
 
 REGISTRY: dict[str, Metric] = {}
 
 
-def register(name: str, source: str, high_is_hard: bool, doc: str):
-    def deco(fn):
-        REGISTRY[name] = Metric(name, source, high_is_hard, fn, doc)
+def register(spec: Metric) -> Callable[[Callable[..., tuple[Any, dict]]], Callable[..., tuple[Any, dict]]]:
+    """`@register(Metric(...))` over the function that computes it: a dynamics metric is called as
+    `fn(dyn, **spec.options(resolved))`, a model metric as `fn(logits, labels)`."""
+    def deco(fn: Callable[..., tuple[Any, dict]]) -> Callable[..., tuple[Any, dict]]:
+        declare(replace(spec, fn=fn))
         return fn
     return deco
 
 
+def declare(spec: Metric) -> Metric:
+    """Add a metric to the registry (without a function: a selection rule such as ssp)."""
+    taken = {n for m in REGISTRY.values() for n in (m.name, *m.aliases)}
+    clash = [n for n in (spec.name, *spec.aliases) if n in taken]
+    if clash:
+        raise ValueError(f"metric name {clash[0]!r} is registered already")
+    REGISTRY[spec.name] = spec
+    return spec
+
+
 def get(name: str) -> Metric:
-    if name not in REGISTRY:
-        raise UsageError(f"unknown metric {name!r}", f"use one of {', '.join(REGISTRY)}")
-    return REGISTRY[name]
+    """The metric by its name or one of its aliases (`yoco` is lbpe)."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    for m in REGISTRY.values():
+        if name in m.aliases:
+            return m
+    raise UsageError(f"unknown metric {name!r}", f"use one of {', '.join(REGISTRY)}")
+
+
+def names() -> list[str]:
+    """Every metric `--metric` accepts, in registry order."""
+    return list(REGISTRY)
+
+
+def choices_text(default: str | None = "lbpe") -> str:
+    """The `--metric` help: every name, e.g. "lbpe (YOCO), el2n, ... or ssp (default: lbpe)."."""
+    parts = [f"{m.name} ({m.label})" if m.label and m.label.lower() != m.name else m.name
+             for m in REGISTRY.values()]
+    tail = f" (default: {default})" if default else ""
+    return f"{', '.join(parts[:-1])} or {parts[-1]}{tail}."
+
+
+def stored() -> list[Metric]:
+    """The metrics the score stage computes, in registry order."""
+    return [m for m in REGISTRY.values() if m.stored]
+
+
+def needs_model(metrics: list[str]) -> bool:
+    """Whether any of these metrics reads the dynamics' final models."""
+    return any(get(n).needs_model for n in metrics)
+
+
+def paper_metrics() -> list[str]:
+    """The rows of the paper's main table (Table 1), in its order."""
+    rows = sorted((m.paper_row, m.name) for m in REGISTRY.values() if m.paper_row is not None)
+    return [name for _, name in rows]
+
+
+def table_order() -> list[Metric]:
+    """Every metric in the main report table's order: the paper's rows, then the others as registered."""
+    paper = paper_metrics()
+    return [get(n) for n in paper] + [m for m in REGISTRY.values() if m.name not in paper]
+
+
+# The stored metrics (and their versions) of score VERSION 1. While the registry stores exactly
+# these, the score key stays as it was before the registry entered it (stores scored earlier keep
+# their entries); any other set, or a bumped version, enters the key and scores afresh. History:
+# never edit it, bump a metric's `version` instead.
+_KEYED_AS_V1 = {"lbpe": 1, "el2n": 1, "forgetting": 1, "aum": 1, "random": 1, "entropy": 1, "loss": 1}
+
+
+def key_params() -> dict[str, Any]:
+    """What the registry adds to the score stage's params: {} for VERSION 1's metrics, else
+    {"metrics": {name: version}} of every stored metric."""
+    now = {m.name: m.version for m in stored()}
+    return {} if now == _KEYED_AS_V1 else {"metrics": dict(sorted(now.items()))}
+
+
+def reference_keys() -> dict[str, tuple[str, ...]]:
+    """{metric: its keys in the reference's data-score pickle} for the stored metrics that have any."""
+    return {m.name: m.ref_keys for m in stored() if m.ref_keys}
 
 
 # -- epoch choice -------------------------------------------------------------------------------
@@ -78,7 +182,9 @@ def _rows_sum(err, rows: list[int]):
 
 
 # -- dynamics-based -----------------------------------------------------------------------------
-@register("lbpe", "dynamics", True, "sum of ||p - e_y|| over the K epochs of highest training accuracy before stop_epoch")
+@register(Metric("lbpe", "dynamics", True, "sum of ||p - e_y|| over the K epochs of highest training accuracy "
+                 "before stop_epoch", label="YOCO", hard=False, balanced=True, aliases=("yoco",), paper_row=7,
+                 options=lambda r: {"k": r.k, "stop_epoch": r.stop, "use_loss": r.opts.use_loss}))
 def lbpe(dyn, k: int, stop_epoch: int, use_loss: bool = False):
     presets.check_lbpe(stop_epoch, k, dyn.epochs)
     if use_loss:
@@ -88,7 +194,9 @@ def lbpe(dyn, k: int, stop_epoch: int, use_loss: bool = False):
     return _rows_sum(dyn.err, epochs), {"k": k, "stop_epoch": stop_epoch, "use_loss": use_loss, "epochs": epochs}
 
 
-@register("el2n", "dynamics", True, "sum of ||p - e_y|| over an epoch window, [0, 10) by default")
+@register(Metric("el2n", "dynamics", True, "sum of ||p - e_y|| over an epoch window, [0, 10) by default",
+                 label="EL2N", ref_keys=("el2n", "LBPE_0_10"), paper_row=5,
+                 options=lambda r: {"start": r.opts.el2n_window[0], "end": r.opts.el2n_window[1]}))
 def el2n(dyn, start: int = 0, end: int = 10):
     if not 0 <= start < end:
         raise UsageError(f"bad EL2N window [{start}, {end})", "give START:END with 0 <= START < END")
@@ -98,7 +206,9 @@ def el2n(dyn, start: int = 0, end: int = 10):
     return _rows_sum(dyn.err, list(range(start, stop))), {"window": [start, stop]}
 
 
-@register("forgetting", "dynamics", True, "number of correct -> wrong transitions over all epochs")
+@register(Metric("forgetting", "dynamics", True, "number of correct -> wrong transitions over all epochs",
+                 label="Forgetting", ref_keys=("forgetting",), paper_row=4,
+                 options=lambda r: {"never_learned": r.opts.never_learned}))
 def forgetting(dyn, never_learned: str = "zero"):
     import torch
 
@@ -121,7 +231,9 @@ def forgetting(dyn, never_learned: str = "zero"):
     return f, info
 
 
-@register("aum", "dynamics", False, "sum over epochs of p_y - max_{k!=y} p_k (probabilities); high = easy")
+@register(Metric("aum", "dynamics", False, "sum over epochs of p_y - max_{k!=y} p_k (probabilities); high = easy",
+                 label="AUM", ref_keys=("accumulated_margin",), aliases=("accumulated_margin",), paper_row=3,
+                 options=lambda r: {"mean": r.opts.aum_mean}))
 def aum(dyn, mean: bool = False):
     v = dyn.margin_sum.float()
     if mean:
@@ -129,13 +241,15 @@ def aum(dyn, mean: bool = False):
     return v, {"space": "probability", "mean": mean}
 
 
-@register("ccs", "dynamics", True, "EL2N scores, selected by coverage-centric stratified sampling")
+@register(Metric("ccs", "dynamics", True, "EL2N scores, selected by coverage-centric stratified sampling",
+                 label="CCS", directed=False, fixed_balance=True, reads="el2n", paper_row=6))
 def ccs(dyn, start: int = 0, end: int = 10):
     v, info = el2n(dyn, start, end)
     return v, {**info, "score": "el2n"}
 
 
-@register("random", "dynamics", True, "a seeded random permutation (same for every run)")
+@register(Metric("random", "dynamics", True, "a seeded random permutation (same for every run)",
+                 label="Random", directed=False, paper_row=0, options=lambda r: {"seed": r.opts.seed}))
 def random_scores(dyn, seed: int = 0):
     import torch
 
@@ -144,26 +258,28 @@ def random_scores(dyn, seed: int = 0):
 
 
 # -- model-based (final model, eval mode, decoded images, no augmentation) ----------------------
-@register("entropy", "model", True, "entropy of the final model's softmax on the un-augmented image")
-def entropy(model_out: dict):
-    return model_out["entropy"], {}
+@register(Metric("entropy", "model", True, "entropy of the final model's softmax on the un-augmented image",
+                 label="Entropy", ref_keys=("entropy",), paper_row=2))
+def entropy(logits, y):
+    q = logits.softmax(1)
+    return -(q * (q + 1e-10).log()).sum(1), {}
 
 
-@register("loss", "model", True, "cross-entropy of the final model on the un-augmented image")
-def loss(model_out: dict):
-    return model_out["loss"], {}
+@register(Metric("loss", "model", True, "cross-entropy of the final model on the un-augmented image",
+                 label="Loss", ref_keys=("loss",)))
+def loss(logits, y):
+    import torch.nn.functional as F
+
+    return F.cross_entropy(logits, y, reduction="none"), {}
 
 
-REGISTRY["ssp"] = Metric("ssp", "selection", True, None,
-                         "k-means prototypes on the final model's embedding (chosen at prune time)")
+declare(Metric("ssp", "selection", True, "k-means prototypes on the final model's embedding (chosen at prune time)",
+               label="SSP", directed=False, aliases=("kmeans",), paper_row=1))
 
 
 def logit_scores(logits, y) -> dict:
-    """Entropy and cross-entropy per sample from the final model's eval-mode logits (docs/method.md §3.6)."""
-    import torch.nn.functional as F
-
-    q = logits.softmax(1)
-    return {"entropy": -(q * (q + 1e-10).log()).sum(1), "loss": F.cross_entropy(logits, y, reduction="none")}
+    """Every model-based score per sample from the final model's eval-mode logits (docs/method.md §3.6)."""
+    return {m.name: m.fn(logits, y)[0] for m in stored() if m.source == "model" and m.fn is not None}
 
 
 # -- all scores of several runs ----------------------------------------------------------------
@@ -206,23 +322,26 @@ class ScoreOptions:
                 "aum_mean": self.aum_mean, "seed": self.seed}
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """The score options with LBPE's (K, stop) resolved from the preset: what a metric's `options` reads."""
+    opts: ScoreOptions
+    k: int
+    stop: int
+
+
 def dynamics_scores(dyn, opts: ScoreOptions, setting: tuple[str | None, str]) -> tuple[dict, dict]:
     """Every dynamics-based score of one run -> ({metric: values}, {metric: info})."""
     preset = presets.lbpe_preset(setting[0], setting[1], dyn.epochs)
     k = opts.k if opts.k is not None else preset.k
     stop = opts.stop_epoch if opts.stop_epoch is not None else preset.stop_epoch
-    a, b = opts.el2n_window
-    calls = {
-        "lbpe": lambda: lbpe(dyn, k, stop, opts.use_loss),
-        "el2n": lambda: el2n(dyn, a, b),
-        "forgetting": lambda: forgetting(dyn, opts.never_learned),
-        "aum": lambda: aum(dyn, opts.aum_mean),
-        "random": lambda: random_scores(dyn, opts.seed),
-    }
+    resolved = Resolved(opts, k, stop)
     values, infos = {}, {}
-    for name, call in calls.items():
-        values[name], infos[name] = call()
-    infos["lbpe"].update(lbpe_window_info(preset, opts, k, stop, dyn))
+    for m in stored():
+        if m.source == "dynamics" and m.fn is not None:
+            values[m.name], infos[m.name] = m.fn(dyn, **(m.options(resolved) if m.options else {}))
+    if "lbpe" in infos:
+        infos["lbpe"].update(lbpe_window_info(preset, opts, k, stop, dyn))
     return values, infos
 
 

@@ -14,16 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import UsageError
+from . import scores
 
-# our metric -> (hard, balanced) when the user says nothing (docs/method.md §4.2; lbpe = "yoco")
-DEFAULTS: dict[str, tuple[bool, bool]] = {
-    "lbpe": (False, True), "el2n": (True, False), "forgetting": (True, False), "aum": (True, False),
-    "entropy": (True, False), "loss": (True, False), "ccs": (True, False), "ssp": (True, False),
-    "random": (True, False),
-}
-# metrics whose easy/hard choice means nothing (normalised so they share one cache entry)
-NO_DIRECTION = {"random", "ssp", "ccs"}
-# reference key bases in the order the reference tests them (docs/method.md §4.3) -> our metric
+# The reference's own key grammar (a file format, not our list of metrics): its key bases in the
+# order the reference tests them (docs/method.md §4.3) -> our metric
 KEY_BASES = [("entropy", "entropy"), ("accumulated_margin", "aum"), ("forgetting", "forgetting"),
              ("el2n", "el2n"), ("random", "random"), ("ssp", "ssp"), ("yoco", "lbpe")]
 
@@ -49,13 +43,13 @@ class Rule:
 
 
 def rule_for(metric: str, hard: bool | None = None, balanced: bool | None = None) -> Rule:
-    """A rule from --metric/--easy/--hard/--balanced/--imbalanced, with the defaults of docs/method.md §4.2."""
-    if metric not in DEFAULTS:
-        raise UsageError(f"unknown metric {metric!r}", f"use one of {', '.join(DEFAULTS)}")
-    d_hard, d_bal = DEFAULTS[metric]
-    hard = d_hard if hard is None or metric in NO_DIRECTION else hard
-    balanced = d_bal if balanced is None or metric == "ccs" else balanced
-    return Rule(metric, hard, balanced)
+    """A rule from --metric/--easy/--hard/--balanced/--imbalanced, with the defaults of docs/method.md §4.2
+    (each metric's registration declares them). A direction for an undirected metric, or a balance for one
+    that decides it itself, is replaced by the default, so both spellings share one cache entry."""
+    m = scores.get(metric)
+    hard = m.hard if hard is None or not m.directed else hard
+    balanced = m.balanced if balanced is None or m.fixed_balance else balanced
+    return Rule(m.name, hard, balanced)
 
 
 def parse_key(key: str) -> Rule:
@@ -67,7 +61,8 @@ def parse_key(key: str) -> Rule:
     """
     k = key.strip().lower()
     if "ccs" in k:
-        return Rule("ccs", *DEFAULTS["ccs"], key=key)
+        r = rule_for("ccs")
+        return Rule(r.metric, r.hard, r.balanced, key=key)
     hard = True if "_hard" in k else False if "_easy" in k else None
     balanced = True if "_balance" in k else False if "_imbalance" in k else None
     base = k

@@ -14,14 +14,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ..errors import UsageError
+from ..methods import scores as score_methods
 from ..progress import SILENT, Reporter
 from ..store import Manifest, Store
 from . import training
 from .sweep import Pool
 
-# the main table's rows, in its order; "lbpe" with its defaults (easy, balanced) is YOCO
-MAIN_METRICS = ["random", "ssp", "entropy", "aum", "forgetting", "el2n", "ccs", "lbpe"]
-ALIASES = {"yoco": "lbpe", "accumulated_margin": "aum", "kmeans": "ssp"}
+# the paper's main table's rows, in its order; "lbpe" with its defaults (easy, balanced) is YOCO
+MAIN_METRICS = score_methods.paper_metrics()
 
 
 @dataclass
@@ -64,18 +64,17 @@ class PipelineRequest:
         return " ".join(parts)
 
     def check(self, reporter: Reporter = SILENT) -> None:
-        self.metrics = [ALIASES.get(m, m) for m in self.metrics]
+        self.metrics = [score_methods.get(m).name for m in self.metrics]  # aliases; unknown: one line
         if self.ccs_beta is not None and "ccs" not in self.metrics:
             reporter.warn("--ccs-beta has no effect without the ccs metric")
-        bad = [m for m in self.metrics if m not in MAIN_METRICS + ["loss"]]
-        if bad:
-            raise UsageError(f"unknown metric {bad[0]!r}", f"use any of {', '.join(MAIN_METRICS)} (lbpe = yoco)")
-        from .report import TABLES
+        from .report import TABLES, check_rows
 
         self.tables = list(TABLES) if "all" in self.tables else self.tables
         unknown = [t for t in self.tables if t not in TABLES]
         if unknown:
             raise UsageError(f"unknown table {unknown[0]!r}", f"use any of {', '.join(TABLES)} or all")
+        if sorted(self.metrics) != sorted(MAIN_METRICS):  # the default fills what rows the tables have
+            check_rows(self.metrics, self.tables)
         if self.ipc < 2:
             raise UsageError(f"--ipc must be at least 2 to prune from, got {self.ipc}")
         if not self.targets or any(t < 1 or t >= self.ipc for t in self.targets):
@@ -313,7 +312,6 @@ def _source(store: Store, req: PipelineRequest, tell: _Teller, inner: Reporter) 
 def _dynamics_and_scores(store, req, set_m, cset, tell: _Teller, inner: Reporter, pool: Pool):
     from ..methods.scores import ScoreOptions
     from .dynamics import dynamics_for_set
-    from .prune import MODEL_METRICS
     from .score import load_scores, scores_for_set
 
     # the defaults take what the store holds for the set (with enough seeds); options ask exactly
@@ -323,7 +321,7 @@ def _dynamics_and_scores(store, req, set_m, cset, tell: _Teller, inner: Reporter
     step = tell.start()
     before = training_runs(store)
     dyn_m = dynamics_for_set(store, set_m, cset, device=req.device, overrides=over, min_seeds=req.seeds,
-                             needs_model=bool(set(MODEL_METRICS) & set(req.metrics)), reporter=inner,
+                             needs_model=score_methods.needs_model(req.metrics), reporter=inner,
                              pool=pool)
     tell.end(step, training_runs(store) == before)
     step = tell.start()

@@ -276,9 +276,6 @@ def group_sets(store: Store, m: Manifest) -> list[Manifest]:
     return out
 
 
-MODEL_METRICS = ("entropy", "loss", "ssp")  # read the dynamics' final models, not only their statistics
-
-
 def dynamics_for(store: Store, set_m: Manifest, cset, ref: str | None, device: str = "auto",
                  overrides: dict | None = None, reporter: Reporter = SILENT, needs_model: bool = False) -> Manifest:
     """The dynamics named `ref`, else what the store holds for the set when it fits, else the
@@ -310,7 +307,7 @@ def upstream(store: Store, set_m: Manifest, cset, rule: select.Rule, targets: li
         from .score import check_options
 
         check_options(cset, sopts, dynamics=dynamics)
-    dyn_m = dynamics_for(store, set_m, cset, dyn_ref, device, dynamics, reporter, rule.metric in MODEL_METRICS)
+    dyn_m = dynamics_for(store, set_m, cset, dyn_ref, device, dynamics, reporter, REGISTRY[rule.metric].needs_model)
     if all(needs(rule, None, t) == "model" for t in targets):
         return None, dyn_m
     sm, cached, _ = scores_for_set(store, set_m, cset, sopts, dyn_m=dyn_m, device=device, reporter=reporter)

@@ -19,9 +19,12 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..errors import UsageError
+from ..methods import scores as score_methods
 from ..store import Manifest, Store
 
 
@@ -50,18 +53,27 @@ class RowSpec:
     metric: str
     direction: str | None = None  # None: any (metrics without a direction)
     balance: str | None = None    # None: any
+    paper: bool = True            # a row of the paper's table: shown unmeasured too when the table is asked for
 
     def matches(self, r: EvalRecord) -> bool:
         return (r.metric == self.metric and (self.direction is None or r.direction == self.direction)
                 and (self.balance is None or r.balance == self.balance))
 
 
-TABLES: dict[str, tuple[str, list[RowSpec]]] = {
-    "main": ("Main comparison (Table 1 shape)", [
-        RowSpec("Random", "random", None, "imbalanced"), RowSpec("SSP", "ssp", None, "imbalanced"),
-        RowSpec("Entropy", "entropy", "hard", "imbalanced"), RowSpec("AUM", "aum", "hard", "imbalanced"),
-        RowSpec("Forgetting", "forgetting", "hard", "imbalanced"), RowSpec("EL2N", "el2n", "hard", "imbalanced"),
-        RowSpec("CCS", "ccs"), RowSpec("YOCO", "lbpe", "easy", "balanced")]),
+def main_rows() -> list[RowSpec]:
+    """The main table: one row per registered metric with its default rule (docs/method.md §4.2), the paper's
+    rows first in the paper's order; a direction or balance the metric does not choose matches any."""
+    rows = []
+    for m in score_methods.table_order():
+        direction = ("hard" if m.hard else "easy") if m.directed else None
+        balance = None if m.fixed_balance else ("balanced" if m.balanced else "imbalanced")
+        rows.append(RowSpec(m.row_label, m.name, direction, balance, paper=m.paper_row is not None))
+    return rows
+
+
+# The ablation tables are shapes of the paper's Tables 2, 4 and 5 (fixed rows); the main table
+# follows the registry, so every metric has a row there.
+ABLATIONS: dict[str, tuple[str, list[RowSpec]]] = {
     "rules": ("The two rules (Table 2 shape)", [
         RowSpec("Neither (random)", "random", None, "imbalanced"),
         RowSpec("Rule 2 only (random, balanced)", "random", None, "balanced"),
@@ -80,6 +92,33 @@ TABLES: dict[str, tuple[str, list[RowSpec]]] = {
           for d in ("hard", "easy")],
         RowSpec("YOCO", "lbpe", "easy", "balanced")]),
 }
+
+
+class _Tables(Mapping[str, tuple[str, list[RowSpec]]]):
+    """{table name: (title, rows)}: "main" read from the registry when asked, then the ablations."""
+
+    def __getitem__(self, name: str) -> tuple[str, list[RowSpec]]:
+        if name == "main":
+            return "Main comparison (Table 1 shape)", main_rows()
+        return ABLATIONS[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(["main", *ABLATIONS])
+
+    def __len__(self) -> int:
+        return 1 + len(ABLATIONS)
+
+
+TABLES: Mapping[str, tuple[str, list[RowSpec]]] = _Tables()
+
+
+def check_rows(metrics: list[str], tables: list[str]) -> None:
+    """Refuse a metric that no row of the chosen tables shows: it would be accepted and never pruned."""
+    covered = {s.metric for name in tables for s in TABLES[name][1]}
+    missing = [m for m in metrics if m not in covered]
+    if missing:
+        raise UsageError(f"--metric {missing[0]} has no row in the table(s) {', '.join(tables)}, so nothing "
+                         "would be pruned with it", "add --tables main (every metric has a row there)")
 
 
 @dataclass
@@ -148,7 +187,8 @@ def _tables_of(pruned, full, names, which, metrics, dataset, source, model, prot
     out = []
     for name in names or list(TABLES):
         title, specs = TABLES[name]
-        specs = [s for s in specs if not metrics or s.metric in metrics]
+        specs = [s for s in specs if (not metrics or s.metric in metrics)
+                 and (s.paper or any(s.matches(r) for r in pruned))]  # a non-paper row only where measured
         hits = [r for r in pruned if any(s.matches(r) for s in specs)]
         if not hits:
             continue

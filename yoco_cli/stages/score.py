@@ -5,10 +5,12 @@ Output "scores" is one safetensors file:
     <metric>/seed<j>       float32 [N] the score of dynamics run j
     <metric>/mean          float32 [N] the average over runs (what pruning uses by default)
     ssp/kmeans_<k>, ssp/imbalance_kmeans_<k>   int64 index lists (only from reference pickles)
-Metrics: lbpe, el2n, forgetting, aum, random from the statistics of every run; entropy and
-loss from every run's final model (eval mode, decoded images in the model's input space, no
-augmentation). ccs uses el2n; ssp is chosen by k-means at prune time (it depends on the
-target IPC). meta carries what each score used (chosen epochs, window, options), per-metric
+Metrics: every registered one (`methods.scores.REGISTRY`) whose source is "dynamics" (lbpe,
+el2n, forgetting, aum, random: the statistics of every run) or "model" (entropy, loss: every
+run's final model, eval mode, decoded images in the model's input space, no augmentation).
+ccs reads el2n; ssp is chosen by k-means at prune time (it depends on the target IPC). The
+key holds `score_methods.key_params()`: a change to the set of stored metrics (or a metric's
+version) scores afresh instead of reading a table without the new metric. meta carries what each score used (chosen epochs, window, options), per-metric
 statistics for the summary table, and the setting (condense key, dataset) the presets came from.
 
 `from_file` reads the reference's `data-score-ipc*-ep*.pickle` (docs/method.md §3.10) through the
@@ -50,7 +52,7 @@ def ensure_scores(store: Store, dyn_m: Manifest, set_m: Manifest, cset, opts: sc
                   device: str = "auto", on_step: Callable[[str], None] | None = None) -> tuple[Manifest, bool]:
     """Score every run of `dyn_m` (computed once; later calls are cache hits)."""
     setting = [cset.condense_key, cset.dataset]
-    params = {**opts.as_params(), "setting": setting}
+    params = {**opts.as_params(), "setting": setting, **score_methods.key_params()}
     inputs = {**_dyn_inputs(dyn_m), "set": set_m.digest("set")}
 
     def compute(tmp: Path, key: str) -> StageResult:
@@ -77,15 +79,16 @@ def _score_runs(runs, cset, opts, setting, device, on_step) -> dict:
             raise IntegrityError(f"dynamics run {j} has {dyn.num_samples} samples whose labels do not match "
                                  f"the set's {len(labels)} decoded images", "record dynamics on this set")
         values, info = score_methods.dynamics_scores(dyn, opts, setting)
-        if model is not None:
+        model_metrics = [m.name for m in score_methods.stored() if m.source == "model"]
+        if model is not None and model_metrics:
             if on_step:
-                on_step(f"run {j + 1}/{len(runs)}: entropy and loss (final model)")
+                on_step(f"run {j + 1}/{len(runs)}: {' and '.join(model_metrics)} (final model)")
             if x is None:
                 x = space.model_input(cset, cset.decoded()[0])
             from ..nn.device import resolve_device
 
             out = model_outputs(model, x, labels, resolve_device(device))
-            values.update(entropy=out["entropy"], loss=out["loss"])
+            values.update({name: out[name] for name in model_metrics})
         for name, v in values.items():
             per_seed.setdefault(name, []).append(v.float())
             infos.setdefault(name, []).append(info.get(name, {}))
@@ -135,7 +138,7 @@ def check_options(cset, opts: score_methods.ScoreOptions, dyn_m: Manifest | None
 
 
 def model_outputs(model, x, y, device, batch_size: int = 0, want_features: bool = False) -> dict:
-    """One eval-mode pass of the final model: entropy and loss per sample (and its `embed`
+    """One eval-mode pass of the final model: every model-based score per sample (and its `embed`
     features when asked). `x` must already be in the model's input space (see `space.model_input`)."""
     from ..nn.engine import eval_pass
 
@@ -202,13 +205,16 @@ class ScoreTable:
 
     def values(self, metric: str, run: int | None = None):
         """float64 numpy [N]: the mean over runs, or run `run`'s own scores."""
-        base = "el2n" if metric == "ccs" else metric
+        base = score_methods.get(metric).reads or metric
         key = f"{base}/mean" if run is None else f"{base}/seed{run}"
         if key not in self.tensors:
             if f"{base}/mean" not in self.tensors:
                 have = ", ".join(self.metrics) or "none"
-                raise UsageError(f"the scores {self.manifest.short} have no {base!r} (they hold: {have})",
-                                 "entropy and loss need the dynamics' final weights; pick another --metric")
+                hint = ("it needs the dynamics' final weights; pick another --metric"
+                        if score_methods.get(base).needs_model else
+                        "these scores were made without it (from a file, or before it was registered); "
+                        "score the set again")
+                raise UsageError(f"the scores {self.manifest.short} have no {base!r} (they hold: {have})", hint)
             raise UsageError(f"--score-run {run}: the scores hold runs 0..{self.runs - 1}")
         return self.tensors[key].double().numpy()
 
@@ -229,10 +235,6 @@ def load_scores(store: Store, m: Manifest) -> ScoreTable:
 
 
 # -- the reference's score pickles (docs/method.md §3.10) ------------------------------------------
-REF_KEYS = {"el2n": ("el2n", "LBPE_0_10"), "forgetting": ("forgetting",), "aum": ("accumulated_margin",),
-            "entropy": ("entropy",), "loss": ("loss",)}
-
-
 def from_file(store: Store, path: Path | str, name: str | None = None, seed: int = 0) -> tuple[Manifest, bool]:
     """Store a reference `data-score-*.pickle` as a score artifact (no code from the pickle runs)."""
     from ..files import check_unchanged, stamp
@@ -256,7 +258,7 @@ def from_file(store: Store, path: Path | str, name: str | None = None, seed: int
                                  "expected data-score-ipc*-ep*.pickle from the reference's generate_importance_score.py")
         return _write(tmp, _read_reference(doc, seed), ["reference", None], f"file {path.name}")
 
-    return run_cached(store, STAGE, VERSION, {"source": "reference-pickle", "seed": seed},
+    return run_cached(store, STAGE, VERSION, {"source": "reference-pickle", "seed": seed, **score_methods.key_params()},
                       {"file": digest}, compute, ref=ref)
 
 
@@ -284,7 +286,7 @@ def _read_reference(doc: dict, seed: int) -> dict:
     if lbpe_keys:
         per_seed["lbpe"] = [_vector(doc[lbpe_keys[0]], lbpe_keys[0], n).float()]
         infos["lbpe"] = [{"key": lbpe_keys[0], "k": int(lbpe_keys[0][len("LBPE_top"):])}]
-    for metric, keys in REF_KEYS.items():
+    for metric, keys in score_methods.reference_keys().items():
         for k in keys:
             if k in doc:
                 per_seed[metric] = [_vector(doc[k], k, n).float()]
@@ -301,8 +303,8 @@ def _read_reference(doc: dict, seed: int) -> dict:
                 raise IntegrityError(f"the score file's {k!r} holds indices outside 0..{n - 1}")
             ssp[k] = idx
     if len(per_seed) == 1:
-        raise IntegrityError("the score file holds none of LBPE_top*, el2n, forgetting, accumulated_margin, "
-                             "entropy, loss")
+        known = [k for keys in score_methods.reference_keys().values() for k in keys]
+        raise IntegrityError(f"the score file holds none of LBPE_top*, {', '.join(known)}")
     return {"targets": targets, "per_seed": per_seed, "infos": infos, "ssp": ssp}
 
 
@@ -415,9 +417,7 @@ def _plain_document(table: ScoreTable, values: dict, infos: dict, run: int) -> d
     import torch
 
     doc = {"targets": table.targets.to(torch.int32)}
-    names = {"el2n": ("LBPE_0_10", "el2n"), "forgetting": ("forgetting",), "aum": ("accumulated_margin",),
-             "entropy": ("entropy",), "loss": ("loss",)}
-    for metric, keys in names.items():
+    for metric, keys in score_methods.reference_keys().items():
         if metric in values:
             for key in keys:
                 doc[key] = values[metric].float()
