@@ -100,7 +100,7 @@ def test_damaged_dynamics_are_refused_then_recomputed(cli, store, scored, output
     """Scores computed from dynamics whose stats or final weights were damaged on disk."""
     r = ok(cli("--json", "score", SET, *FAST, "--k", "2", "--stop-epoch", "2"))
     clean = store.resolve(r.json()["key"]).digest("scores")
-    ok(cli("cache", "rm", r.json()["key"]))
+    ok(cli("cache", "rm", r.json()["key"], "--yes"))
     digest = store.resolve(f"{SET}@dynamics").digest(output)
     flip_middle_byte(store, digest)
     r = cli("score", SET, *FAST, "--k", "2", "--stop-epoch", "2")
@@ -113,12 +113,12 @@ def test_damaged_dynamics_are_refused_then_recomputed(cli, store, scored, output
 def test_following_verify_advice_never_serves_a_result_of_damaged_bytes(cli, store, scored):
     """Failure 2: rm + recompute of a damaged set, then prune answered `cached: true` with the pruned
     set computed from the damaged bytes, because its key holds the input's recorded digest."""
-    ok(cli("cache", "rm", f"{SET}@lbpe-easy-balanced-ipc1"))
+    ok(cli("cache", "rm", f"{SET}@lbpe-easy-balanced-ipc1", "--yes"))
     digest = store.resolve(SET).digest("set")
     flip_middle_byte(store, digest)
     cli("prune", SET, "--to", "1", *FAST)  # old yoco computed and stored a wrong set here
     assert cli("cache", "verify").exit_code == 3  # reports the damage (quarantined by now)
-    ok(cli("cache", "rm", SET))  # what verify used to advise, then recompute
+    ok(cli("cache", "rm", SET, "--yes"))  # what verify used to advise (its dependents go too), then recompute
     ok(cli("condense", "digits", "--ipc", "2", "--method", "random"))
     r = ok(cli("--json", "prune", SET, "--to", "1", *FAST))
     assert store.resolve(r.json()["results"][0]["ref"]).digest("set") == scored
