@@ -68,3 +68,32 @@ def test_the_command_list_gives_one_clean_sentence_per_command():
         short = cmd.get_short_help_str(limit=300)
         assert "Example" not in short and "\n" not in short, (name, short)
         assert short.endswith("."), (name, short)
+
+
+def test_usage_lines_name_arguments_in_capitals(cli):
+    assert "Usage: yoco import [OPTIONS] PATH" in cli("import", "--help").stdout
+    assert "Usage: yoco cache rm [OPTIONS] TARGETS..." in cli("cache", "rm", "--help").stdout
+    assert "{" not in cli("cache", "info", "--help").stdout.split("\n\n")[0]
+
+
+def test_fetch_hints_fit_the_artifact(cli):
+    data = cli("fetch", "cifar10", "--offline")
+    assert data.exit_code == 4
+    assert "file:///PATH/TO/cifar-10-python.tar.gz kind=dataset" in data.stderr
+    assert "YOCO_REGISTRY=that-file yoco fetch cifar10" in data.stderr and "yoco import" not in data.stderr
+    one_set = cli("fetch", "idc/cifar10/ipc10", "--offline")
+    assert one_set.exit_code == 4 and "`yoco import FILE --name idc/cifar10/ipc10`" in one_set.stderr
+
+
+def test_a_file_url_in_a_registry_is_a_copy_on_this_machine_fetched_offline(cli, tmp_path, monkeypatch):
+    import hashlib
+
+    body = tmp_path / "notes.bin"
+    body.write_bytes(b"a copy downloaded by hand\n")
+    reg = tmp_path / "reg.txt"
+    reg.write_text(f"my/notes sha256:{hashlib.sha256(body.read_bytes()).hexdigest()} {body.as_uri()} kind=file\n")
+    monkeypatch.setenv("YOCO_REGISTRY", str(reg))  # YOCO_OFFLINE=1 is set for every test
+    r = cli("fetch", "my/notes", "--json")
+    assert r.exit_code == 0, r.stderr
+    [got] = r.json()
+    assert got["name"] == "my/notes" and not got["cached"]

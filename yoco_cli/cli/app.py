@@ -66,9 +66,21 @@ def _argument_type_rich(self, ctx) -> str | None:
     return None  # an argument's name column already says what it is (SET, TARGET, ...)
 
 
+def _argument_name(self) -> str:
+    """SET, TARGET...: the metavar, else the name in capitals (typer 0.29 writes `{path}`)."""
+    name = self.metavar or self.name.upper()
+    return name + ("..." if self.nargs != 1 and not name.endswith("...") else "")
+
+
+def _argument_usage(self) -> str:
+    return _argument_name(self) if self.required else f"[{_argument_name(self)}]"
+
+
 if hasattr(getattr(typer.core, "TyperOption", None), "display_type_rich"):
     typer.core.TyperOption.display_type_rich = _display_type_rich  # type: ignore[method-assign]  see above
     typer.core.TyperArgument.display_type_rich = _argument_type_rich  # type: ignore[attr-defined]  likewise
+    typer.core.TyperArgument._rich_display_name = _argument_name  # type: ignore[method-assign]  likewise
+    typer.core.TyperArgument._usage_display_name = _argument_usage  # type: ignore[method-assign]  likewise
 
 
 def _usage_error(e) -> typer.Exit:

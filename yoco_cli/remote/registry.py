@@ -30,7 +30,7 @@ BUNDLED = Path(__file__).with_name("registry.txt")
 KINDS = ("set", "dataset", "dynamics", "scores", "file", "local")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+=,-]*(/[A-Za-z0-9][A-Za-z0-9._@+=,-]*)*$")
 _SHA_RE = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
-_SCHEMES = ("https://", "http://", "gdrive://", "local:")
+_SCHEMES = ("https://", "http://", "gdrive://", "file://", "local:")  # file://: a copy downloaded by hand
 
 
 @dataclass
@@ -96,7 +96,8 @@ def _parse_line(line: str, where: str) -> Entry | None:
                              "never guess a hash: write `-` and yoco records the one it sees")
         sha = m.group(1).lower()
     if not url.startswith(_SCHEMES):
-        raise UsageError(f"{where}: unsupported URL {url!r}", "use https://, http://, gdrive://FOLDER/PATH or local:")
+        raise UsageError(f"{where}: unsupported URL {url!r}",
+                         "use https://, http://, gdrive://FOLDER/PATH, file:///PATH (a copy on this machine) or local:")
     attrs = {}
     for kv in rest:
         k, sep, v = kv.partition("=")

@@ -72,8 +72,8 @@ def prepare(store, name: str, opts=None):
                          "add `<name> sha256:...|- URL kind=dataset dataset=NAME role=ROLE` with YOCO_REGISTRY")
     opts = opts or downloads.Options()
     todo = downloads.missing(store, [entries[r] for r in roles])
-    if todo and downloads.offline_requested(opts.offline):
-        raise downloads.offline_error(todo)
+    if downloads.needs_network(todo) and downloads.offline_requested(opts.offline):
+        raise downloads.offline_error(downloads.needs_network(todo))
     fetched = {r: downloads.ensure_download(store, entries[r], opts)[0] for r in roles}
     inputs = {r: m.digest("file") for r, m in fetched.items()}
 

@@ -77,6 +77,27 @@ def human_size(n: int | None, approx: bool = False) -> str:
     return str(n)
 
 
+def by_hand(entry: Entry) -> str:
+    """How to get an entry without yoco's network: download it yourself, then hand it over the way its
+    kind goes in (a set is imported; a dataset archive is fetched from the copy through a registry line)."""
+    file = entry.url.rsplit("/", 1)[-1] or "FILE"
+    if entry.kind == "set":
+        return f"download {file} by hand and run `yoco import FILE --name {entry.group}`"
+    if entry.kind == "dynamics":
+        return f"download {file} by hand and run `yoco dynamics SET --from-file FILE`"
+    if entry.kind == "scores":
+        return f"download {file} by hand and run `yoco score --from-file FILE`"
+    attrs = " ".join(f"{k}={v}" for k, v in entry.attrs.items() if k not in ("approx_size",))
+    digest = f"sha256:{entry.sha256}" if entry.sha256 else "-"
+    return (f"download {file} by hand, put the line `{entry.name} {digest} file:///PATH/TO/{file} {attrs}` in a "
+            f"file, and run `YOCO_REGISTRY=that-file yoco fetch {entry.group}` (docs/fetch.md)")
+
+
+def needs_network(entries: list[Entry]) -> list[Entry]:
+    """The entries whose download goes over a network (a file:// copy or a local folder does not)."""
+    return [e for e in entries if e.scheme not in ("file", "local")]
+
+
 def offline_error(missing: list[Entry]) -> FetchError:
     total = sum((e.size or e.approx_size or 0) for e in missing)
     names = ", ".join(e.name for e in missing[:12]) + (f" and {len(missing) - 12} more" if len(missing) > 12 else "")
@@ -84,7 +105,8 @@ def offline_error(missing: list[Entry]) -> FetchError:
     size = f", {human_size(total, approx=any(e.size is None for e in missing))}" if total else ""
     return FetchError(f"offline: {len(missing)} file(s) not in the store would be fetched: {names} "
                       f"(from {', '.join(where)}{size})",
-                      "run without --offline (and with YOCO_OFFLINE unset) to download them")
+                      "run without --offline (and with YOCO_OFFLINE unset) to download them"
+                      + (f"; or {by_hand(missing[0])}" if len(missing) == 1 else ""))
 
 
 def _host(e: Entry) -> str:
@@ -104,14 +126,19 @@ def ensure_download(store: Store, entry: Entry, opts: Options) -> tuple[Manifest
         return hit, True
     if entry.scheme == "local":
         raise UsageError(f"{entry.name} cannot be downloaded", f"give its files with `yoco fetch {entry.group} --source PATH`")
-    if offline_requested(opts.offline):
+    if offline_requested(opts.offline) and needs_network([entry]):
         raise offline_error([entry])
 
     def compute(tmp: Path, key: str) -> StageResult:
         body = store.partial_dir(STAGE, key) / "body"
         transfer = None
         if not body.exists():  # else: a complete body from an interrupted run, verify it
-            transfer = _download_into(entry, body, opts)
+            try:
+                transfer = _download_into(entry, body, opts)
+            except FetchError as e:  # the remote's hint is generic; say the route for this kind of file
+                if not (e.hint or "").startswith("check the network"):
+                    raise
+                raise FetchError(e.message, f"check the network; without one, {by_hand(entry)}") from None
         try:
             digests = _verify(body, entry)
             whole = _check_whole(body, entry, transfer)
@@ -218,8 +245,8 @@ def download_all(store: Store, entries: list[Entry], opts: Options, bars: bool =
     todo = missing(store, entries)
     if not todo:
         return []
-    if offline_requested(opts.offline):
-        raise offline_error(todo)
+    if offline_requested(opts.offline) and needs_network(todo):
+        raise offline_error(needs_network(todo))
     if not bars or opts.bar is not None:
         for e in todo:
             ensure_download(store, e, opts)
