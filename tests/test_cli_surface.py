@@ -97,3 +97,17 @@ def test_a_file_url_in_a_registry_is_a_copy_on_this_machine_fetched_offline(cli,
     assert r.exit_code == 0, r.stderr
     [got] = r.json()
     assert got["name"] == "my/notes" and not got["cached"]
+
+
+def test_verbose_says_what_was_computed_and_reused_and_default_is_silent(cli):
+    quiet = cli("condense", "digits", "--ipc", "2", "--method", "random")
+    assert quiet.exit_code == 0 and " ms  " not in quiet.stderr  # silent by default
+    first = cli("-v", "prune", "digits/random/ipc2", "--to", "1", "--metric", "random")
+    assert first.exit_code == 0, first.stderr
+    assert "computed prune " in first.stderr and "as digits/random/ipc2@random-hard-imbalanced-ipc1" in first.stderr
+    again = cli("-v", "prune", "digits/random/ipc2", "--to", "1", "--metric", "random")
+    assert "reused prune " in again.stderr and "params {" not in again.stderr
+    debug = cli("-vv", "prune", "digits/random/ipc2", "--to", "1", "--metric", "random")
+    assert "params {" in debug.stderr and "'metric': 'random'" in debug.stderr
+    after = cli("prune", "digits/random/ipc2", "--to", "1", "--metric", "random")
+    assert "reused" not in after.stderr  # the handler of an earlier -v run is gone

@@ -201,6 +201,9 @@ def _global(
     json_: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No messages or progress bars.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    verbose: Annotated[int, typer.Option(
+        "--verbose", "-v", count=True, help="Say what is read, reused, computed and written, with timings (-v); "
+                                            "with keys and parameters too (-vv). Silent by default.")] = 0,
     threads: Annotated[str | None, typer.Option(
         "--threads", metavar="N|auto", show_default=False,
         help="CPU threads for torch (default: YOCO_THREADS, else OMP_NUM_THREADS, else auto: one thread for "
@@ -215,12 +218,31 @@ def _global(
     global _refs_before
     _refs_before = _stored_names(home)
     output.configure(json_mode=json_, quiet=quiet, debug=debug or bool(os.environ.get("YOCO_DEBUG")))
+    _log_to_stderr(verbose)
     # Process-wide settings are the CLI's to make (the library leaves its host process alone).
     # No torch here: the thread policy only reads the setting (and sets OpenMP's wait policy).
     from ..nn.device import configure_threads, tune_malloc
 
     tune_malloc()
     configure_threads(threads)
+
+
+def _log_to_stderr(verbose: int) -> None:
+    """-v: INFO records of yoco's loggers on stderr, -vv: DEBUG too; nothing without -v (the library
+    only logs; a script that wants the same configures the `yoco_cli` logger itself)."""
+    import logging
+
+    logger = logging.getLogger("yoco_cli")
+    for h in [h for h in logger.handlers if getattr(h, "yoco_cli", False)]:
+        logger.removeHandler(h)  # one handler even when the app runs several times in one process (tests)
+    if verbose <= 0:
+        logger.setLevel(logging.NOTSET)
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.yoco_cli = True  # type: ignore[attr-defined]  marks the handler this function owns
+    handler.setFormatter(logging.Formatter("%(relativeCreated)8.0f ms  %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
 
 
 def _stored_names(home) -> dict | None:

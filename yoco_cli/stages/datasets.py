@@ -9,6 +9,7 @@ registered dataset (downloaded on first use, with a note), or `folder:PATH`.
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from ..data.readers import (
 )
 from ..errors import UsageError
 from ..progress import SILENT, Reporter
+
+log = logging.getLogger(__name__)
 
 STAGE = "dataset"
 VERSION = 1
@@ -153,6 +156,7 @@ def known() -> list[str]:
 def load_real(name: str, store=None, reporter: Reporter = SILENT) -> real.RealDataset:
     """A real dataset by name (`digits`, `cifar10`, ..., or `folder:PATH`). A registered dataset
     that is not in the store yet is downloaded first, with a note through `reporter`."""
+    log.info("loading the real dataset %s", name)
     if name == "digits":
         from ..data.digits import load_digits
 

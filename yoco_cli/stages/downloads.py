@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -25,6 +26,8 @@ from ..progress import SILENT, Reporter
 from ..remote import gdrive, http, structure
 from ..remote.registry import Entry
 from ..store import Manifest, StageResult, Store, run_cached, run_key
+
+log = logging.getLogger(__name__)
 
 STAGE = "download"
 VERSION = 1
@@ -123,6 +126,7 @@ def ensure_download(store: Store, entry: Entry, opts: Options) -> tuple[Manifest
     hit = cached(store, entry)
     if hit is not None:
         store.set_ref(download_ref(entry), STAGE, hit.key)
+        log.info("%s is in the store (download %s)", entry.name, hit.short)
         return hit, True
     if entry.scheme == "local":
         raise UsageError(f"{entry.name} cannot be downloaded", f"give its files with `yoco fetch {entry.group} --source PATH`")
@@ -133,6 +137,7 @@ def ensure_download(store: Store, entry: Entry, opts: Options) -> tuple[Manifest
         body = store.partial_dir(STAGE, key) / "body"
         transfer = None
         if not body.exists():  # else: a complete body from an interrupted run, verify it
+            log.info("downloading %s from %s", entry.name, _host(entry))
             try:
                 transfer = _download_into(entry, body, opts)
             except FetchError as e:  # the remote's hint is generic; say the route for this kind of file

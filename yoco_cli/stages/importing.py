@@ -8,6 +8,7 @@ recorded in the manifest's meta (never in the object), so copies of a file share
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from ..files import check_unchanged, stamp
 from ..store import Manifest, Store, run_cached
 from ..store.store import sha256_file
 from .sets import is_set, load_set, set_result
+
+log = logging.getLogger(__name__)
 
 STAGE = "import"
 VERSION = 1
@@ -38,6 +41,7 @@ def import_file(store: Store, path: Path | str, fmt: str = "auto", dataset: str 
     the start of the read and the end of the hash (size, mtime or inode differ: a copy still being
     written) is refused rather than stored under a digest that is not the one of the bytes read."""
     before = {f.resolve(): stamp(f) for f in locate(Path(path), fmt)}
+    log.info("reading %s (format %s): %s", path, fmt, ", ".join(str(f) for f in before))
     loaded = load(path, fmt, dataset=dataset, factor=factor, ipc=ipc, experiment=experiment,
                   value_space=value_space)
     cset = loaded.cset

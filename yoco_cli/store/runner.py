@@ -9,6 +9,7 @@ for stages that checkpoint into `store.partial_dir`, resumes).
 """
 from __future__ import annotations
 
+import logging
 import platform
 import sys
 import time
@@ -27,6 +28,8 @@ class StageResult:
     outputs: dict[str, Path]
     meta: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)  # where/how it ran (executor, worker); not in the key
+
+log = logging.getLogger(__name__)  # silent unless the CLI's -v/-vv (or a script) asks
 
 
 def provenance(seconds: float) -> dict:
@@ -71,12 +74,15 @@ def run_cached(
     if ref:
         store.check_ref_name(ref)
     key = run_key(stage, version, params, inputs)
+    log.debug("%s %s: params %s, inputs %s", stage, key[:12], params, sorted(inputs))
     hit = _named_hit(store, stage, key, ref)
     if hit is not None:
+        log.info("reused %s %s%s (stored)", stage, key[:12], f" as {ref}" if ref else "")
         return hit, True
     with store.lock(stage, key, on_wait=on_wait):
         hit = _named_hit(store, stage, key, ref)  # another process may have finished it meanwhile
         if hit is not None:
+            log.info("reused %s %s%s (another process just stored it)", stage, key[:12], f" as {ref}" if ref else "")
             return hit, True
         return commit(store, stage, version, key, params, inputs, compute, ref=ref), False
 
@@ -93,6 +99,8 @@ def commit(store: Store, stage: str, version: int, key: str, params: dict, input
             raise
         raise err from None
     store.clear_partial(stage, key)
+    log.info("computed %s %s%s in %.2f s: %d output(s), %d bytes", stage, key[:12], f" as {ref}" if ref else "",
+             manifest.provenance.get("seconds", 0.0), len(manifest.outputs), manifest.size)
     return manifest
 
 
