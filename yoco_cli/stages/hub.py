@@ -1,0 +1,407 @@
+"""Stage "hub": a Hugging Face dataset repo <-> a stored set (docs/hub.md).
+
+fetch: `hf:OWNER/NAME[@REVISION]` is resolved to a commit, its files come through huggingface_hub's
+cache, and the folder is read (data/hub_layout.py) into a set named `hf/OWNER/NAME`. The key holds
+the repo, the commit sha and the sha256 of every file read, so a set pins the exact revision; the
+manifest's meta says where it came from. `import_folder` reads a local folder the same way (a
+`publish --folder` output, a snapshot copied by hand).
+
+publish: a stored set -> a folder `datasets.load_dataset` reads as-is (parquet: PNG image + ClassLabel
+label) plus yoco's files (set.json, selection.json, and the exact tensors when PNG cannot hold them),
+and a dataset card; then uploaded as one commit, or left in --folder.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import __version__
+from ..data import hub_layout as layout
+from ..errors import IntegrityError, UsageError
+from ..progress import SILENT, Reporter
+from ..remote import hub
+from ..store import Manifest, Store, run_cached
+from ..store.store import sha256_file
+from .sets import resolve_set, set_label, set_result
+
+STAGE = "hub"
+VERSION = 1
+CONFIRM_BYTES = 1_000_000_000  # ask before downloading more than 1 GB
+TAGS = ["dataset-distillation", "dataset-pruning", "yoco"]
+
+
+@dataclass
+class FetchOptions:
+    offline: bool = False
+    yes: bool = False
+    confirm: Callable[[str], bool] | None = None  # asks a person (the CLI's prompt); None: refuse without --yes
+    name: str | None = None
+    dataset: str | None = None
+
+
+@dataclass
+class Fetched:
+    name: str
+    manifest: Manifest
+    cached: bool
+    repo: str
+    sha: str
+    summary: str
+
+
+# -- fetch ---------------------------------------------------------------------------------------
+def fetch(store: Store, spec: str, opts: FetchOptions | None = None, reporter: Reporter = SILENT) -> Fetched:
+    from .fetching import human_size, offline_requested
+
+    opts = opts or FetchOptions()
+    hub.require("fetching hf: datasets")
+    repo, revision = hub.parse(spec)
+    name = store.check_ref_name(opts.name or f"hf/{repo}")
+    offline = offline_requested(opts.offline) or hub.hub_offline()
+    want = revision
+    if not offline:
+        remote = hub.resolve(repo, revision)
+        size = remote.wanted_bytes()
+        if size > CONFIRM_BYTES and not opts.yes:
+            question = f"{spec} is {human_size(size)} to download (at most; cached files are reused). Continue?"
+            if opts.confirm is None or not opts.confirm(question):
+                raise UsageError(f"{spec} is {human_size(size)}, above the {human_size(CONFIRM_BYTES)} asked about "
+                                 "first", "pass --yes to fetch it")
+        want = remote.sha  # the commit just resolved: a branch moving meanwhile cannot mix revisions
+    path = hub.download(repo, want, offline)
+    sha = hub.snapshot_sha(path)
+    source = {"repo": repo, "revision": revision or "main", "sha": sha}
+    m, hit = import_folder(store, path, name=name, source=source, dataset=opts.dataset, reporter=reporter)
+    return Fetched(name, m, hit, repo, sha, m.meta.get("summary", ""))
+
+
+def repo_files(root: Path) -> list[Path]:
+    """The files a set is read from (the card, shards, yoco's files, images): what the key hashes."""
+    from fnmatch import fnmatch
+
+    out = []
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and not rel.startswith(".") and any(fnmatch(rel, pat) for pat in hub.PATTERNS):
+            out.append(p)
+    return out
+
+
+def import_folder(store: Store, root: Path, name: str | None = None, source: dict | None = None,
+                  dataset: str | None = None, reporter: Reporter = SILENT) -> tuple[Manifest, bool]:
+    """A folder in a Hub layout into the store; (manifest, cached)."""
+    hub.require("reading Hub dataset folders")
+    root = Path(root)
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a folder", "give the folder `yoco publish --folder` wrote")
+    if name is not None:
+        store.check_ref_name(name)
+    files = repo_files(root)
+    if not files:
+        raise IntegrityError(f"{root} holds no card, parquet shards or images", "is this a dataset repo?")
+    inputs = {f.relative_to(root).as_posix(): sha256_file(f) for f in files}
+    params = {"format": "hub", "repo": (source or {}).get("repo"), "sha": (source or {}).get("sha"),
+              "dataset": dataset, "layout": layout.LAYOUT}
+
+    def make(tmp: Path, key: str):
+        with reporter.progress(transient=True) as prog:
+            task = prog.add_task(f"reading {(source or {}).get('repo') or root.name}", total=None, status="")
+            hs = layout.read_repo(root, tick=lambda n: prog.advance(task, n))
+        cset, summary = _to_set(hs, root, source, dataset)
+        for note in hs.notes:
+            reporter.warn(note)
+        return set_result(tmp, cset, summary, extra={"hub": source, "layout": hs.layout, "folder": str(root)})
+
+    m, hit = run_cached(store, STAGE, VERSION, params, inputs, make, ref=name)
+    if name is None:  # `yoco import FOLDER`: named as imports are, import/DATASET/hub-ipcN
+        d = m.meta["set"]
+        store.set_ref(f"import/{d['dataset']}/hub-ipc{d['ipc']}", m.stage, m.key)
+    return m, hit
+
+
+def _to_set(hs: layout.HubSet, root: Path, source: dict | None, dataset: str | None):
+    if hs.yoco is not None:
+        return _own_set(hs, root), f"yoco set {hs.yoco.get('name')} from {_where(root, source)}"
+    from ..data.condensed import CondensedSet
+    from ..data.formats import resolve_dataset
+
+    c, side, k = int(hs.images.shape[1]), int(hs.images.shape[-1]), len(hs.classes)
+    notes: list[str] = []
+    name = layout.infer_dataset(c, side, k) if dataset is None else None
+    if name is None:
+        try:
+            name, k = resolve_dataset(dataset, hs.images, hs.labels, k, [root], notes)
+        except UsageError as e:
+            raise UsageError(e.message, "pass --dataset NAME (yoco fetch hf:... --dataset NAME)") from None
+    hs.notes += notes
+    meta = {"format": "hub", "layout": hs.layout, "hub": source, "classes": hs.classes}
+    cset = CondensedSet(images=hs.images, labels=hs.labels, dataset=name, num_classes=k, meta=meta)
+    return cset, f"{hs.layout} {name} ipc{cset.ipc}, {len(hs.labels)} images from {_where(root, source)}"
+
+
+def _where(root: Path, source: dict | None) -> str:
+    return f"{source['repo']}@{source['sha'][:12]}" if source else str(root)
+
+
+def _own_set(hs: layout.HubSet, root: Path):
+    """yoco's layout: the stored tensors (exact file, else the PNG pixels), checked against the
+    digest publish recorded: a repo whose files were edited is refused, not silently changed."""
+    import tempfile
+
+    import torch
+
+    from ..data.condensed import CondensedSet
+
+    doc = hs.yoco
+    exact = root / layout.EXACT_FILE
+    if exact.is_file():
+        cset = CondensedSet.load(exact)
+        labels = cset.decoded()[1]
+        if not torch.equal(labels, hs.labels):
+            raise IntegrityError(f"{layout.EXACT_FILE} and the parquet labels disagree", "the repo was edited")
+    else:
+        origin = _selection(root).get("kept")
+        cset = CondensedSet(images=hs.images, labels=hs.labels, dataset=doc["dataset"],
+                            num_classes=int(doc["num_classes"]), factor=1, value_space="raw01",
+                            ipc=int(doc["ipc"]), meta=doc.get("meta") or {},
+                            origin=torch.tensor(origin, dtype=torch.int64) if origin is not None else None)
+    with tempfile.TemporaryDirectory() as d:
+        got = sha256_file(cset.save(Path(d) / "set.safetensors"))
+    if got != doc.get("set_digest"):
+        raise IntegrityError(f"the repo's files do not rebuild the published set (digest {got[:12]}, "
+                             f"{layout.SET_FILE} says {str(doc.get('set_digest'))[:12]})", "the repo was edited")
+    return cset
+
+
+def _selection(root: Path) -> dict:
+    path = root / layout.SELECTION_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+# -- publish -------------------------------------------------------------------------------------
+@dataclass
+class Published:
+    ref: str
+    key: str
+    repo: str | None
+    folder: str | None
+    files: list[str]
+    url: str | None = None
+    exact: str = "png"
+    card: dict = field(default_factory=dict)
+
+
+def publish(store: Store, ref: str, target: str | None = None, folder: Path | None = None, *,
+            private: bool = False, revision: str | None = None, create_pr: bool = False,
+            license_: str = "mit", reporter: Reporter = SILENT) -> Published:
+    """Write the set REF as a dataset repo into `folder` (no network), or upload it to `target`."""
+    hub.require("publish")
+    if target is None and folder is None:
+        raise UsageError("name where to publish", "give hf:OWNER/NAME, or --folder DIR to write the files locally")
+    repo = hub.parse(target)[0] if target else None
+    if target and "@" in target:
+        raise UsageError("give the branch with --revision, not @", f"yoco publish {ref} hf:{repo} --revision BRANCH")
+    m, cset = resolve_set(store, ref)
+    name = set_label(store, m)
+    message = f"yoco {__version__}: publish {name}"
+    if folder is not None:
+        pub = _write_folder(store, m, cset, name, Path(folder), repo, license_)
+        if repo is not None:
+            pub.url = hub.upload(Path(folder), repo, private=private, revision=revision, create_pr=create_pr,
+                                 message=message)
+        return pub
+    with store.staging() as tmp:
+        pub = write_repo(store, m, cset, name, tmp / "repo", repo, license_)
+        pub.url = hub.upload(tmp / "repo", repo, private=private, revision=revision, create_pr=create_pr,
+                             message=message)
+    return pub
+
+
+def _write_folder(store: Store, m: Manifest, cset, name: str, folder: Path, repo: str | None,
+                  license_: str) -> Published:
+    """All files or none: written beside the target, renamed into place when complete."""
+    out = _fresh_folder(folder)
+    try:
+        pub = write_repo(store, m, cset, name, out, repo, license_)
+        out.rename(folder)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    pub.folder = str(folder)
+    return pub
+
+
+def _fresh_folder(folder: Path) -> Path:
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise UsageError(f"{folder} exists and is not an empty folder", "give a new folder name")
+    if folder.is_dir():
+        folder.rmdir()
+    if not folder.parent.is_dir():
+        raise UsageError(f"the folder {folder.parent} does not exist", "create it first")
+    out = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    return out
+
+
+def write_repo(store: Store, m: Manifest, cset, name: str, out: Path, repo: str | None, license_: str) -> Published:
+    from .datasets import dataset_stats
+
+    if cset.value_space == "zca":
+        raise UsageError(f"{name} is a zca-whitened set: its values are not images a PNG can show",
+                         "publish a raw01 or normalized set")
+    images, labels, _ = cset.decoded()
+    stats = dataset_stats(cset.dataset, store) if cset.value_space == "normalized" else None
+    pixels = layout.to_uint8(images, cset.value_space, stats)
+    classes = class_names(store, m, cset)
+    shards, arrow_bytes = layout.write_parquet(out, pixels, labels, classes)
+    exact = "png" if cset.value_space == "raw01" and cset.factor == 1 and layout.exact_in_png(cset.images, pixels) \
+        else "safetensors"
+    (out / "yoco").mkdir()
+    if exact == "safetensors":
+        cset.save(out / layout.EXACT_FILE)
+    selection = selection_doc(store, m, cset)
+    (out / layout.SELECTION_FILE).write_text(json.dumps(selection, separators=(",", ":")) + "\n")
+    doc = {"format": layout.LAYOUT, "name": name, "key": m.key, "set_digest": m.digest("set"),
+           "dataset": cset.dataset, "num_classes": cset.num_classes, "factor": cset.factor,
+           "value_space": cset.value_space, "ipc": cset.ipc, "meta": cset.meta, "exact": exact,
+           "yoco_version": __version__}
+    (out / layout.SET_FILE).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    block = card_block(store, m, cset, name, selection, exact)
+    data_bytes = sum(p.stat().st_size for p in shards)
+    meta = layout.card_meta(classes, len(labels), data_bytes, arrow_bytes, license_, TAGS, block)
+    (out / layout.CARD).write_text(layout.card_text(meta, card_body(name, repo, block, len(labels), exact)),
+                                   encoding="utf-8")
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    return Published(name, m.key, repo, None, files, exact=exact, card=meta)
+
+
+def class_names(store: Store, m: Manifest, cset) -> list[str]:
+    """Class names recorded with the set or an ancestor (a fetched set keeps its card's), else the
+    dataset's known names, else the indices."""
+    from ..data.readers import CIFAR10_CLASSES, FASHION_CLASSES
+
+    seen, cur = 0, m
+    while cur is not None and seen < 8:
+        made = cur.meta.get("made_by") or {}
+        if isinstance(made.get("classes"), list) and len(made["classes"]) == cset.num_classes:
+            return [str(c) for c in made["classes"]]
+        parent = (made.get("pruned") or {}).get("parent_key")
+        cur = _run_by_key(store, parent) if parent else None
+        seen += 1
+    known = {"cifar10": CIFAR10_CLASSES, "fashion": FASHION_CLASSES}.get(cset.dataset)
+    return list(known) if known else [str(i) for i in range(cset.num_classes)]
+
+
+def _run_by_key(store: Store, key: str) -> Manifest | None:
+    return next((r for r in store.all_runs() if r.key == key), None)
+
+
+def _by_digest(store: Store, stage: str, output: str, digest: str | None) -> Manifest | None:
+    return next((r for r in store.all_runs(stage) if output in r.outputs and r.digest(output) == digest), None) \
+        if digest else None
+
+
+def selection_doc(store: Store, m: Manifest, cset) -> dict:
+    """The kept indices into the parent and the scores that chose them (pruned sets; else {})."""
+    info = (cset.meta or {}).get("pruned")
+    if not isinstance(info, dict):
+        return {}
+    doc = {"parent": info.get("parent"), "parent_key": info.get("parent_key"),
+           "parent_set_digest": m.inputs.get("set"), "metric": info.get("metric"),
+           "kept": cset.origin.tolist() if cset.origin is not None else None, "scores": None}
+    scores_m = _by_digest(store, "score", "scores", m.inputs.get("scores"))
+    if scores_m is not None and info.get("metric") not in (None, "random", "ssp"):
+        from .score import load_scores
+
+        run = m.params.get("score_run")
+        doc["scores"] = load_scores(store, scores_m).values(info["metric"], run).tolist()
+        doc["score_run"] = run
+        doc["scores_key"] = scores_m.key
+    return doc
+
+
+def card_block(store: Store, m: Manifest, cset, name: str, selection: dict, exact: str) -> dict:
+    """The card's `yoco` YAML block: what made the set, and how it scored."""
+    info = (cset.meta or {}).get("pruned") or {}
+    block: dict = {"name": name, "dataset": cset.dataset, "classes": cset.num_classes, "ipc": cset.ipc,
+                   "value_space": cset.value_space, "set_digest": m.digest("set"), "key": m.key,
+                   "version": __version__, "pixels": exact}
+    if info:
+        block["parent"] = {"name": info.get("parent"), "key": info.get("parent_key"),
+                           "digest": m.inputs.get("set")}
+        block["rule"] = {k: info.get(k) for k in ("key", "metric", "direction", "balance", "from", "to", "protocol")}
+        block["rule"]["key"] = info.get("key") or "-".join(str(info.get(k)) for k in ("metric", "direction", "balance"))
+        if info.get("lbpe_window"):
+            block["lbpe_window"] = info["lbpe_window"]
+    dyn = _dynamics_of(store, selection.get("scores_key"))
+    if dyn:
+        block["dynamics"] = dyn
+    hubsrc = (cset.meta or {}).get("hub")
+    if hubsrc:
+        block["source"] = hubsrc
+    evals = evaluations(store, m)
+    if evals:
+        block["evaluations"] = evals
+    return block
+
+
+def _dynamics_of(store: Store, scores_key: str | None) -> dict | None:
+    if not scores_key:
+        return None
+    sm = _run_by_key(store, scores_key)
+    stats = {d for k, d in (sm.inputs.items() if sm else []) if k.startswith("dynamics.")}
+    for g in store.all_runs("dynamics"):
+        if stats and stats <= {o["digest"] for o in g.outputs.values()}:
+            model = g.meta.get("model") or {}
+            return {"seeds": g.meta.get("seeds"), "epochs": g.meta.get("epochs"),
+                    "model": model.get("name") if isinstance(model, dict) else model, "key": g.key}
+    return None
+
+
+def evaluations(store: Store, m: Manifest) -> list[dict]:
+    from .evaluate import STAGE as EVAL
+
+    rows = []
+    for r in store.all_runs(EVAL):
+        if r.meta.get("set") == m.key:
+            model = r.meta.get("model") or {}
+            rows.append({"model": model.get("name") if isinstance(model, dict) else model,
+                         "epochs": r.meta.get("epochs"), "repeats": r.meta.get("repeats"),
+                         "best_mean": r.meta.get("best_mean"), "best_std": r.meta.get("best_std"),
+                         "last_mean": r.meta.get("last_mean"), "last_std": r.meta.get("last_std")})
+    return sorted(rows, key=lambda r: (str(r["model"]), r["epochs"] or 0, r["repeats"] or 0))
+
+
+def card_body(name: str, repo: str | None, block: dict, rows: int, exact: str) -> str:
+    repo_name = repo or "OWNER/NAME"
+    lines = [f"# {name}", "",
+             (f"A {block['dataset']} set of {rows} images ({block['classes']} classes, IPC {block['ipc']}), "
+             f"published by yoco {block['version']}."), "",
+             "```python", "from datasets import load_dataset", "",
+             f'ds = load_dataset("{repo_name}", split="train")  # columns: image (PNG), label (ClassLabel)', "```", "",
+             f"`yoco fetch hf:{repo_name}` stores it as a yoco set with its provenance."]
+    if "rule" in block:
+        r = block["rule"]
+        lines += ["", "## How it was made", "",
+                  (f"Pruned from `{block['parent']['name']}` (set digest `{str(block['parent']['digest'])[:16]}`) "
+                   f"from IPC {r['from']} to IPC {r['to']} by `{r['key']}`.")]
+        if "dynamics" in block:
+            d = block["dynamics"]
+            lines.append(f"Scores from training dynamics of {d['model']}, seeds {d['seeds']}, {d['epochs']} epochs.")
+        lines.append("`yoco/selection.json` holds the kept indices into the parent and the scores that chose them.")
+    if block.get("evaluations"):
+        lines += ["", "## Evaluation", "", "| model | epochs | repeats | best top-1 | last top-1 |",
+                  "|---|---|---|---|---|"]
+        for e in block["evaluations"]:
+            lines.append(f"| {e['model']} | {e['epochs']} | {e['repeats']} | {100 * e['best_mean']:.2f} ± "
+                         f"{100 * e['best_std']:.2f} | {100 * e['last_mean']:.2f} ± {100 * e['last_std']:.2f} |")
+    lines += ["", "## Files", "", "- `data/train-*.parquet`: the images (lossless PNG) and labels",
+              "- `yoco/set.json`: the set's metadata and provenance; `yoco/selection.json`: kept indices, scores"]
+    if exact == "safetensors":
+        lines.append("- `yoco/set.safetensors`: the exact float32 tensors (8-bit PNG rounds these values)")
+    return "\n".join(lines) + "\n"
