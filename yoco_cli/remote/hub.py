@@ -101,7 +101,7 @@ def upload(folder: Path, repo: str, *, private: bool, revision: str | None, crea
     """Create the dataset repo (if needed) and commit the folder; the commit's URL (or the PR's)."""
     api = _api()
     with errors(repo, revision):
-        api.create_repo(repo, repo_type="dataset", private=private, exist_ok=True)
+        api.create_repo(repo, repo_type="dataset", private=private or None, exist_ok=True)  # None: the owner's default
         if revision and not create_pr:
             api.create_branch(repo, repo_type="dataset", branch=revision, exist_ok=True)
         info = api.upload_folder(repo_id=repo, folder_path=str(folder), repo_type="dataset", revision=revision,

@@ -285,16 +285,22 @@ def class_names(store: Store, m: Manifest, cset) -> list[str]:
     dataset's known names, else the indices."""
     from ..data.readers import CIFAR10_CLASSES, FASHION_CLASSES
 
-    seen, cur = 0, m
-    while cur is not None and seen < 8:
-        made = cur.meta.get("made_by") or {}
+    for made in _lineage(store, m):
         if isinstance(made.get("classes"), list) and len(made["classes"]) == cset.num_classes:
             return [str(c) for c in made["classes"]]
-        parent = (made.get("pruned") or {}).get("parent_key")
-        cur = _run_by_key(store, parent) if parent else None
-        seen += 1
     known = {"cifar10": CIFAR10_CLASSES, "fashion": FASHION_CLASSES}.get(cset.dataset)
     return list(known) if known else [str(i) for i in range(cset.num_classes)]
+
+
+def _lineage(store: Store, m: Manifest, depth: int = 8) -> list[dict]:
+    """`made_by` of the set, its parent, the parent's parent, ... (pruned sets name their parent's key)."""
+    out, cur = [], m
+    while cur is not None and len(out) < depth:
+        made = cur.meta.get("made_by") or {}
+        out.append(made)
+        parent = (made.get("pruned") or {}).get("parent_key")
+        cur = _run_by_key(store, parent) if parent else None
+    return out
 
 
 def _run_by_key(store: Store, key: str) -> Manifest | None:
@@ -341,8 +347,8 @@ def card_block(store: Store, m: Manifest, cset, name: str, selection: dict, exac
     dyn = _dynamics_of(store, selection.get("scores_key"))
     if dyn:
         block["dynamics"] = dyn
-    hubsrc = (cset.meta or {}).get("hub")
-    if hubsrc:
+    hubsrc = next((made["hub"] for made in _lineage(store, m) if made.get("hub")), None)
+    if hubsrc:  # the Hub repo the set (or its ancestor) was fetched from
         block["source"] = hubsrc
     evals = evaluations(store, m)
     if evals:
