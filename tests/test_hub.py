@@ -114,6 +114,16 @@ def test_large_repos_ask_first(hf_env, monkeypatch, cli, store):
     assert yes.exit_code == 0, yes.stderr
 
 
+def test_the_authors_imagenet_sets_read_as_imagenet_with_their_normalisation():
+    """rethinkdc trains on its Hub sets with ToTensor() + Normalize(ImageNet mean, std) at 224 px, labels
+    0..999 in ImageFolder's sorted-WNID order: yoco reads them as raw01 `imagenet` with those stats."""
+    from yoco_cli.data.hub_layout import infer_dataset
+    from yoco_cli.stages.datasets import dataset_stats
+
+    assert infer_dataset(3, 224, 1000) == "imagenet" and infer_dataset(3, 224, 10) is None
+    assert dataset_stats("imagenet") == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
 # -- publish ---------------------------------------------------------------------------------------
 def _pruned_hub_set(cli, cached_repo) -> str:
     assert cli("fetch", f"hf:{REPO}").exit_code == 0

@@ -112,7 +112,6 @@ def upload(folder: Path, repo: str, *, private: bool, revision: str | None, crea
 @contextlib.contextmanager
 def errors(repo: str, revision: str | None, offline: bool = False) -> Iterator[None]:
     """huggingface_hub's exceptions as yoco's one-line errors (exit 4: the Hub or the network)."""
-    import httpx2 as httpx
     from huggingface_hub import errors as hfe
 
     rev = f" at revision {revision}" if revision else ""
@@ -134,9 +133,22 @@ def errors(repo: str, revision: str | None, offline: bool = False) -> Iterator[N
         status = e.response.status_code if e.response is not None else "?"
         raise FetchError(f"the Hub answered {status} for {repo}{rev}: {_first_line(e)}",
                          "check HF_TOKEN's rights and HF_ENDPOINT; run again if the Hub was busy") from None
-    except (httpx.TransportError, ConnectionError) as e:
+    except _transport_errors() as e:
         raise FetchError(f"cannot reach the Hub for {repo} ({_first_line(e)})",
                          "check the network (or HF_ENDPOINT); fetched files stay cached") from None
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The network failures of whichever HTTP client this huggingface_hub uses (httpx2, httpx, requests)."""
+    import importlib
+
+    found: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"), ("requests", "ConnectionError")):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)
 
 
 def _first_line(e: Exception) -> str:
