@@ -37,13 +37,18 @@ def digits_pixels(n_per_class: int, classes: int = 10):
 
 
 def authors_repo(folder: Path, n_per_class: int = 3, label: str = "class_id", names=None, card: dict | None = None,
-                 labels=None) -> Path:
-    """Write the repo's files into `folder` (data/train-00000-of-00001.parquet and README.md)."""
+                 labels=None, shuffle_seed: int | None = None) -> Path:
+    """Write the repo's files into `folder` (data/train-00000-of-00001.parquet and README.md); rows are
+    class-sorted unless `shuffle_seed` mixes them."""
     import datasets
+    import numpy as np
     import yaml
     from PIL import Image
 
     x, y = digits_pixels(n_per_class)
+    if shuffle_seed is not None:
+        order = np.random.RandomState(shuffle_seed).permutation(len(y))
+        x, y = x[order], y[order]
     if labels is not None:
         y = labels
     names = names or [f"digit {c}" for c in range(10)]

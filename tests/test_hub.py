@@ -189,6 +189,34 @@ def test_a_set_png_cannot_hold_ships_its_tensors(cli, store, tmp_path):
     assert store.resolve("import/digits/hub-ipc2").digest("set") == store.resolve("digits/random/ipc2").digest("set")
 
 
+def test_a_fetched_set_in_any_row_order_publishes_and_comes_back_identical(cli, store, hf_env, monkeypatch,
+                                                                           tmp_path):
+    hub_cache(hf_env / "hf-cache", REPO, files_of(authors_repo(hf_env / "src", shuffle_seed=3)))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert cli("fetch", f"hf:{REPO}").exit_code == 0
+    assert cli("publish", f"hf/{REPO}", "--folder", tmp_path / "pub").exit_code == 0
+    assert not (tmp_path / "pub" / "yoco" / "set.safetensors").exists()  # the PNGs are the set
+    back = cli("import", tmp_path / "pub", "--name", "again")
+    assert back.exit_code == 0, back.stderr
+    assert store.resolve("again").digest("set") == store.resolve(f"hf/{REPO}").digest("set")
+
+
+def test_an_interrupted_publish_leaves_no_folder(cli, store, monkeypatch, tmp_path):
+    from yoco_cli.data import hub_layout
+
+    assert cli("condense", "digits", "--method", "random", "--ipc", "2").exit_code == 0
+
+    def cut(out, *args, **kw):
+        (out / "data").mkdir(parents=True)
+        (out / "data" / "train-00000-of-00001.parquet").write_bytes(b"PAR1")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hub_layout, "write_parquet", cut)
+    r = cli("publish", "digits/random/ipc2", "--folder", tmp_path / "pub")
+    assert r.exit_code == 130
+    assert sorted(p.name for p in tmp_path.iterdir() if "pub" in p.name) == []
+
+
 def test_publish_uploads_one_commit_to_the_hub(cli, store, cached_repo, monkeypatch, tmp_path):
     ref = _pruned_hub_set(cli, cached_repo)
     monkeypatch.delenv("HF_HUB_OFFLINE")
@@ -290,6 +318,11 @@ def test_without_the_extra_hf_and_publish_name_it(cli, monkeypatch):
         assert r.exit_code == 2, r.stderr
         assert "needs yoco's [hub] extra (huggingface_hub not installed)" in r.stderr
         assert 'pip install "yoco-cli[hub]"' in r.stderr
+
+
+def test_fetch_list_shows_the_hf_form(cli):
+    r = cli("fetch", "--list")
+    assert r.exit_code == 0 and "yoco fetch hf:OWNER/NAME[@REVISION]" in r.stderr
 
 
 def test_bad_names(cli):

@@ -36,6 +36,7 @@ IMAGE_COLUMNS = ("image", "img", "images", "picture")
 LABEL_COLUMNS = ("label", "labels", "class_id", "fine_label", "target", "class")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 ROWS_PER_SHARD = 10_000
+CHUNK = 256  # rows converted and encoded at a time by the writer
 # Datasets yoco meets only on the Hub: (channels, side, classes) -> name. The rethinkdc sets are
 # ImageNet-1k at 224 px, labels in the sorted-WNID order of torchvision's ImageFolder.
 HUB_DATASETS = {(3, 224, 1000): "imagenet"}
@@ -364,26 +365,39 @@ def shard_names(n: int, split: str = "train") -> list[str]:
     return [f"data/{split}-{i:05d}-of-{count:05d}.parquet" for i in range(count)]
 
 
-def write_parquet(out: Path, pixels, labels, classes: list[str]) -> tuple[list[Path], int]:
-    """Shards of ROWS_PER_SHARD rows (PNG bytes + label), encoded shard by shard; (paths, Arrow bytes)."""
+@dataclass
+class Written:
+    shards: list[Path]
+    arrow_bytes: int  # the rows' size in Arrow, the card's dataset_size
+    exact: bool  # every image read back from its PNG gives the float32 values given
+
+
+def write_parquet(out: Path, images, labels, classes: list[str], value_space: str = "raw01",
+                  stats: tuple | None = None) -> Written:
+    """Shards of ROWS_PER_SHARD rows (PNG bytes + label), converted and encoded CHUNK rows at a time, so
+    memory is one chunk of pixels beyond the set itself."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = pa.schema([("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
                         ("label", pa.int64())],
                        metadata={"huggingface": json.dumps({"info": {"features": features(classes)}})})
-    written, arrow_bytes = [], 0
+    done = Written([], 0, value_space == "raw01")
     for i, name in enumerate(shard_names(len(labels))):
-        lo, hi = i * ROWS_PER_SHARD, min(len(labels), (i + 1) * ROWS_PER_SHARD)
-        cells = [{"bytes": encode_png(pixels[j].numpy()), "path": None} for j in range(lo, hi)]
-        table = pa.table({"image": pa.array(cells, type=schema.field("image").type),
-                          "label": pa.array(labels[lo:hi].tolist(), type=pa.int64())}, schema=schema)
         path = out / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, path)
-        written.append(path)
-        arrow_bytes += table.nbytes
-    return written, arrow_bytes
+        with pq.ParquetWriter(path, schema) as writer:
+            for lo in range(i * ROWS_PER_SHARD, min(len(labels), (i + 1) * ROWS_PER_SHARD), CHUNK):
+                hi = min(lo + CHUNK, len(labels), (i + 1) * ROWS_PER_SHARD)
+                pixels = to_uint8(images[lo:hi], value_space, stats)
+                done.exact = done.exact and exact_in_png(images[lo:hi], pixels)
+                cells = [{"bytes": encode_png(p.numpy()), "path": None} for p in pixels]
+                table = pa.table({"image": pa.array(cells, type=schema.field("image").type),
+                                  "label": pa.array(labels[lo:hi].tolist(), type=pa.int64())}, schema=schema)
+                writer.write_table(table)
+                done.arrow_bytes += table.nbytes
+        done.shards.append(path)
+    return done
 
 
 def card_text(meta: dict, body: str) -> str:

@@ -160,7 +160,7 @@ def _own_set(hs: layout.HubSet, root: Path):
     exact = root / layout.EXACT_FILE
     if exact.is_file():
         cset = CondensedSet.load(exact)
-        labels = cset.decoded()[1]
+        labels = cset.labels if cset.factor == 1 else cset.decoded()[1]
         if not torch.equal(labels, hs.labels):
             raise IntegrityError(f"{layout.EXACT_FILE} and the parquet labels disagree", "the repo was edited")
     else:
@@ -254,13 +254,12 @@ def write_repo(store: Store, m: Manifest, cset, name: str, out: Path, repo: str 
     if cset.value_space == "zca":
         raise UsageError(f"{name} is a zca-whitened set: its values are not images a PNG can show",
                          "publish a raw01 or normalized set")
-    images, labels, _ = cset.decoded()
+    # factor 1: the stored images in stored order (the PNGs can then be the set); else the decoded ones
+    images, labels = (cset.images, cset.labels) if cset.factor == 1 else cset.decoded()[:2]
     stats = dataset_stats(cset.dataset, store) if cset.value_space == "normalized" else None
-    pixels = layout.to_uint8(images, cset.value_space, stats)
     classes = class_names(store, m, cset)
-    shards, arrow_bytes = layout.write_parquet(out, pixels, labels, classes)
-    exact = "png" if cset.value_space == "raw01" and cset.factor == 1 and layout.exact_in_png(cset.images, pixels) \
-        else "safetensors"
+    written = layout.write_parquet(out, images, labels, classes, cset.value_space, stats)
+    exact = "png" if cset.factor == 1 and written.exact else "safetensors"
     (out / "yoco").mkdir()
     if exact == "safetensors":
         cset.save(out / layout.EXACT_FILE)
@@ -272,8 +271,8 @@ def write_repo(store: Store, m: Manifest, cset, name: str, out: Path, repo: str 
            "yoco_version": __version__}
     (out / layout.SET_FILE).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
     block = card_block(store, m, cset, name, selection, exact)
-    data_bytes = sum(p.stat().st_size for p in shards)
-    meta = layout.card_meta(classes, len(labels), data_bytes, arrow_bytes, license_, TAGS, block)
+    data_bytes = sum(p.stat().st_size for p in written.shards)
+    meta = layout.card_meta(classes, len(labels), data_bytes, written.arrow_bytes, license_, TAGS, block)
     (out / layout.CARD).write_text(layout.card_text(meta, card_body(name, repo, block, len(labels), exact)),
                                    encoding="utf-8")
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
