@@ -195,7 +195,8 @@ class _Filler:
     """Decoded images written into one preallocated float32 tensor: memory is the set plus one batch."""
 
     def __init__(self, total: int):
-        self.total, self.done, self.images = total, 0, None
+        self.total, self.done = total, 0
+        self.images: Any = None  # torch float32 [total, C, H, W], allocated at the first image
 
     def put(self, arr, where: str) -> None:
         import torch
@@ -334,7 +335,7 @@ def to_uint8(images, value_space: str, stats: tuple | None):
     import torch
 
     x = images
-    if value_space == "normalized":
+    if value_space == "normalized" and stats is not None:
         mean, std = (torch.tensor(s, dtype=x.dtype).view(1, -1, 1, 1) for s in stats)
         x = x * std + mean
     return x.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()

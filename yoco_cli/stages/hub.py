@@ -156,7 +156,7 @@ def _own_set(hs: layout.HubSet, root: Path):
 
     from ..data.condensed import CondensedSet
 
-    doc = hs.yoco
+    doc = hs.yoco or {}
     exact = root / layout.EXACT_FILE
     if exact.is_file():
         cset = CondensedSet.load(exact)
@@ -214,6 +214,7 @@ def publish(store: Store, ref: str, target: str | None = None, folder: Path | No
             pub.url = hub.upload(Path(folder), repo, private=private, revision=revision, create_pr=create_pr,
                                  message=message)
         return pub
+    assert repo is not None  # checked above: no folder means a target
     with store.staging() as tmp:
         pub = write_repo(store, m, cset, name, tmp / "repo", repo, license_)
         pub.url = hub.upload(tmp / "repo", repo, private=private, revision=revision, create_pr=create_pr,
@@ -293,7 +294,8 @@ def class_names(store: Store, m: Manifest, cset) -> list[str]:
 
 def _lineage(store: Store, m: Manifest, depth: int = 8) -> list[dict]:
     """`made_by` of the set, its parent, the parent's parent, ... (pruned sets name their parent's key)."""
-    out, cur = [], m
+    out: list[dict] = []
+    cur: Manifest | None = m
     while cur is not None and len(out) < depth:
         made = cur.meta.get("made_by") or {}
         out.append(made)
