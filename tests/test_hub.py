@@ -219,7 +219,10 @@ def test_an_interrupted_publish_leaves_no_folder(cli, store, monkeypatch, tmp_pa
 
 def test_publish_uploads_one_commit_to_the_hub(cli, store, cached_repo, monkeypatch, tmp_path):
     ref = _pruned_hub_set(cli, cached_repo)
+    offline = cli("publish", ref, "hf:me/tiny-pruned")
+    assert offline.exit_code == 4 and "offline (YOCO_OFFLINE or HF_HUB_OFFLINE): cannot upload" in offline.stderr
     monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("YOCO_OFFLINE")
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")
     local = tmp_path / "local"
     assert cli("publish", ref, "--folder", local).exit_code == 0
@@ -228,6 +231,9 @@ def test_publish_uploads_one_commit_to_the_hub(cli, store, cached_repo, monkeypa
         r = cli("publish", ref, "hf:me/tiny-pruned", "--private", "--json")
         pr = cli("publish", ref, "hf:me/tiny-pruned", "--create-pr", "--json")
         branch = cli("publish", ref, "hf:me/tiny-pruned", "--revision", "yoco-v1", "--json")
+        fetched = cli("fetch", "hf:me/tiny-pruned", "--json")  # what arrived, fetched back over HTTP
+        assert fetched.exit_code == 0, fetched.stderr
+        assert store.resolve("hf/me/tiny-pruned").digest("set") == store.resolve(ref).digest("set")
     assert r.exit_code == 0, r.stderr
     made = hub.created[0]
     assert made["name"] == "tiny-pruned" and (made.get("visibility") == "private" or made.get("private") is True)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..data import hub_layout as layout
-from ..errors import IntegrityError, UsageError
+from ..errors import FetchError, IntegrityError, UsageError
 from ..progress import SILENT, Reporter
 from ..remote import hub
 from ..store import Manifest, Store, run_cached
@@ -205,6 +205,8 @@ def publish(store: Store, ref: str, target: str | None = None, folder: Path | No
     repo = hub.parse(target)[0] if target else None
     if target and "@" in target:
         raise UsageError("give the branch with --revision, not @", f"yoco publish {ref} hf:{repo} --revision BRANCH")
+    if repo is not None:
+        _check_online(repo)
     m, cset = resolve_set(store, ref)
     name = set_label(store, m)
     message = f"yoco {__version__}: publish {name}"
@@ -220,6 +222,14 @@ def publish(store: Store, ref: str, target: str | None = None, folder: Path | No
         pub.url = hub.upload(tmp / "repo", repo, private=private, revision=revision, create_pr=create_pr,
                              message=message)
     return pub
+
+
+def _check_online(repo: str) -> None:
+    from .fetching import offline_requested
+
+    if offline_requested() or hub.hub_offline():
+        raise FetchError(f"offline (YOCO_OFFLINE or HF_HUB_OFFLINE): cannot upload to {repo}",
+                         "unset it to upload, or write the files with --folder DIR alone")
 
 
 def _write_folder(store: Store, m: Manifest, cset, name: str, folder: Path, repo: str | None,
