@@ -60,7 +60,7 @@ def test_offline_cache_fetch_then_prune_and_eval(cli, store, cached_repo):
     assert cset.labels.tolist() == y.tolist()
     assert cset.images.mul(255).round().byte()[:, 0].numpy().tolist() == x.tolist()
     assert cset.meta["hub"] == {"repo": REPO, "revision": "main", "sha": SHA}  # the revision is pinned
-    assert m.params["sha"] == SHA and cset.meta["classes"][3] == "digit 3"
+    assert m.params["sha"] == SHA and m.meta["classes"][3] == "digit 3"
     assert cset.dataset == "digits" and cset.value_space == "raw01" and cset.ipc == 3
 
     again = cli("fetch", f"hf:{REPO}", "--json")

@@ -114,7 +114,8 @@ def import_folder(store: Store, root: Path, name: str | None = None, source: dic
         cset, summary = _to_set(hs, root, source, dataset)
         for note in hs.notes:
             reporter.warn(note)
-        return set_result(tmp, cset, summary, extra={"hub": source, "layout": hs.layout, "folder": str(root)})
+        return set_result(tmp, cset, summary, extra={"hub": source, "layout": hs.layout, "folder": str(root),
+                                                     "classes": hs.classes})
 
     m, hit = run_cached(store, STAGE, VERSION, params, inputs, make, ref=name)
     if name is None:  # `yoco import FOLDER`: named as imports are, import/DATASET/hub-ipcN
@@ -138,7 +139,7 @@ def _to_set(hs: layout.HubSet, root: Path, source: dict | None, dataset: str | N
         except UsageError as e:
             raise UsageError(e.message, "pass --dataset NAME (yoco fetch hf:... --dataset NAME)") from None
     hs.notes += notes
-    meta = {"format": "hub", "layout": hs.layout, "hub": source, "classes": hs.classes}
+    meta = {"format": "hub", "layout": hs.layout, "hub": source}  # class names: in the run's meta
     cset = CondensedSet(images=hs.images, labels=hs.labels, dataset=name, num_classes=k, meta=meta)
     return cset, f"{hs.layout} {name} ipc{cset.ipc}, {len(hs.labels)} images from {_where(root, source)}"
 
@@ -295,21 +296,21 @@ def class_names(store: Store, m: Manifest, cset) -> list[str]:
     dataset's known names, else the indices."""
     from ..data.readers import CIFAR10_CLASSES, FASHION_CLASSES
 
-    for made in _lineage(store, m):
-        if isinstance(made.get("classes"), list) and len(made["classes"]) == cset.num_classes:
-            return [str(c) for c in made["classes"]]
+    for run in _lineage(store, m):
+        names = run.meta.get("classes")
+        if isinstance(names, list) and len(names) == cset.num_classes and all(isinstance(c, str) for c in names):
+            return names
     known = {"cifar10": CIFAR10_CLASSES, "fashion": FASHION_CLASSES}.get(cset.dataset)
     return list(known) if known else [str(i) for i in range(cset.num_classes)]
 
 
-def _lineage(store: Store, m: Manifest, depth: int = 8) -> list[dict]:
-    """`made_by` of the set, its parent, the parent's parent, ... (pruned sets name their parent's key)."""
-    out: list[dict] = []
+def _lineage(store: Store, m: Manifest, depth: int = 8) -> list[Manifest]:
+    """The set's run, its parent's, the parent's parent's, ... (pruned sets name their parent's key)."""
+    out: list[Manifest] = []
     cur: Manifest | None = m
     while cur is not None and len(out) < depth:
-        made = cur.meta.get("made_by") or {}
-        out.append(made)
-        parent = (made.get("pruned") or {}).get("parent_key")
+        out.append(cur)
+        parent = ((cur.meta.get("made_by") or {}).get("pruned") or {}).get("parent_key")
         cur = _run_by_key(store, parent) if parent else None
     return out
 
@@ -358,7 +359,7 @@ def card_block(store: Store, m: Manifest, cset, name: str, selection: dict, exac
     dyn = _dynamics_of(store, selection.get("scores_key"))
     if dyn:
         block["dynamics"] = dyn
-    hubsrc = next((made["hub"] for made in _lineage(store, m) if made.get("hub")), None)
+    hubsrc = next((r.meta["hub"] for r in _lineage(store, m) if r.meta.get("hub")), None)
     if hubsrc:  # the Hub repo the set (or its ancestor) was fetched from
         block["source"] = hubsrc
     evals = evaluations(store, m)
