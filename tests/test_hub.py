@@ -100,6 +100,29 @@ def test_http_fetch_through_a_loopback_hub(hf_env, monkeypatch, store):
     assert (snap / "data" / "train-00000-of-00001.parquet").read_bytes() == files["data/train-00000-of-00001.parquet"]
 
 
+def test_image_folder_repos_number_classes_as_imagefolder(cli, store, hf_env, monkeypatch):
+    import io
+
+    from PIL import Image
+
+    x, y = digits_pixels(2)
+    files = {}
+    for i, (img, label) in enumerate(zip(x, y)):
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="PNG")
+        files[f"train/class-{label:02d}/{i:03d}.png"] = buf.getvalue()
+    hub_cache(hf_env / "hf-cache", "me/folders", files)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    r = cli("fetch", "hf:me/folders")
+    assert r.exit_code == 0, r.stderr
+    from yoco_cli.stages.sets import load_set
+
+    m = store.resolve("hf/me/folders")
+    cset = load_set(store, m)
+    assert cset.labels.tolist() == y.tolist() and m.meta["classes"][:2] == ["class-00", "class-01"]
+    assert cset.images.mul(255).round().byte()[:, 0].numpy().tolist() == x.tolist()
+
+
 def test_large_repos_ask_first(hf_env, monkeypatch, cli, store):
     from yoco_cli.stages import hub as stage
 
@@ -268,6 +291,11 @@ def _card_lies(folder: Path) -> None:
     (folder / "README.md").write_text(re.sub(r"download_size: \d+", "download_size: 12", text))
 
 
+def _card_miscounts(folder: Path) -> None:
+    text = (folder / "README.md").read_text()
+    (folder / "README.md").write_text(text.replace("num_examples: 30", "num_examples: 99"))
+
+
 def _truncate(folder: Path) -> None:
     shard = folder / "data" / "train-00000-of-00001.parquet"
     shard.write_bytes(shard.read_bytes()[:-200])
@@ -278,6 +306,7 @@ def _truncate(folder: Path) -> None:
     (lambda f: _table_without("class_id", f), "has no integer label column (columns: image;"),
     (_truncate, "train-00000-of-00001.parquet is not a whole parquet file"),
     (_card_lies, "the dataset card says the data files hold 12 bytes, the repo's hold"),
+    (_card_miscounts, "the dataset card says the train split has 99 rows, its parquet files hold 30"),
     ("label", "label 12 is outside the class list: the class list has 10 classes (0..9)"),
 ])
 def test_bad_repos_are_one_line_and_store_nothing(cli, store, hf_env, monkeypatch, damage, message):
