@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,ray]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,ray,hub]"
 	touch $(STAMP)
 
 install: $(STAMP)

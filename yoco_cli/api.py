@@ -159,9 +159,12 @@ def fetch(*names: str, home=None, offline: bool | None = None, timeout: float = 
     from .stages import downloads, fetching
 
     store = _store(home)
+    hubs = [n for n in names if n.startswith("hf:")]  # Hugging Face repos: fetch_hub, below
     opts = downloads.Options(offline=offline, timeout=timeout, retries=retries)
-    outcomes = fetching.fetch(store, registry.load().select(list(names)), opts, reporter=reporter)
-    return [FetchResult(o.name, o.kind, o.key, o.cached, o.summary) for o in outcomes]
+    rest = [n for n in names if n not in hubs]
+    outcomes = fetching.fetch(store, registry.load().select(rest), opts, reporter=reporter) if rest else []
+    return [FetchResult(o.name, o.kind, o.key, o.cached, o.summary) for o in outcomes] + \
+        [fetch_hub(n, home=home, offline=bool(offline), reporter=reporter) for n in hubs]
 
 
 def condense(dataset: str = "digits", *, ipc: int = 10, method: str = "idc", factor: int | None = None,
@@ -364,3 +367,36 @@ def report(*, table: list[str] | None = None, which: str = "best", dataset: str 
 
     records = report_stage.filter_records(report_stage.collect(_store(home)), dataset, source, model)
     return report_stage.build_tables(records, table or None, which)
+
+
+# -- the Hugging Face Hub (docs/hub.md) ----------------------------------------------------------
+def fetch_hub(spec: str, *, name: str | None = None, dataset: str | None = None, yes: bool = False,
+              offline: bool = False, home=None, reporter: Reporter = SILENT) -> FetchResult:
+    """A Hub dataset repo (`hf:OWNER/NAME[@REVISION]`) as a stored set, named `hf/OWNER/NAME`;
+    `yes=True` fetches repos over 1 GB (refused otherwise). `fetch("hf:...")` calls this.
+
+    >>> import yoco_cli as yoco
+    >>> yoco.fetch("hf:he-yang/2025-rethinkdc-imagenet-sre2l-ipc-10", yes=True)  # doctest: +SKIP
+    """
+    from .stages import hub_sets
+
+    f = hub_sets.fetch(_store(home), spec,
+                       hub_sets.FetchOptions(offline=offline, yes=yes, name=name, dataset=dataset), reporter=reporter)
+    return FetchResult(f.name, "set", f.manifest.key, f.cached, f.summary)
+
+
+def publish(target: SetLike, to: str | None = None, *, folder: str | Path | None = None, private: bool = False,
+            revision: str | None = None, create_pr: bool = False, license: str = "mit", home=None,
+            reporter: Reporter = SILENT):
+    """Publish a set as a Hugging Face dataset repo (`to="hf:OWNER/NAME"`) or into a new local
+    `folder` (no network); returns `stages.hub.Published` (files, url, card metadata).
+
+    >>> import yoco_cli as yoco
+    >>> yoco.publish("digits/random/ipc10", folder="out/digits-ipc10")   # doctest: +SKIP
+    """
+    from .stages import hub
+
+    store = _store(home)
+    ref = target.key if isinstance(target, SetResult) else str(target)
+    return hub.publish(store, ref, to, Path(folder) if folder is not None else None, private=private,
+                       revision=revision, create_pr=create_pr, license_=license, reporter=reporter)

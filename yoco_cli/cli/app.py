@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "cmd_eval",      # eval SET... [--repeats N] [--model M] [--full]
     "cmd_pipeline",  # pipeline [DATASET] --to 1 2 5 --seeds 3 --repeats 1 --plot FILE
     "cmd_report",    # report [--table main|rules|balance|easyhard] [--format ...] [--plot FILE]
+    "cmd_publish",   # publish SET hf:OWNER/NAME | --folder DIR
     "cmd_env",       # env: versions, devices, threads, stores, environment variables, extras
 ]
 

@@ -27,7 +27,7 @@ def _complete_names(incomplete: str) -> list[str]:
 def fetch_cmd(
     names: Annotated[list[str] | None, typer.Argument(
         help="What to fetch: a name or a path of names (`idc cifar10` = idc/cifar10/*), several names, "
-             "or folder:PATH.", autocompletion=_complete_names, show_default=False)] = None,
+             "folder:PATH, or hf:OWNER/NAME[@REVISION] (a Hugging Face dataset repo).", autocompletion=_complete_names, show_default=False)] = None,
     list_: Annotated[bool, typer.Option("--list", "-l", help="Show the registry (or the named part of it): "
                                                              "kind, size, digest, whether it is in the store.")] = False,
     offline: Annotated[bool, typer.Option("--offline", help="Never touch the network (also YOCO_OFFLINE=1); "
@@ -39,13 +39,17 @@ def fetch_cmd(
                                                              "failed.", min=0.01)] = 60.0,
     retries: Annotated[int, typer.Option("--retries", help="Extra tries on transient network errors, with "
                                                            "backoff (never on Drive's quota page).", min=0)] = 3,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Fetch hf: repos over 1 GB without asking.")] = False,
+    dataset: Annotated[str | None, typer.Option("--dataset", help="The dataset of an hf: repo when its images "
+                                                                  "do not tell (e.g. cifar10).", show_default=False)] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Download published artifacts into the store, verified, resumable, cached.
 
     Examples: `yoco fetch idc cifar10` (IDC's CIFAR-10 sets, named idc/cifar10/ipc1|10|50, ready for
     `yoco prune`), `yoco fetch cifar10` (the real dataset, for evaluation), `yoco fetch --list`,
-    `yoco fetch imagenet10 --source /data/imagenet`, `yoco fetch folder:./my-images`.
+    `yoco fetch imagenet10 --source /data/imagenet`, `yoco fetch folder:./my-images`,
+    `yoco fetch hf:he-yang/2025-rethinkdc-imagenet-sre2l-ipc-10` (a Hub dataset repo, named hf/OWNER/NAME).
     """
     o = set_json(json_)
     from ..remote import registry
@@ -60,8 +64,10 @@ def fetch_cmd(
         raise typer.BadParameter("name what to fetch, or pass --list", param_hint="NAMES")
     opts = downloads.Options(offline=offline, timeout=timeout, retries=retries, source=source)
     folders = [n for n in names if n.startswith("folder:")]
-    rest = [n for n in names if not n.startswith("folder:")]
+    hubs = [n for n in names if n.startswith("hf:")]
+    rest = [n for n in names if not n.startswith(("folder:", "hf:"))]
     outcomes = [_folder(store, n, o) for n in folders]
+    outcomes += [_hub(store, n, offline, yes, dataset, o) for n in hubs]
     if rest:
         outcomes += fetching.fetch(store, reg.select(rest), opts, reporter=o)
     _report(o, outcomes)
@@ -73,6 +79,17 @@ def _folder(store, spec: str, o: output.Output):
 
     m, hit = datasets.prepare_folder(store, Path(spec[len("folder:"):]).expanduser(), reporter=o)
     return Outcome(spec, "dataset", m.stage, m.key, hit, m.meta.get("summary", ""))
+
+
+def _hub(store, spec: str, offline: bool, yes: bool, dataset: str | None, o: output.Output):
+    from ..stages import hub_sets
+    from ..stages.fetching import Outcome
+    from .common import interactive
+
+    ask = (lambda q: typer.confirm(q, default=False, err=True)) if interactive() else None
+    f = hub_sets.fetch(store, spec, hub_sets.FetchOptions(offline=offline, yes=yes, confirm=ask, dataset=dataset),
+                       reporter=o)
+    return Outcome(f.name, "set", f.manifest.stage, f.manifest.key, f.cached, f.summary)
 
 
 def _report(o: output.Output, outcomes) -> None:
@@ -110,3 +127,4 @@ def _list(o: output.Output, store, reg, names: list[str]) -> None:
     tbl = output.table(None, ["name", "kind", "size", "sha256", "cached"], rows)
     tbl.columns[0].no_wrap = True  # names are what users type: never cut them
     o.data(docs, tbl)
+    o.info("Hugging Face Hub dataset repos: `yoco fetch hf:OWNER/NAME[@REVISION]` (needs the [hub] extra; docs/hub.md)")

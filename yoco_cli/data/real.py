@@ -63,6 +63,8 @@ STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
     "cifar100": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),  # the reference reuses CIFAR-10's
     "imagenet10": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    # ImageNet-1k, met as the rethinkdc sets on the Hub (data/hub_layout.py): their own Normalize()
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     # SVHN/MNIST/Fashion as in IDC's data.py
     "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
     "mnist": ((0.1307,), (0.3081,)),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..data.condensed import CondensedSet
 from ..data.formats import load, locate
+from ..data.hub_layout import is_repo_folder
 from ..errors import UsageError
 from ..files import check_unchanged, stamp
 from ..store import Manifest, Store, run_cached
@@ -40,6 +41,10 @@ def import_file(store: Store, path: Path | str, fmt: str = "auto", dataset: str 
     The key holds the digests of the files read, hashed after reading. A file that changed between
     the start of the read and the end of the hash (size, mtime or inode differ: a copy still being
     written) is refused rather than stored under a digest that is not the one of the bytes read."""
+    if fmt in ("auto", "hub") and is_repo_folder(Path(path)):  # a Hub dataset repo's files (docs/hub.md)
+        from .hub_sets import import_folder
+
+        return import_folder(store, Path(path), name=name, dataset=dataset)
     before = {f.resolve(): stamp(f) for f in locate(Path(path), fmt)}
     log.info("reading %s (format %s): %s", path, fmt, ", ".join(str(f) for f in before))
     loaded = load(path, fmt, dataset=dataset, factor=factor, ipc=ipc, experiment=experiment,
