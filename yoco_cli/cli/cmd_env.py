@@ -49,7 +49,7 @@ SECRET = {"HF_TOKEN"}
 EXTRAS = {
     "vision": ["torchvision"],
     "ray": ["ray"],
-    "hub": ["huggingface_hub", "datasets", "pyarrow"],
+    "hub": ["huggingface_hub", "datasets", "pyarrow", "pyyaml"],
     "test": ["pytest", "hypothesis", "ruff", "mypy"],
 }
 
