@@ -7,7 +7,7 @@ import typer
 
 from ..errors import UsageError
 from . import output
-from .common import DeviceOpt, JsonOpt, SeedOpt, get_store, set_json
+from .common import DeviceOpt, JsonOpt, SeedOpt, complete_datasets, get_store, set_json
 
 METHOD_HELP = "idc (gradient matching) | dm (distribution matching) | random | herding (real-image baselines)"
 
@@ -16,12 +16,6 @@ def _complete_methods(incomplete: str) -> list[str]:
     from ..condensation import METHODS
 
     return [m for m in METHODS if m.startswith(incomplete)]
-
-
-def _complete_datasets(incomplete: str) -> list[str]:
-    from ..data.real import NUM_CLASSES
-
-    return [d for d in sorted(NUM_CLASSES) if d.startswith(incomplete)]
 
 
 def register(app: typer.Typer) -> None:
@@ -40,7 +34,7 @@ def _parse_sets(items: list[str]) -> dict:
 
 def condense(
     dataset: Annotated[str, typer.Argument(help="Real dataset: digits, cifar10, cifar100, imagenet10, ... or folder:PATH.",
-                                           autocompletion=_complete_datasets)],
+                                           autocompletion=complete_datasets)],
     ipc: Annotated[int, typer.Option("--ipc", help="Stored images per class.")] = 10,
     method: Annotated[str, typer.Option("--method", help=METHOD_HELP,
                                                  autocompletion=_complete_methods)] = "idc",

@@ -24,6 +24,7 @@ from .common import (
     JsonOpt,
     MultiTargetCommand,
     check_seed,
+    complete_choices,
     complete_metrics,
     complete_refs,
     complete_set_refs,
@@ -160,7 +161,7 @@ def prune_cmd(
         rich_help_panel=OUT_PANEL, show_default=False)] = None,
     export_format: Annotated[str, typer.Option(
         "--export-format", help="Layout for --export: idc, dream, mtt, dsa, kip or yoco.",
-        rich_help_panel=OUT_PANEL)] = "idc",
+        rich_help_panel=OUT_PANEL, autocompletion=complete_choices("idc", "dream", "mtt", "dsa", "kip", "yoco"))] = "idc",
     indices: Annotated[Path | None, typer.Option(
         "--indices", help='Also write {"indices": \\[kept decoded indices], "stored": \\[their stored images]} as JSON.',
         rich_help_panel=OUT_PANEL, show_default=False)] = None,

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
-from .common import complete_metrics, get_store, set_json
+from .common import complete_choices, complete_metrics, get_store, set_json
 
 TABLE_NAMES = ["main", "rules", "balance", "easyhard"]
 FORMATS = ["table", "markdown", "csv", "json"]
@@ -30,8 +30,10 @@ def report_cmd(
     metric: Annotated[list[str] | None, typer.Option(
         "--metric", help="Only these metrics (repeatable).", autocompletion=complete_metrics)] = None,
     model: Annotated[str, typer.Option("--model", help="Only evaluations with this model (e.g. convnet).")] = "",
-    which: Annotated[str, typer.Option("--which", help="best (max over validations) or last (final epoch).")] = "best",
-    fmt: Annotated[str, typer.Option("--format", help="table | markdown | csv | json")] = "table",
+    which: Annotated[str, typer.Option("--which", help="best (max over validations) or last (final epoch).",
+                                       autocompletion=complete_choices("best", "last"))] = "best",
+    fmt: Annotated[str, typer.Option("--format", help="table | markdown | csv | json",
+                                     autocompletion=complete_choices(*FORMATS))] = "table",
     plot: Annotated[Path | None, typer.Option("--plot", help="Also write accuracy vs target IPC to this PNG.")] = None,
     out_file: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report to a file instead of stdout.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,

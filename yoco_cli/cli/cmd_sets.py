@@ -8,8 +8,9 @@ import typer
 
 from ..errors import UsageError
 from . import output
-from .common import JsonOpt, complete_set_refs, get_store, set_json
+from .common import JsonOpt, complete_choices, complete_set_refs, get_store, set_json
 
+LAYOUTS = ("idc", "dream", "mtt", "dsa", "kip", "yoco")  # the published layouts import and export read/write
 FORMAT_HELP = "idc | dream | mtt | dsa | kip | yoco | auto (detected from the file's structure)."
 
 
@@ -34,7 +35,8 @@ def _meta_rows(doc: dict) -> list[list]:
 def import_cmd(
     path: Annotated[Path, typer.Argument(help="data.pt, an MTT folder (or images_best.pt), a DSA/KIP .pt "
                                               "or a yoco .safetensors file.", show_default=False)],
-    fmt: Annotated[str, typer.Option("--format", "-f", help=FORMAT_HELP)] = "auto",
+    fmt: Annotated[str, typer.Option("--format", "-f", help=FORMAT_HELP,
+                                     autocompletion=complete_choices(*LAYOUTS, "auto"))] = "auto",
     dataset: Annotated[str | None, typer.Option(
         "--dataset", "-d", help="cifar10, cifar100, imagenet10, svhn, mnist, fashion or digits; "
                                 "inferred from the images when unambiguous.", show_default=False)] = None,
@@ -50,7 +52,8 @@ def import_cmd(
         "--experiment", help="Which run of a DSA multi-experiment file (YOCO uses 0, IDC -1).")] = 0,
     value_space: Annotated[str | None, typer.Option(
         "--value-space", help="Override the format's value space: raw01 | normalized | zca "
-                              "(e.g. zca for MTT's ZCA sets).", show_default=False)] = None,
+                              "(e.g. zca for MTT's ZCA sets).", show_default=False,
+        autocompletion=complete_choices("raw01", "normalized", "zca"))] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Put a published condensed set into the store.
@@ -123,8 +126,8 @@ def export_cmd(
     dest: Annotated[Path, typer.Argument(help="File to write (a folder for mtt).", show_default=False)],
     fmt: Annotated[str, typer.Option("--format", "-f", help="idc | dream | dsa | kip | mtt | yoco. The set's value "
                                                             "space must match the layout's (idc/dream: raw01; "
-                                                            "dsa: normalized; kip: zca; mtt: normalized or zca).")
-                   ] = "idc",
+                                                            "dsa: normalized; kip: zca; mtt: normalized or zca).",
+                                     autocompletion=complete_choices(*LAYOUTS))] = "idc",
     json_: JsonOpt = False,
 ) -> None:
     """Write a stored set in a published layout.  Example: `yoco export import/cifar10/idc-ipc10 data.pt`"""
