@@ -36,12 +36,15 @@ def report_cmd(
                                      autocompletion=complete_choices(*FORMATS))] = "table",
     plot: Annotated[Path | None, typer.Option("--plot", help="Also write accuracy vs target IPC to this PNG.")] = None,
     out_file: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report to a file instead of stdout.")] = None,
+    html: Annotated[Path | None, typer.Option(
+        "--html", help="Also write one self-contained page (opens offline): the tables, the plot and, per rule, "
+                       "which images it kept.", show_default=False)] = None,
     json_: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
 ) -> None:
     """Tables shaped like the paper's from your evaluation runs; cells are mean ± std over
     dynamics seeds and eval repeats, the best cell of each column marked; cells without runs say so.
 
-    Example: `yoco report --dataset digits --format markdown --plot digits.png`
+    Example: `yoco report --dataset digits --format markdown --plot digits.png --html report.html`
     """
     from ..files import atomic_write, check_output_file
     from ..stages import report as rep
@@ -56,7 +59,7 @@ def report_cmd(
     bad = [t for t in table or [] if t not in TABLE_NAMES]
     if bad:
         raise UsageError(f"unknown table {bad[0]!r}", f"use one of {', '.join(TABLE_NAMES)}")
-    for path in (out_file, plot):
+    for path in (out_file, plot, html):
         if path is not None:
             check_output_file(path)
     if plot is not None:
@@ -75,6 +78,10 @@ def report_cmd(
     if plot is not None:
         rep.plot(records, plot, which)
         o.info(f"wrote {plot}")
+    if html is not None:
+        page = rep.html_page(get_store(), records, tables, which)
+        atomic_write(html, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+        o.info(f"wrote {html}")
 
 
 def _render(rep, tables, fmt: str, o, to_file: bool = False) -> str | None:

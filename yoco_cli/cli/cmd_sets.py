@@ -77,11 +77,16 @@ def show_cmd(
     ref: Annotated[str, typer.Argument(help="A set's name, key prefix or file path.",
                                        autocompletion=complete_set_refs, show_default=False)],
     png: Annotated[Path | None, typer.Option(
-        "--png", help="Also write a grid image (one row per class) to this file.", show_default=False)] = None,
-    per_class: Annotated[int, typer.Option("--per-class", help="Images per row in the --png grid.")] = 20,
+        "--png", help="Also write a picture to this file: one row per class, its name at the left; for a pruned "
+                      "set, its parent's images with the kept ones framed and each one's score under it.",
+        show_default=False)] = None,
+    per_class: Annotated[int, typer.Option("--per-class", help="Images per row in the --png picture.")] = 20,
     json_: JsonOpt = False,
 ) -> None:
-    """Show a condensed set's metadata and class counts.  Example: `yoco show import/cifar10/idc-ipc10 --png s.png`"""
+    """Show a condensed set's metadata and class counts; --png draws it (a pruned set: what its rule kept and why).
+
+    Example: `yoco show digits/idc/ipc10@lbpe-easy-balanced-ipc1 --png kept.png`
+    """
     from ..stages.importing import resolve_set
 
     o = set_json(json_)
@@ -96,8 +101,9 @@ def show_cmd(
                 "summary": m.meta.get("summary", "")})
     if png is not None:
         from ..data.preview import write_png
+        from ..stages.pictures import set_png
 
-        doc["png"] = str(write_png(cset, png, per_class))
+        doc["png"] = str(write_png(set_png(store, m, cset, per_class), png))
         o.info(f"wrote {png}")
     names = m.meta.get("class_names")
     if names:
