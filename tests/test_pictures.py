@@ -103,12 +103,13 @@ def test_html_renders_any_extra_cell_fields_generically():
              "columns": ["10→1"], "unit": "percent", "vs": "YOCO", "notes": ["a note"], "reference": None,
              "rows": [["Random", [{"mean": 50.0, "std": 1.0, "n": 3, "best": False,
                                    "diff": {"vs": "YOCO", "mean": -1.5, "lo": -2.8, "hi": -0.2, "n": 3},
-                                   "missing": ["run1/repeat0"]}]],
+                                   "missing": ["run1/repeat0"], "runs": {"run0/repeat0": 49.0, "run0/repeat1": 51.0}}]],
                       ["YOCO", [{"mean": 51.5, "std": 0.5, "n": 1, "best": True}]]]}
     page = rep.to_html([table])
     assert "Main &lt;comparison&gt;" in page and "vs YOCO" in page and "a note" in page
     assert "diff -1.50 [-2.80, -0.20] (vs=YOCO, n=3)" in page and "missing: run1/repeat0" in page
     assert "51.50 (n=1) ★" in page and "50.00 ± 1.00" in page
+    assert "<summary>runs (2)</summary>run0/repeat0 49.00, run0/repeat1 51.00</details>" in page  # folded
 
 
 def test_report_html_is_one_self_contained_page(cli, store, pruned, tmp_path):
@@ -146,3 +147,21 @@ def test_report_html_renders_in_a_headless_browser(cli, store, pruned, tmp_path)
     assert orange.sum() > 100  # the kept frames of the rule pictures are on screen
     ink_rows = np.nonzero(rows_with_ink)[0]
     assert ink_rows[0] < 300 and np.nonzero(orange)[0][0] > ink_rows[0]  # the tables first, the grids below
+
+
+def test_selection_picture_of_many_classes_can_be_cut_to_the_first_ones():
+    import io
+
+    import torch
+    from PIL import Image
+
+    from yoco_cli.data import preview
+
+    labels = torch.arange(30).repeat_interleave(2)
+    sel = preview.Selection(torch.rand(60, 3, 32, 32), labels, labels % 2 == 0, np.arange(60.0),
+                            [f"c{i}" for i in range(30)], "t")
+    full = Image.open(io.BytesIO(preview.selection_png(sel, 20)))
+    cut = Image.open(io.BytesIO(preview.selection_png(sel, 20, max_classes=10)))
+    assert cut.size[1] < full.size[1] / 2  # 10 bands of 30, plus the title
+    band = preview.selection_array(sel, 20)[1]
+    assert band == 32 + 2 * preview.FRAME + preview.GAP + 13  # 32 px images are not enlarged

@@ -162,7 +162,8 @@ def selection_array(sel: Selection, per_row: int = 20):
     import numpy as np
     from PIL import Image, ImageDraw
 
-    pixels = display_pixels(sel.images, 40 if sel.scores is not None else MIN_CELL)
+    size = max(sel.images.shape[-2:])  # small images are enlarged, wider where a score goes under them
+    pixels = display_pixels(sel.images, (40 if sel.scores is not None else MIN_CELL) if size < 20 else size)
     h, w = pixels.shape[1:3]
     text_h = 13 if sel.scores is not None else 0
     cw, ch = w + 2 * FRAME + GAP, h + 2 * FRAME + GAP + text_h
@@ -197,9 +198,15 @@ def _class_order(sel: Selection, cls: int) -> list[int]:
     return idx
 
 
-def selection_png(sel: Selection, per_row: int = 20) -> bytes:
+def selection_png(sel: Selection, per_row: int = 20, max_classes: int | None = None) -> bytes:
     """The selection of `selection_array` with class names at the left and its title above; a
-    class wrapped over several lines has its name beside the first."""
+    class wrapped over several lines has its name beside the first. `max_classes`: only the first
+    that many classes (a page of CIFAR-100's hundred would be too large to open)."""
+    if max_classes is not None and len(sel.class_names) > max_classes:
+        keep = sel.labels < max_classes
+        sel = Selection(sel.images[keep], sel.labels[keep], sel.kept[keep],
+                        None if sel.scores is None else sel.scores[keep.numpy()], sel.class_names[:max_classes],
+                        f"{sel.title} (the first {max_classes} of {len(sel.class_names)} classes)")
     arr, band, lines = selection_array(sel, per_row)
     labels = []
     for name, n in zip(sel.class_names, lines):

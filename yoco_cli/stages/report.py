@@ -449,9 +449,9 @@ def _num(v) -> str:
 
 
 def _field_html(key: str, value) -> str:
-    """One more field of a cell: an interval-like dict as `mean [lo, hi]` with its other fields, a long
-    dict folded, a list joined."""
-    if isinstance(value, dict) and len(value) > 8:
+    """One more field of a cell: an interval-like dict (one with a mean) as `mean [lo, hi]` with its
+    other fields, any other dict (e.g. per-run values) folded, a list joined."""
+    if isinstance(value, dict) and not isinstance(value.get("mean"), (int, float)):
         body = ", ".join(f"{_esc(k)} {_esc(_num(v))}" for k, v in value.items())
         return f'<details class="extra"><summary>{_esc(key)} ({len(value)})</summary>{body}</details>'
     if isinstance(value, dict):
@@ -521,6 +521,9 @@ def to_html(tables: list[dict], plot_png: bytes | None = None, pictures: list[tu
     return "\n".join(parts) + "\n"
 
 
+PICTURE_CLASSES = 10  # classes drawn per rule in the page: enough to see a rule's choice, small enough to open
+
+
 def rule_pictures(store: Store, tables: list[Table], per_row: int = 20) -> list[tuple[str, bytes]]:
     """For the first main table (else the first table): per rule with runs, the picture of its pruned
     set at the table's smallest target (run 0 of a per-seed group), as (caption, PNG)."""
@@ -542,7 +545,8 @@ def rule_pictures(store: Store, tables: list[Table], per_row: int = 20) -> list[
         if hits and any(c is not None for c in cells):
             from ..data.preview import selection_png
 
-            out.append((f"{label}: {t.source} → IPC {target}", selection_png(selection(store, hits[0]), per_row)))
+            png = selection_png(selection(store, hits[0]), per_row, max_classes=PICTURE_CLASSES)
+            out.append((f"{label}: {t.source} → IPC {target}", png))
     return out
 
 
