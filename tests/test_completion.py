@@ -199,6 +199,14 @@ def test_bash_completes_folder_refs_across_colon_and_thread_counts(bash_tty, tmp
     assert "pyproject.toml" not in shown  # values, not file names
 
 
+@needs["bash"]
+def test_bash_completes_prune_groups_for_eval(shell_env, store):
+    store.set_ref("digits/idc/ipc10@lbpe-easy-balanced-ipc1", "prune-group", "2" * 64)
+    store.set_ref("digits/idc/ipc10@lbpe-easy-balanced-ipc1-run0", "prune", "3" * 64)
+    got = _bash(["yoco", "eval", "digits/idc/ipc10@lbpe"], shell_env)
+    assert got == ["@lbpe-easy-balanced-ipc1", "@lbpe-easy-balanced-ipc1-run0"]  # from the @ on: what readline replaces
+
+
 def test_option_values_complete(shell_env):
     from yoco_cli.cli import common
 

@@ -182,8 +182,11 @@ def complete_set_refs(incomplete: str) -> list[str]:
 
 
 def complete_sets_or_folder(incomplete: str) -> list[str]:
-    """What `eval` takes: stored sets, or a dataset as `folder:PATH` (named datasets are offered once typed)."""
-    return complete_set_refs(incomplete) + (complete_folder(incomplete) if incomplete else [])
+    """What `eval` takes: stored sets and prune groups (the per-run sets of one rule, pooled), or a
+    dataset as `folder:PATH`."""
+    sets = [n for n, (stage, _) in _stored_refs().items()
+            if stage in SET_STAGES | {"prune-group"} and n.startswith(incomplete)]
+    return sorted(sets) + (complete_folder(incomplete) if incomplete else [])
 
 
 METRICS = ["lbpe", "el2n", "forgetting", "aum", "entropy", "loss", "ssp", "ccs", "random"]
