@@ -35,14 +35,14 @@ def _bash(words: list[str], env) -> list[str]:
     words_src = " ".join(f"'{w}'" for w in words)
     cmd = (f"source '{script}'; COMP_WORDS=({words_src}); COMP_CWORD={len(words) - 1}; "
            '_yoco_completion yoco; printf "%s\\n" "${COMPREPLY[@]}"')
-    out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, env=env, timeout=60)
+    out = subprocess.run(["bash", "-c", cmd], check=False, capture_output=True, text=True, env=env, timeout=60)
     return [line for line in out.stdout.splitlines() if line]
 
 
 def _fish(line: str, env) -> list[str]:
     script = COMPLETIONS / completion_scripts.FILES["fish"]
     out = subprocess.run(["fish", "-c", f"source '{script}'; complete -C '{line}'"],
-                         capture_output=True, text=True, env=env, timeout=60)
+                         check=False, capture_output=True, text=True, env=env, timeout=60)
     return [row.split("\t")[0] for row in out.stdout.splitlines() if row]
 
 
@@ -52,7 +52,7 @@ def _zsh(words: list[str], env) -> str:
     words_src = " ".join(f"'{w}'" for w in words)
     cmd = (f"compdef(){{ :; }}; _arguments(){{ print -r -- \"$@\"; }}; source '{script}'; "
            f"words=({words_src}); CURRENT={len(words)}; _yoco_completion")
-    out = subprocess.run(["zsh", "-fc", cmd], capture_output=True, text=True, env=env, timeout=60)
+    out = subprocess.run(["zsh", "-fc", cmd], check=False, capture_output=True, text=True, env=env, timeout=60)
     return out.stdout
 
 
