@@ -74,11 +74,18 @@ def test_show_png_of_a_pruned_set_draws_the_parent_with_the_kept_framed_and_thei
     assert (label_col < 100).any()  # the class names are drawn
 
 
-def test_show_png_of_a_random_rule_says_no_score(cli, store, pruned):
+def test_show_png_of_random_and_ssp_rules_says_no_score(cli, store, pruned, tmp_path):
     from yoco_cli.stages import pictures
 
     sel = pictures.selection(store, store.resolve(RULES["random"]))
     assert sel.scores is None and "random draw" in sel.title and int(sel.kept.sum()) == 40
+    # SSP from the score file's stored k-means list: it reads the scores artifact but ranks by no score
+    r = cli("prune", SOURCE, "--to", "1", "--key", "ssp", "--scores", "reference/data-score-ipc10-ep100", "--json")
+    assert r.exit_code == 0, r.stderr
+    name = r.json()["results"][0]["ref"]
+    assert cli("show", name, "--png", tmp_path / "ssp.png").exit_code == 0
+    sel = pictures.selection(store, store.resolve(name))
+    assert sel.scores is None and "k-means" in sel.title
 
 
 def test_show_png_of_an_unpruned_set_labels_its_rows(cli, store, tmp_path):

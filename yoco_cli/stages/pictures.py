@@ -68,7 +68,7 @@ def selection(store: Store, m: Manifest) -> preview.Selection:
 def _scores(store: Store, m: Manifest, info: dict):
     """(the score vector the rule ranked by, a phrase naming it) or (None, None)."""
     digest = m.inputs.get("scores")
-    if not digest:
+    if not digest or info.get("metric") in ("random", "ssp"):  # ssp may read a stored k-means list, no score
         return None, None
     from .score import load_scores
 
