@@ -64,7 +64,9 @@ def test_show_png_writes_a_grid_one_row_per_class(cli, tmp_path, normalized):
     assert r.exit_code == 0, r.stderr
     img = Image.open(out)
     cell = 32 + preview.GAP  # 8 px digits enlarged 4x
-    assert img.format == "PNG" and img.size == (5 * cell + preview.GAP, 10 * cell + preview.GAP)
+    grid_w = 5 * cell + preview.GAP
+    assert img.format == "PNG" and img.size[1] == 10 * cell + preview.GAP  # a row per class
+    assert img.size[0] > grid_w  # the grid, with the class names in a column at its left
     _, cset = resolve_set(Store(os.environ["YOCO_HOME"]), str(p))
     shown = preview.to_display(cset)  # normalized sets are de-normalized back to the raw digits
     assert torch.allclose(shown, raw, atol=1e-5)

@@ -17,7 +17,7 @@ import typer
 from .._version import __version__
 from ..errors import EXIT_BUG, EXIT_INTERRUPTED, YocoError, resource_error
 from . import output
-from .common import state
+from .common import complete_threads, state
 
 # One module per command or group; each exposes `register(app)`.
 COMMAND_MODULES = [
@@ -206,7 +206,7 @@ def _global(
         "--verbose", "-v", count=True, help="Say what is read, reused, computed and written, with timings (-v); "
                                             "with keys and parameters too (-vv). Silent by default.")] = 0,
     threads: Annotated[str | None, typer.Option(
-        "--threads", metavar="N|auto", show_default=False,
+        "--threads", metavar="N|auto", show_default=False, autocompletion=complete_threads,
         help="CPU threads for torch (default: YOCO_THREADS, else OMP_NUM_THREADS, else auto: one thread for "
              "small models on small images, the free cores for larger work). Results are byte-identical for "
              "the same device and thread count.")] = None,

@@ -7,13 +7,7 @@ import typer
 
 from ..errors import UsageError
 from . import output
-from .common import DeviceOpt, JsonOpt, SeedOpt, complete_methods, get_store, method_help, set_json
-
-
-def _complete_datasets(incomplete: str) -> list[str]:
-    from ..data.real import NUM_CLASSES
-
-    return [d for d in sorted(NUM_CLASSES) if d.startswith(incomplete)]
+from .common import DeviceOpt, JsonOpt, SeedOpt, complete_datasets, complete_methods, get_store, method_help, set_json
 
 
 def register(app: typer.Typer) -> None:
@@ -32,7 +26,7 @@ def _parse_sets(items: list[str]) -> dict:
 
 def condense(
     dataset: Annotated[str, typer.Argument(help="Real dataset: digits, cifar10, cifar100, imagenet10, ... or folder:PATH.",
-                                           autocompletion=_complete_datasets)],
+                                           autocompletion=complete_datasets)],
     ipc: Annotated[int, typer.Option("--ipc", help="Stored images per class.")] = 10,
     method: Annotated[str, typer.Option("--method", help=method_help(),
                                                  autocompletion=complete_methods)] = "idc",

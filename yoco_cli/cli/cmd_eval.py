@@ -13,7 +13,7 @@ from .common import (
     ExecutorOpt,
     JsonOpt,
     MaxParallelOpt,
-    complete_set_refs,
+    complete_sets_or_folder,
     get_store,
     say_where,
     set_json,
@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
 def eval_cmd(
     targets: Annotated[list[str], typer.Argument(
         metavar="SET...", help="Condensed or pruned sets (name, key prefix or file), or a dataset name "
-                               "(e.g. digits) for its full training split.", autocompletion=complete_set_refs,
+                               "(e.g. digits) for its full training split.", autocompletion=complete_sets_or_folder,
         show_default=False)],
     repeats: Annotated[int, typer.Option("--repeats", help="Seeded training runs per set (seeds 0..N-1).")] = 3,
     model: TRAIN.model = None,

@@ -13,6 +13,7 @@ from .common import (
     JsonOpt,
     MaxParallelOpt,
     MultiTargetCommand,
+    complete_datasets,
     complete_methods,
     complete_metrics,
     complete_set_refs,
@@ -31,7 +32,8 @@ def register(app: typer.Typer) -> None:
 
 def pipeline_cmd(
     dataset: Annotated[str, typer.Argument(
-        metavar="DATASET", help="Real dataset to condense (digits, cifar10, folder:PATH, ...).")] = "digits",
+        metavar="DATASET", help="Real dataset to condense (digits, cifar10, folder:PATH, ...).",
+        autocompletion=complete_datasets)] = "digits",
     set_ref: Annotated[str | None, typer.Option(
         "--set", help="Start from this stored set (name, key or file) instead of condensing.",
         autocompletion=complete_set_refs, show_default=False)] = None,

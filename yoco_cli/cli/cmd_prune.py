@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ..data.formats import export_help
+from ..data.formats import FORMATS, export_help
 from ..errors import UsageError
 from . import output
 from .cmd_score import (
@@ -25,6 +25,7 @@ from .common import (
     JsonOpt,
     MultiTargetCommand,
     check_seed,
+    complete_choices,
     complete_metrics,
     complete_refs,
     complete_set_refs,
@@ -163,7 +164,7 @@ def prune_cmd(
         rich_help_panel=OUT_PANEL, show_default=False)] = None,
     export_format: Annotated[str, typer.Option(
         "--export-format", help="Layout for --export: " + export_help(),
-        rich_help_panel=OUT_PANEL)] = "idc",
+        rich_help_panel=OUT_PANEL, autocompletion=complete_choices(*FORMATS))] = "idc",
     indices: Annotated[Path | None, typer.Option(
         "--indices", help='Also write {"indices": \\[kept decoded indices], "stored": \\[their stored images]} as JSON.',
         rich_help_panel=OUT_PANEL, show_default=False)] = None,

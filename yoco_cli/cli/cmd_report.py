@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
-from .common import complete_metrics, get_store, set_json
+from .common import complete_choices, complete_metrics, get_store, set_json
 
 TABLE_NAMES = ["main", "rules", "balance", "easyhard"]
 FORMATS = ["table", "markdown", "csv", "json"]
@@ -30,10 +30,15 @@ def report_cmd(
     metric: Annotated[list[str] | None, typer.Option(
         "--metric", help="Only these metrics (repeatable).", autocompletion=complete_metrics)] = None,
     model: Annotated[str, typer.Option("--model", help="Only evaluations with this model (e.g. convnet).")] = "",
-    which: Annotated[str, typer.Option("--which", help="best (max over validations) or last (final epoch).")] = "best",
-    fmt: Annotated[str, typer.Option("--format", help="table | markdown | csv | json")] = "table",
+    which: Annotated[str, typer.Option("--which", help="best (max over validations) or last (final epoch).",
+                                       autocompletion=complete_choices("best", "last"))] = "best",
+    fmt: Annotated[str, typer.Option("--format", help="table | markdown | csv | json",
+                                     autocompletion=complete_choices(*FORMATS))] = "table",
     plot: Annotated[Path | None, typer.Option("--plot", help="Also write accuracy vs target IPC to this PNG.")] = None,
     out_file: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report to a file instead of stdout.")] = None,
+    html: Annotated[Path | None, typer.Option(
+        "--html", help="Also write one self-contained page (opens offline): the tables, the plot and, per rule, "
+                       "which images it kept.", show_default=False)] = None,
     json_: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
 ) -> None:
     """Tables shaped like the paper's, from the evaluations in the store.
@@ -41,7 +46,7 @@ def report_cmd(
     Cells are mean ± std over dynamics seeds and eval repeats, the best cell of each column marked;
     cells without runs say so.
 
-    Example: `yoco report --dataset digits --format markdown --plot digits.png`
+    Example: `yoco report --dataset digits --format markdown --plot digits.png --html report.html`
     """
     from ..files import atomic_write, check_output_file
     from ..stages import report as rep
@@ -56,7 +61,7 @@ def report_cmd(
     bad = [t for t in table or [] if t not in TABLE_NAMES]
     if bad:
         raise UsageError(f"unknown table {bad[0]!r}", f"use one of {', '.join(TABLE_NAMES)}")
-    for path in (out_file, plot):
+    for path in (out_file, plot, html):
         if path is not None:
             check_output_file(path)
     if plot is not None:
@@ -79,6 +84,10 @@ def report_cmd(
     if plot is not None:
         rep.plot(records, plot, which)
         o.info(f"wrote {plot}")
+    if html is not None:
+        page = rep.html_page(get_store(), records, tables, which)
+        atomic_write(html, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+        o.info(f"wrote {html}")
 
 
 def _render(rep, tables, fmt: str, o, to_file: bool = False) -> str | None:

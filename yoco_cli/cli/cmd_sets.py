@@ -6,10 +6,10 @@ from typing import Annotated
 
 import typer
 
-from ..data.formats import export_help, import_help
+from ..data.formats import FORMATS, export_help, import_help
 from ..errors import UsageError
 from . import output
-from .common import JsonOpt, complete_set_refs, get_store, set_json
+from .common import JsonOpt, complete_choices, complete_set_refs, get_store, set_json
 
 
 def register(app: typer.Typer) -> None:
@@ -33,7 +33,8 @@ def _meta_rows(doc: dict) -> list[list]:
 def import_cmd(
     path: Annotated[Path, typer.Argument(help="data.pt, an MTT folder (or images_best.pt), a DSA/KIP .pt "
                                               "or a yoco .safetensors file.", show_default=False)],
-    fmt: Annotated[str, typer.Option("--format", "-f", help=import_help())] = "auto",
+    fmt: Annotated[str, typer.Option("--format", "-f", help=import_help(),
+                                     autocompletion=complete_choices(*FORMATS, "auto"))] = "auto",
     dataset: Annotated[str | None, typer.Option(
         "--dataset", "-d", help="cifar10, cifar100, imagenet10, svhn, mnist, fashion or digits; "
                                 "inferred from the images when unambiguous.", show_default=False)] = None,
@@ -49,7 +50,8 @@ def import_cmd(
         "--experiment", help="Which run of a DSA multi-experiment file (YOCO uses 0, IDC -1).")] = 0,
     value_space: Annotated[str | None, typer.Option(
         "--value-space", help="Override the format's value space: raw01 | normalized | zca "
-                              "(e.g. zca for MTT's ZCA sets).", show_default=False)] = None,
+                              "(e.g. zca for MTT's ZCA sets).", show_default=False,
+        autocompletion=complete_choices("raw01", "normalized", "zca"))] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Put a published condensed set into the store.
@@ -73,13 +75,15 @@ def show_cmd(
     ref: Annotated[str, typer.Argument(help="A set's name, key prefix or file path.",
                                        autocompletion=complete_set_refs, show_default=False)],
     png: Annotated[Path | None, typer.Option(
-        "--png", help="Also write a grid image (one row per class) to this file.", show_default=False)] = None,
-    per_class: Annotated[int, typer.Option("--per-class", help="Images per row in the --png grid.")] = 20,
+        "--png", help="Also write a picture to this file: one row per class, its name at the left; for a pruned "
+                      "set, its parent's images with the kept ones framed and each one's score under it.",
+        show_default=False)] = None,
+    per_class: Annotated[int, typer.Option("--per-class", help="Images per row in the --png picture.")] = 20,
     json_: JsonOpt = False,
 ) -> None:
-    """Show a condensed set's metadata and class counts.
+    """Show a condensed set's metadata and class counts; --png draws it (a pruned set: what its rule kept and why).
 
-    Example: `yoco show import/cifar10/idc-ipc10 --png s.png`
+    Example: `yoco show digits/idc/ipc10@lbpe-easy-balanced-ipc1 --png kept.png`
     """
     from ..stages.importing import resolve_set
 
@@ -95,8 +99,9 @@ def show_cmd(
                 "summary": m.meta.get("summary", "")})
     if png is not None:
         from ..data.preview import write_png
+        from ..stages.pictures import set_png
 
-        doc["png"] = str(write_png(cset, png, per_class))
+        doc["png"] = str(write_png(set_png(store, m, cset, per_class), png))
         o.info(f"wrote {png}")
     names = m.meta.get("class_names")
     if names:
@@ -123,7 +128,8 @@ def export_cmd(
     ref: Annotated[str, typer.Argument(help="A set's name, key prefix or file path.",
                                        autocompletion=complete_set_refs, show_default=False)],
     dest: Annotated[Path, typer.Argument(help="File to write (a folder for mtt).", show_default=False)],
-    fmt: Annotated[str, typer.Option("--format", "-f", help=export_help())] = "idc",
+    fmt: Annotated[str, typer.Option("--format", "-f", help=export_help(),
+                                     autocompletion=complete_choices(*FORMATS))] = "idc",
     json_: JsonOpt = False,
 ) -> None:
     """Write a stored set in a published layout.

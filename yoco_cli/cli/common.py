@@ -65,8 +65,51 @@ def check_device(value: str | None) -> str | None:
     return value
 
 
+# -- values an option takes, offered on TAB (cheap: they run on every TAB) ---------------------------
+def complete_folder(incomplete: str) -> list[str]:
+    """`folder:PATH` datasets: the folders under the typed path, each as `folder:DIR/`."""
+    prefix = "folder:"
+    if not incomplete.startswith(prefix):
+        return [prefix] if prefix.startswith(incomplete) else []
+    typed = incomplete[len(prefix):]
+    head, stem = typed[:typed.rfind("/") + 1], typed[typed.rfind("/") + 1:]
+    try:
+        names = sorted(e.name for e in os.scandir(os.path.expanduser(head) or ".")
+                       if e.is_dir() and e.name.startswith(stem))
+    except OSError:
+        return []
+    return [f"{prefix}{head}{n}/" for n in names if not n.startswith(".") or stem.startswith(".")]
+
+
+def complete_choices(*values: str):
+    """A completion callback offering fixed values (an option's enumeration)."""
+    def complete(incomplete: str) -> list[str]:
+        return [v for v in values if v.startswith(incomplete)]
+
+    return complete
+
+
+def complete_threads(incomplete: str) -> list[str]:
+    """`--threads`: auto, then 1 .. the cores this process may use."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return [v for v in ["auto", *map(str, range(1, cores + 1))] if v.startswith(incomplete)]
+
+
+def complete_datasets(incomplete: str) -> list[str]:
+    """Real dataset names, and `folder:PATH`."""
+    from ..data.real import NUM_CLASSES
+
+    return [d for d in sorted(NUM_CLASSES) if d.startswith(incomplete)] + complete_folder(incomplete)
+
+
+complete_device = complete_choices("auto", "cpu", "cuda", "cuda:0")
+complete_switch = complete_choices("auto", "on", "off")  # --batched, --compile
+complete_executor = complete_choices("auto", "serial", "local", "ray")
+
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N", callback=check_device)]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N", callback=check_device,
+                                        autocompletion=complete_device)]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random choice.", callback=check_seed)]
 
 
@@ -89,7 +132,8 @@ RUN_PANEL = "Where runs execute"
 ExecutorOpt = Annotated[str | None, typer.Option(
     "--executor", help="auto | serial | local | ray: auto = one worker process per core (one thread each) when "
                        "there is enough training, else one run at a time. Env: YOCO_EXECUTOR.",
-    callback=check_executor, show_default=False, rich_help_panel=RUN_PANEL)]
+    callback=check_executor, autocompletion=complete_executor, show_default=False,
+    rich_help_panel=RUN_PANEL)]
 AddressOpt = Annotated[str | None, typer.Option(
     "--address", help="Ray cluster to use (HOST:PORT, auto, ray://HOST:10001; implies --executor ray); without it "
                       "ray starts a private local cluster. Env: YOCO_RAY_ADDRESS. See docs/ray.md.",
@@ -149,6 +193,14 @@ def method_help() -> str:
     from ..condensation import help_text
 
     return help_text()
+
+
+def complete_sets_or_folder(incomplete: str) -> list[str]:
+    """What `eval` takes: stored sets and prune groups (the per-run sets of one rule, pooled), or a
+    dataset as `folder:PATH`."""
+    sets = [n for n, (stage, _) in _stored_refs().items()
+            if stage in SET_STAGES | {"prune-group"} and n.startswith(incomplete)]
+    return sorted(sets) + (complete_folder(incomplete) if incomplete else [])
 
 
 def complete_metrics(incomplete: str) -> list[str]:

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from ..stages.training import check_switches, preset_help
+from .common import complete_switch
 
 __all__ = ["check_switches", "options"]  # check_switches: one check for the CLI and the API
 
@@ -45,10 +46,10 @@ def options(table: str, panel: str, runs: str) -> TrainingOptions:
             "--cutmix", f"CutMix probability per batch, 0 disables ({preset_help(table, 'cutmix_p')}).")],
         batched=Annotated[str, typer.Option(
             "--batched", help=f"auto | on | off: train the {runs} as one stacked model (auto: on CUDA).",
-            rich_help_panel=panel)],
+            rich_help_panel=panel, autocompletion=complete_switch)],
         compile=Annotated[str, typer.Option(
             "--compile", help="auto | on | off: torch.compile the model (auto: long CPU runs on >= 32 px).",
-            rich_help_panel=panel)],
+            rich_help_panel=panel, autocompletion=complete_switch)],
     )
 
 

@@ -456,3 +456,155 @@ def results_document(tables: list[Table], command: str, settings: dict, plot_nam
     if plot_name:
         lines += [f"![accuracy vs target IPC]({plot_name})", ""]
     return "\n".join(lines)
+
+
+# -- one self-contained HTML page (`yoco report --html`) ------------------------------------------
+# Rendered from `to_json(tables)` alone, generically: a cell's mean ± std first, then every other field
+# it carries (so columns added to the tables' JSON appear here without a change). Inline CSS, images
+# as data: URIs, no script and no link outside the page: it opens offline, from a mail or an archive.
+HTML_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1200px;color:#222;
+padding:0 16px}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 6px}h3{font-size:14px;margin:18px 0 4px}
+.meta{color:#555;font-size:12px}table{border-collapse:collapse;margin:8px 0}
+th,td{border:1px solid #ccc;padding:4px 8px;vertical-align:top}th{background:#f1f1f1}
+td.num{text-align:right;white-space:nowrap}td.best{background:#e4f4e4;font-weight:600}
+.extra{color:#555;font-size:11px;font-weight:400}.none{color:#999}ul.notes{color:#444;font-size:12px;margin:4px 0}
+img{max-width:100%;border:1px solid #ddd}figure{margin:10px 0}figcaption{font-size:12px;color:#444}
+"""
+_TABLE_KEYS = {"name", "title", "columns", "rows", "reference", "notes", "unit"}
+_CELL_KEYS = {"mean", "std", "n", "best"}
+
+
+def _esc(value) -> str:
+    import html
+
+    return html.escape(str(value), quote=True)
+
+
+def _num(v) -> str:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+def _field_html(key: str, value) -> str:
+    """One more field of a cell: an interval-like dict (one with a mean) as `mean [lo, hi]` with its
+    other fields, any other dict (e.g. per-run values) folded, a list joined."""
+    if isinstance(value, dict) and not isinstance(value.get("mean"), (int, float)):
+        body = ", ".join(f"{_esc(k)} {_esc(_num(v))}" for k, v in value.items())
+        return f'<details class="extra"><summary>{_esc(key)} ({len(value)})</summary>{body}</details>'
+    if isinstance(value, dict):
+        head = ""
+        if isinstance(value.get("mean"), (int, float)):
+            head = f"{value['mean']:+.2f}"
+            if isinstance(value.get("lo"), (int, float)) and isinstance(value.get("hi"), (int, float)):
+                head += f" [{value['lo']:+.2f}, {value['hi']:+.2f}]"
+        rest = ", ".join(f"{k}={_num(v)}" for k, v in value.items() if k not in ("mean", "lo", "hi") and v is not None)
+        return f'<div class="extra">{_esc(key)} {_esc(head)}{" (" + _esc(rest) + ")" if rest else ""}</div>'
+    if isinstance(value, list):
+        return f'<div class="extra">{_esc(key)}: {_esc(", ".join(map(str, value)))}</div>'
+    return f'<div class="extra">{_esc(key)}: {_esc(_num(value))}</div>'
+
+
+def _cell_html(cell: dict | None) -> str:
+    if cell is None:
+        return f'<td class="num none">{NO_RUNS}</td>'
+    n = cell.get("n")
+    head = f"{cell['mean']:.2f} (n=1)" if n == 1 else f"{cell['mean']:.2f} ± {cell.get('std', 0):.2f}"
+    if n and n > 1:
+        head += f' <span class="extra">n={n}</span>'
+    extra = "".join(_field_html(k, v) for k, v in cell.items() if k not in _CELL_KEYS and v not in (None, [], {}, ""))
+    best = cell.get("best")
+    return f'<td class="num{" best" if best else ""}">{head}{" ★" if best else ""}{extra}</td>'
+
+
+def _table_html(t: dict) -> str:
+    meta = ", ".join(f"{k} {_esc(_num(v))}" for k, v in t.items()
+                     if k not in _TABLE_KEYS and isinstance(v, (str, int, float)) and v != "")
+    ref = t.get("reference")
+    if ref:
+        meta += f"; unpruned source {ref['mean']:.2f} ± {ref.get('std', 0):.2f} (n={ref.get('n')})"
+    head = "".join(f"<th>{_esc(c)}</th>" for c in t["columns"])
+    body = "".join(f"<tr><th>{_esc(label)}</th>{''.join(_cell_html(c) for c in cells)}</tr>" for label, cells in t["rows"])
+    notes = "".join(f"<li>{_esc(n)}</li>" for n in t.get("notes") or [])
+    unit = f" (top-1 accuracy, {_esc(t['unit'])})" if t.get("unit") else ""
+    return (f"<h2>{_esc(t.get('title', t.get('name', 'table')))}</h2><p class='meta'>{meta}{unit}</p>"
+            f"<table><thead><tr><th>rule</th>{head}</tr></thead><tbody>{body}</tbody></table>"
+            + (f"<ul class='notes'>{notes}</ul>" if notes else ""))
+
+
+def _img(data: bytes, alt: str) -> str:
+    import base64
+
+    return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">'
+
+
+def to_html(tables: list[dict], plot_png: bytes | None = None, pictures: list[tuple[str, bytes]] | None = None,
+            heading: str = "yoco report", notes: list[str] | None = None) -> str:
+    """One self-contained page: the tables (`to_json`'s dicts), the accuracy-vs-IPC plot, and
+    (caption, PNG) pictures, e.g. the kept/pruned grid of each rule."""
+    from .._version import __version__
+
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{_esc(heading)}</title>",
+             f"<style>{HTML_CSS}</style></head><body><h1>{_esc(heading)}</h1>",
+             (f"<p class='meta'>Written by yoco {_esc(__version__)}. Cells: mean ± std over dynamics runs × "
+              f"evaluation repeats; ★ marks the best cell of a column.</p>")]
+    parts += [f"<p class='meta'>{_esc(n)}</p>" for n in notes or []]
+    parts += [_table_html(t) for t in tables]
+    if plot_png:
+        parts.append(f"<h2>Accuracy vs target IPC</h2><figure>{_img(plot_png, 'accuracy vs target IPC')}</figure>")
+    if pictures:
+        parts.append("<h2>What each rule kept</h2>")
+        parts += [f"<figure><figcaption>{_esc(cap)}</figcaption>{_img(png, cap)}</figure>" for cap, png in pictures]
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+PICTURE_CLASSES = 10  # classes drawn per rule in the page: enough to see a rule's choice, small enough to open
+
+
+def rule_pictures(store: Store, tables: list[Table], per_row: int = 20) -> list[tuple[str, bytes]]:
+    """For the first main table (else the first table): per rule with runs, the picture of its pruned
+    set at the table's smallest target (run 0 of a per-seed group), as (caption, PNG)."""
+    from .pictures import selection
+    from .sets import all_sets
+
+    if not tables:
+        return []
+    t = next((t for t in tables if t.name == "main"), tables[0])
+    target = min(int(c.split("→")[1]) for c in t.columns)
+    specs = {s.label: s for s in TABLES[t.name][1]}
+    sets = [m for m in all_sets(store) if (m.meta.get("pruned") or {}).get("parent") == t.source
+            and int(m.meta["pruned"].get("to", -1)) == target and m.meta["pruned"].get("protocol", "per-seed") == t.protocol]
+    out = []
+    for label, cells in t.rows:
+        spec = specs.get(label)
+        hits = sorted((m for m in sets if spec and _spec_matches(spec, m.meta["pruned"])),
+                      key=lambda m: (m.meta["pruned"].get("score_run") or 0, m.key))
+        if hits and any(c is not None for c in cells):
+            from ..data.preview import selection_png
+
+            png = selection_png(selection(store, hits[0]), per_row, max_classes=PICTURE_CLASSES)
+            out.append((f"{label}: {t.source} → IPC {target}", png))
+    return out
+
+
+def _spec_matches(spec: RowSpec, info: dict) -> bool:
+    return (info.get("metric") == spec.metric and (spec.direction is None or info.get("direction") == spec.direction)
+            and (spec.balance is None or info.get("balance") == spec.balance))
+
+
+def html_page(store: Store, records: list[EvalRecord], tables: list[Table], which: str = "best") -> str:
+    """`to_html` of these tables, with the plot (when matplotlib imports) and each rule's picture."""
+    import tempfile
+
+    from ..errors import YocoError
+
+    plot_png, notes = None, []
+    try:  # the plot is an extra: without matplotlib the page says so and still has the rest
+        with tempfile.TemporaryDirectory(prefix="yoco-report-") as tmp:
+            plot_png = plot(records, Path(tmp) / "plot.png", which).read_bytes()
+    except YocoError as e:
+        notes.append(f"no plot: {e.one_line()}")
+    return to_html(to_json(tables), plot_png, rule_pictures(store, tables), notes=notes)
