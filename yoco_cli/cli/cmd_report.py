@@ -31,13 +31,18 @@ def report_cmd(
         "--metric", help="Only these metrics (repeatable).", autocompletion=complete_metrics)] = None,
     model: Annotated[str, typer.Option("--model", help="Only evaluations with this model (e.g. convnet).")] = "",
     which: Annotated[str, typer.Option("--which", help="best (max over validations) or last (final epoch).")] = "best",
+    vs: Annotated[str, typer.Option(
+        "--vs", metavar="RULE", help="Paired differences to this row: METRIC[-easy|-hard][-balanced|-imbalanced] "
+                                     "(yoco = lbpe-easy-balanced), or none.")] = "yoco",
     fmt: Annotated[str, typer.Option("--format", help="table | markdown | csv | json")] = "table",
     plot: Annotated[Path | None, typer.Option("--plot", help="Also write accuracy vs target IPC to this PNG.")] = None,
     out_file: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report to a file instead of stdout.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
 ) -> None:
     """Tables shaped like the paper's from your evaluation runs; cells are mean ± std over
-    dynamics seeds and eval repeats, the best cell of each column marked; cells without runs say so.
+    dynamics seeds and eval repeats, each with its paired difference to YOCO (or --vs RULE) and a 95%
+    interval; the best cell of a column is marked only where it is distinguishable from the runner-up.
+    Cells without runs say so; cells short of runs say which (docs/statistics.md).
 
     Example: `yoco report --dataset digits --format markdown --plot digits.png`
     """
@@ -57,10 +62,11 @@ def report_cmd(
     for path in (out_file, plot):
         if path is not None:
             check_output_file(path)
+    rep.comparison_rule(vs)  # a bad --vs fails before the store is read
     if plot is not None:
         rep.check_plot_support()
     records = rep.filter_records(rep.collect(get_store()), dataset, source, model)
-    tables = rep.build_tables(records, table or None, which, metric or None)
+    tables = rep.build_tables(records, table or None, which, metric or None, vs)
     if not tables:
         raise UsageError("no evaluations of pruned sets match", "run `yoco prune ...` then `yoco eval ...`, "
                          "or `yoco pipeline` for the whole workflow")
