@@ -17,13 +17,22 @@ def test_pipeline_twice_second_run_trains_nothing_and_reports_the_same(cli, tmp_
     assert labels == ["Random", "Forgetting", "YOCO"]
     assert all(cell is not None and cell["n"] == 2 for _, cells in main["rows"] for cell in cells)
     assert (tmp_path / "p.png").stat().st_size > 1000
-    assert "| YOCO |" in (tmp_path / "r.md").read_text()
+    md = (tmp_path / "r.md").read_text()
+    assert "| YOCO |" in md and "| rule | 10→1 | Δ 10→1 | 10→2 | Δ 10→2 |" in md
+    # the headline: YOCO against the best other rule, per target, paired over 2 seeds x 1 repeat
+    assert [(v["column"], v["vs"], v["n"]) for v in a["verdicts"]] == [("10→1", "YOCO", 2), ("10→2", "YOCO", 2)]
+    assert all(v["other"] in ("Random", "Forgetting") for v in a["verdicts"])
 
     second = cli("--json", *ARGS)
     assert second.exit_code == 0, second.stderr
     b = second.json()
     assert b["trained_now"] == 0
     assert b["tables"] == a["tables"] and b["evals"] == a["evals"]
+    text = cli(*ARGS)  # cached: the same tables, and one headline line per target
+    assert text.exit_code == 0, text.stderr
+    lines = [line for line in text.stdout.splitlines() if line.startswith(("10→1: YOCO", "10→2: YOCO"))]
+    assert len(lines) == 2 and all("(the best other rule) by" in line and "at n=2" in line for line in lines)
+    assert "± 0.00" not in text.stdout
 
 
 def test_pipeline_bad_target_exit_2(cli):

@@ -219,3 +219,23 @@ def test_report_cli_prints_differences_and_rejects_a_bad_vs(cli, store):
     assert ok.exit_code == 0, ok.stderr
     (t,) = ok.json()
     assert t["vs"] == "YOCO" and t["rows"][0][1][0]["runs"] == {"run0/repeat0": 50.0, "run0/repeat1": 70.0}
+
+
+def test_verdicts_say_whether_yocos_lead_over_the_best_other_rule_holds_and_what_would_settle_it():
+    recs = [_runs("lbpe", "easy", "balanced", 1, [60.0, 61.0], j) for j in range(3)]
+    recs += [_runs("ssp", None, "imbalanced", 1, [51.0, 52.5], j) for j in range(3)]
+    recs += [_runs("random", None, "imbalanced", 1, [40.0, 41.0], j) for j in range(3)]
+    recs += [_runs("lbpe", "easy", "balanced", 2, [70.0, 66.0], j) for j in range(3)]
+    recs += [_runs("ssp", None, "imbalanced", 2, [68.0, 67.0], j) for j in range(3)]
+    recs += [_runs("lbpe", "easy", "balanced", 5, [80.0], 0), _runs("ssp", None, "imbalanced", 5, [82.0], 0)]
+    (t,) = rep.build_tables(recs, ["main"])
+    v1, v2, v5 = rep.verdicts(t)
+    assert (v1.column, v1.other, v1.lead, v1.n, v1.distinguishable) == ("10→1", "SSP", 8.75, 6, True)
+    assert v1.text(3, 2).startswith("10→1: YOCO leads SSP (the best other rule) by +8.75 [")
+    assert v1.text(3, 2).endswith("at n=6: distinguishable")
+    assert v2.lead == 0.5 and not v2.distinguishable and v2.pairs_needed > 6
+    need = v2.pairs_needed
+    assert v2.text(3, 2).endswith(f"about {need} pairs would settle it if this difference held: "
+                                  f"--repeats {-(-need // 3)} (at --seeds 3) or --seeds {-(-need // 2)} (at --repeats 2)")
+    assert v5.text(1, 1) == ("10→5: YOCO trails SSP (the best other rule) by -2.00 with one pair (n=1): no spread "
+                             "measured, not distinguishable; --seeds 3 or --repeats 3 gives 3 pairs and an interval")

@@ -1,6 +1,7 @@
 """`yoco pipeline`: the whole workflow on one dataset, every step cached."""
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -102,13 +103,16 @@ def pipeline_cmd(
     protocol = "per-seed" if req.per_seed else "mean-scores"  # sets of the other protocol are other methods
     records = [r for r in records if r.ipc_to is None or (r.ipc_to in req.targets and r.protocol == protocol)]
     tables = rep.build_tables(records, req.tables, "best", req.metrics)
+    verdicts = next((v for t in tables if (v := rep.verdicts(t))), [])
     payload = {**result, "trained_now": trained, "seconds": round(time.perf_counter() - t0, 1),
-               "tables": rep.to_json(tables)}
+               "tables": rep.to_json(tables), "verdicts": [asdict(v) for v in verdicts]}
     if o.json_mode:
         o.data(payload)
     else:
         for t in tables:
             o.out.print(rep.to_rich(t))
+        for v in verdicts:  # the headline: does YOCO's lead or deficit hold at this n?
+            o.out.print(v.text(req.seeds, req.repeats), markup=False, highlight=False)
     if plot is not None:
         rep.plot(records, plot)
         o.info(f"wrote {plot}")

@@ -326,6 +326,58 @@ def _mark_missing(t: Table) -> None:
                        + (f"; and {len(short) - 4} more" if len(short) > 4 else ""))
 
 
+# -- the pipeline's headline (docs/statistics.md "What would settle it") ----------------------------
+@dataclass
+class Verdict:
+    """In one column of a table: the `vs` row (YOCO) against the best other row, paired."""
+    column: str
+    vs: str
+    other: str
+    lead: float                 # vs minus other, mean over pairs
+    lo: float | None
+    hi: float | None
+    n: int
+    distinguishable: bool
+    pairs_needed: int | None    # pairs that would settle it if mean and spread held (None: unknown)
+
+    def text(self, seeds: int, repeats: int) -> str:
+        word = "leads" if self.lead >= 0 else "trails"
+        head = f"{self.column}: {self.vs} {word} {self.other} (the best other rule) by {self.lead:+.2f}"
+        if self.lo is None or self.hi is None:
+            return (f"{head} with one pair (n={self.n}): no spread measured, not distinguishable; "
+                    f"--seeds 3 or --repeats 3 gives 3 pairs and an interval")
+        head += f" [{self.lo:+.2f}, {self.hi:+.2f}] at n={self.n}"
+        if self.distinguishable:
+            return f"{head}: distinguishable"
+        if self.pairs_needed is None:
+            return f"{head}: not distinguishable, and no affordable n would settle a difference this small"
+        more = self.pairs_needed
+        return (f"{head}: not distinguishable; about {more} pairs would settle it if this difference held: "
+                f"--repeats {-(-more // seeds)} (at --seeds {seeds}) or --seeds {-(-more // repeats)} "
+                f"(at --repeats {repeats})")
+
+
+def verdicts(t: Table) -> list[Verdict]:
+    """Per column, the `vs` row against the best other row that has runs there (by mean)."""
+    if t.vs is None:
+        return []
+    rows = dict(t.rows)
+    out = []
+    for j, col in enumerate(t.columns):
+        mine = rows[t.vs][j]
+        others = [(cells[j], label) for label, cells in t.rows if label != t.vs and cells[j] is not None
+                  and cells[j].diff is not None]
+        if mine is None or not others:
+            continue
+        cell, label = max(others, key=lambda p: p[0].mean)
+        d = cell.diff
+        lead = paired.Diff(t.vs, -d.mean, None if d.hi is None else -d.hi, None if d.lo is None else -d.lo, d.n,
+                           d.distinguishable, d.sd)
+        out.append(Verdict(col, t.vs, label, lead.mean, lead.lo, lead.hi, d.n, d.distinguishable,
+                           paired.pairs_to_settle(lead)))
+    return out
+
+
 # -- rendering ---------------------------------------------------------------------------------
 NO_RUNS = "no runs"
 
