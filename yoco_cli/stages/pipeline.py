@@ -371,15 +371,16 @@ def _prune_all(store, req, set_m, cset, table, dyn_m, tell: _Teller, betas) -> l
                                             mean_scores=not req.per_seed)
             for step in steps:
                 tell.end(step, pruned.cached)
-            for m in pruned.sets:
-                out.append(m)
+            out.extend(pruned.sets)
     return out
 
 
 def _evaluate_all(store, req, sets: list[Manifest], tell: _Teller, inner: Reporter, pool: Pool) -> list[Manifest]:
-    """Every set's evaluation runs as one sweep (the source and all pruned sets, longest first). The
-    sets' steps are told in plan order (a set that finishes early waits for the ones before it); the
-    stage row shows the sweep's done / running / queued / failed runs."""
+    """Every set's evaluation runs as one sweep (the source and all pruned sets, longest first). Each
+    set's evaluation group is committed as soon as its last run is in, so `yoco report` shows the
+    finished cells while the sweep runs and after an interruption. The sets' steps are told in plan
+    order (a set that finishes early waits for the ones before it); the stage row shows the sweep's
+    done / running / queued / failed runs."""
     from .evaluate import finish_eval, plan_eval, set_target
 
     over = training.overrides(epochs=req.eval_epochs or None)
@@ -389,6 +390,7 @@ def _evaluate_all(store, req, sets: list[Manifest], tell: _Teller, inner: Report
     owner = {r.key: i for i, p in enumerate(plans) for j in p.jobs for r in j.runs}
     left = [sum(len(j.runs) for j in p.jobs) for p in plans]
     fresh = [False] * len(plans)
+    groups: list[Manifest | None] = [None] * len(plans)
     finished: set[str] = set()
     current = [0, tell.start()]  # the set whose step is told as running; steps end in plan order
 
@@ -403,6 +405,8 @@ def _evaluate_all(store, req, sets: list[Manifest], tell: _Teller, inner: Report
         i = owner[key]
         left[i] -= 1
         fresh[i] = fresh[i] or computed
+        if left[i] == 0:
+            groups[i] = _finish_now(store, plans[i])
         while current[0] < len(plans) and left[current[0]] == 0:  # sets finish in any order
             tell.end(current[1], not fresh[current[0]])
             current[0] += 1
@@ -410,7 +414,16 @@ def _evaluate_all(store, req, sets: list[Manifest], tell: _Teller, inner: Report
                 current[1] = tell.start()
 
     report = pool.run(store, [j for p in plans for j in p.jobs], plans[0].device_type, on_status, on_run=on_run)
-    return [finish_eval(store, p, report)[0] for p in plans]
+    return [g if g is not None else finish_eval(store, p, report)[0] for g, p in zip(groups, plans)]
+
+
+def _finish_now(store: Store, plan) -> Manifest:
+    """A set's evaluation group from its runs in the store (all committed), while the sweep goes on."""
+    from .evaluate import finish_eval
+    from .sweep import Report
+
+    runs = [r for j in plan.jobs for r in j.runs]
+    return finish_eval(store, plan, Report(manifests={r.key: store.load_run(r.stage, r.key) for r in runs}))[0]
 
 
 TRAINING_STAGES = ("condense", "dynamics-run", "eval-run")
