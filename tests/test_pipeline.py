@@ -10,6 +10,8 @@ def test_pipeline_twice_second_run_trains_nothing_and_reports_the_same(cli, tmp_
     assert first.exit_code == 0, first.stderr
     a = first.json()
     assert a["trained_now"] > 0
+    # the line before the evaluation sweep: how many runs, how many epochs, on how many workers
+    assert "13 evaluation(s) x 4 epochs: " in first.stderr and " worker(s) on " in first.stderr
     # 3 metrics x 2 targets x 2 dynamics seeds pruned sets, + the source, each evaluated
     assert len(a["pruned"]) == 12 and len(a["evals"]) == 13
     main = next(t for t in a["tables"] if t["name"] == "main")

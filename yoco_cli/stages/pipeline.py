@@ -380,7 +380,9 @@ def _evaluate_all(store, req, sets: list[Manifest], tell: _Teller, inner: Report
     set's evaluation group is committed as soon as its last run is in, so `yoco report` shows the
     finished cells while the sweep runs and after an interruption. The sets' steps are told in plan
     order (a set that finishes early waits for the ones before it); the stage row shows the sweep's
-    done / running / queued / failed runs."""
+    done / running / queued / failed runs. Every set's step starts with the sweep and ends when its
+    runs are in, in whatever order (the display counts finished sets and times the sweep's own rate);
+    a line before it says how many runs and about how long (stages/estimates.announce_sweep)."""
     from .evaluate import finish_eval, plan_eval, set_target
 
     over = training.overrides(epochs=req.eval_epochs or None)
@@ -392,7 +394,9 @@ def _evaluate_all(store, req, sets: list[Manifest], tell: _Teller, inner: Report
     fresh = [False] * len(plans)
     groups: list[Manifest | None] = [None] * len(plans)
     finished: set[str] = set()
-    current = [0, tell.start()]  # the set whose step is told as running; steps end in plan order
+    jobs = [j for p in plans for j in p.jobs]
+    _announce_sweep(store, req, inner, pool, plans, jobs)
+    steps = [tell.start() for _ in plans]  # one sweep runs every set: their steps all start now
 
     def on_status(st) -> None:
         tell.on_stage(st.done + st.cached, st.total, f"{st.done} done, {st.running} running, {st.queued} queued, "
@@ -405,16 +409,25 @@ def _evaluate_all(store, req, sets: list[Manifest], tell: _Teller, inner: Report
         i = owner[key]
         left[i] -= 1
         fresh[i] = fresh[i] or computed
-        if left[i] == 0:
+        if left[i] == 0:  # sets finish in any order: commit the set's group, then say so
             groups[i] = _finish_now(store, plans[i])
-        while current[0] < len(plans) and left[current[0]] == 0:  # sets finish in any order
-            tell.end(current[1], not fresh[current[0]])
-            current[0] += 1
-            if current[0] < len(plans):
-                current[1] = tell.start()
+            tell.end(steps[i], not fresh[i])
 
-    report = pool.run(store, [j for p in plans for j in p.jobs], plans[0].device_type, on_status, on_run=on_run)
+    report = pool.run(store, jobs, plans[0].device_type, on_status, on_run=on_run)
     return [g if g is not None else finish_eval(store, p, report)[0] for g, p in zip(groups, plans)]
+
+
+def _announce_sweep(store: Store, req: PipelineRequest, reporter: Reporter, pool: Pool, plans, jobs) -> None:
+    """The line before the evaluation sweep: how many runs are left, and about how long on the pool's workers."""
+    from ..nn.device import resolve_device
+    from .estimates import announce_sweep
+
+    sizes = [int(p.target.x.shape[0]) for p in plans for j in p.jobs for r in j.runs
+             if store.load_run(r.stage, r.key) is None]
+    if sizes:
+        workers = pool.get(store, jobs, plans[0].device_type).slots()
+        announce_sweep(reporter, plans[0].spec, plans[0].cfg, sizes, resolve_device(req.device), workers,
+                       plans[0].test_images)
 
 
 def _finish_now(store: Store, plan) -> Manifest:
