@@ -40,3 +40,34 @@ def test_pipeline_twice_second_run_trains_nothing_and_reports_the_same(cli, tmp_
 def test_pipeline_bad_target_exit_2(cli):
     r = cli("pipeline", "--to", "10")
     assert r.exit_code == 2 and "--to" in r.stderr
+
+
+def test_ccs_ratio_for_a_dataset_without_a_row_is_borrowed_and_said_as_in_prune():
+    from types import SimpleNamespace
+
+    import pytest
+
+    from yoco_cli.errors import UsageError
+    from yoco_cli.stages import pipeline as pipeline_stage
+    from yoco_cli.stages import prune
+
+    class Notes:
+        def __init__(self):
+            self.lines = []
+
+        def warn(self, text):
+            self.lines.append(text)
+
+    digits = SimpleNamespace(dataset="digits", num_classes=10, ipc=10)
+    notes = Notes()
+    req = pipeline_stage.PipelineRequest(targets=[1, 2], metrics=["ccs"])
+    assert pipeline_stage.ccs_betas(req, digits, notes) == {1: 0.3, 2: 0.1}  # CIFAR-10's row
+    assert notes.lines[0] == ("no CCS cut ratio for digits 10->1 in the reference; using CIFAR-10's (0.3), "
+                              "a dataset with as many classes (--ccs-beta sets another)")
+    assert [prune.ccs_beta(digits, t) for t in (1, 2)] == [(0.3, notes.lines[0]), (0.1, notes.lines[1])]
+    with pytest.raises(UsageError, match="no CCS cut ratio for digits 10->3"):  # not in CIFAR-10's row either
+        pipeline_stage.ccs_betas(pipeline_stage.PipelineRequest(targets=[3], metrics=["ccs"]), digits, notes)
+    seven = SimpleNamespace(dataset="folder:x", num_classes=7, ipc=10)  # no dataset with 7 classes to borrow from
+    with pytest.raises(UsageError, match="no CCS cut ratio for folder:x 10->1") as err:
+        prune.ccs_beta(seven, 1)
+    assert "--ccs-beta" in err.value.hint

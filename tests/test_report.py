@@ -239,3 +239,18 @@ def test_verdicts_say_whether_yocos_lead_over_the_best_other_rule_holds_and_what
                                   f"--repeats {-(-need // 3)} (at --seeds 3) or --seeds {-(-need // 2)} (at --repeats 2)")
     assert v5.text(1, 1) == ("10→5: YOCO trails SSP (the best other rule) by -2.00 with one pair (n=1): no spread "
                              "measured, not distinguishable; --seeds 3 or --repeats 3 gives 3 pairs and an interval")
+
+
+def test_plot_legend_sits_outside_every_panel_and_clear_of_the_next():
+    two = RECORDS + [rec("lbpe", "easy", "balanced", 1, [55.0], source="digits/dm/ipc20", frm=20),
+                     rec("random", "hard", "imbalanced", 1, [35.0], source="digits/dm/ipc20", frm=20)]
+    fig = rep.figure(two)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    axes = fig.axes
+    assert len(axes) == 2
+    for i, ax in enumerate(axes):
+        box, legend = ax.get_window_extent(renderer), ax.get_legend().get_window_extent(renderer)
+        assert legend.x0 >= box.x1  # right of the data, so it covers no point
+        if i + 1 < len(axes):
+            assert legend.x1 <= axes[i + 1].get_window_extent(renderer).x0

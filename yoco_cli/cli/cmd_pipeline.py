@@ -103,7 +103,7 @@ def pipeline_cmd(
     protocol = "per-seed" if req.per_seed else "mean-scores"  # sets of the other protocol are other methods
     records = [r for r in records if r.ipc_to is None or (r.ipc_to in req.targets and r.protocol == protocol)]
     tables = rep.build_tables(records, req.tables, "best", req.metrics)
-    verdicts = next((v for t in tables if (v := rep.verdicts(t))), [])
+    verdicts = next((found for t in tables if (found := rep.verdicts(t))), [])
     payload = {**result, "trained_now": trained, "seconds": round(time.perf_counter() - t0, 1),
                "tables": rep.to_json(tables), "verdicts": [asdict(v) for v in verdicts]}
     if o.json_mode:

@@ -334,9 +334,10 @@ def _dynamics_and_scores(store, req, set_m, cset, tell: _Teller, inner: Reporter
 
 
 def ccs_betas(req: PipelineRequest, cset, reporter: Reporter = SILENT) -> dict[int, float]:
-    """CCS's hard-cut ratio per target: --ccs-beta, else the reference's table. The table has no
-    digits row; digits (10 classes, like CIFAR-10) borrows CIFAR-10's ratio for the same IPCs."""
-    from ..methods import presets
+    """CCS's hard-cut ratio per target: --ccs-beta, else the reference's table, where a dataset it
+    never ran borrows the row of its dataset with as many classes (digits: CIFAR-10's), said aloud;
+    the same rule as `yoco prune` (stages.prune.ccs_beta), so both make the same sets."""
+    from .prune import ccs_beta
 
     if "ccs" not in req.metrics:
         return {}
@@ -344,14 +345,9 @@ def ccs_betas(req: PipelineRequest, cset, reporter: Reporter = SILENT) -> dict[i
         return {t: req.ccs_beta for t in req.targets}
     out = {}
     for t in req.targets:
-        try:
-            out[t] = presets.ccs_beta(cset.dataset, cset.ipc, t)
-        except UsageError:
-            if cset.dataset != "digits":
-                raise
-            out[t] = presets.ccs_beta("cifar10", cset.ipc, t)
-            reporter.warn(f"no CCS cut ratio for digits {cset.ipc}->{t} in the reference; "
-                              f"using CIFAR-10's ({out[t]}), or pass --ccs-beta")
+        out[t], note = ccs_beta(cset, t)
+        if note:
+            reporter.warn(note)
     return out
 
 
@@ -435,8 +431,8 @@ def _finish_now(store: Store, plan) -> Manifest:
     from .evaluate import finish_eval
     from .sweep import Report
 
-    runs = [r for j in plan.jobs for r in j.runs]
-    return finish_eval(store, plan, Report(manifests={r.key: store.load_run(r.stage, r.key) for r in runs}))[0]
+    found = {r.key: store.load_run(r.stage, r.key) for j in plan.jobs for r in j.runs}
+    return finish_eval(store, plan, Report(manifests={k: m for k, m in found.items() if m is not None}))[0]
 
 
 TRAINING_STAGES = ("condense", "dynamics-run", "eval-run")

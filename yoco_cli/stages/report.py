@@ -151,10 +151,10 @@ def build_tables(records: list[EvalRecord], names: list[str] | None = None, whic
         full = [v for r in recs if r.ipc_to is None for v in getattr(r, which)]
         for protocol in sorted({r.protocol for r in recs if r.ipc_to is not None}, key=PROTOCOLS.index):
             pruned = [r for r in recs if r.ipc_to is not None and r.protocol == protocol]
-            shaped = _tables_of(pruned, full, names, which, metrics, dataset, source, model, protocol)
-            for t, specs in shaped:
+            shaped = []
+            for t, specs in _tables_of(pruned, full, names, which, metrics, dataset, source, model, protocol):
                 compare(t, specs, rule)
-            shaped = [t for t, _ in shaped]
+                shaped.append(t)
             out += shaped if names else _overview(shaped)
     return out
 
@@ -298,7 +298,7 @@ def compare(t: Table, specs: list[RowSpec], rule) -> None:
 def _mark_best(t: Table) -> None:
     """Star the best cell of a column only where its paired interval to the runner-up excludes 0."""
     for j, col in enumerate(t.columns):
-        present = sorted(((cells[j], label) for label, cells in t.rows if cells[j] is not None),
+        present = sorted(((c, label) for label, cells in t.rows if (c := cells[j]) is not None),
                          key=lambda p: -p[0].mean)
         if len(present) < 2:
             continue
@@ -364,13 +364,11 @@ def verdicts(t: Table) -> list[Verdict]:
     rows = dict(t.rows)
     out = []
     for j, col in enumerate(t.columns):
-        mine = rows[t.vs][j]
-        others = [(cells[j], label) for label, cells in t.rows if label != t.vs and cells[j] is not None
-                  and cells[j].diff is not None]
-        if mine is None or not others:
+        others = [(c.mean, c.diff, label) for label, cells in t.rows
+                  if label != t.vs and (c := cells[j]) is not None and c.diff is not None]
+        if rows[t.vs][j] is None or not others:
             continue
-        cell, label = max(others, key=lambda p: p[0].mean)
-        d = cell.diff
+        _, d, label = max(others, key=lambda p: p[0])
         lead = paired.Diff(t.vs, -d.mean, None if d.hi is None else -d.hi, None if d.lo is None else -d.lo, d.n,
                            d.distinguishable, d.sd)
         out.append(Verdict(col, t.vs, label, lead.mean, lead.lo, lead.hi, d.n, d.distinguishable,
@@ -487,7 +485,20 @@ def check_plot_support() -> None:
 
 
 def plot(records: list[EvalRecord], path: Path, which: str = "best") -> Path:
-    """Accuracy against target IPC, one line per main-table rule, error bars = std."""
+    """Accuracy against target IPC, one line per main-table rule, error bars = std, as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(records, which)
+    from ..files import atomic_write
+
+    # "tight" keeps the legend, which sits right of the axes, inside the picture
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+    plt.close(fig)
+    return Path(path)
+
+
+def figure(records: list[EvalRecord], which: str = "best"):
+    """The plot's matplotlib figure: one panel per (dataset, source, model, IPC_F), legend outside the data."""
     check_plot_support()
     import matplotlib
     import matplotlib.pyplot as plt
@@ -503,7 +514,7 @@ def plot(records: list[EvalRecord], path: Path, which: str = "best") -> Path:
         from ..errors import UsageError
 
         raise UsageError("no evaluation runs of pruned sets to plot", "run `yoco eval` on pruned sets first")
-    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(groups), figsize=(7.5 * len(groups), 4.5), squeeze=False)
     for ax, ((dataset, source, model, ipc_from), recs) in zip(axes[0], sorted(groups.items())):
         for spec in TABLES["main"][1]:
             pts = sorted({r.ipc_to for r in recs if spec.matches(r)})
@@ -524,13 +535,9 @@ def plot(records: list[EvalRecord], path: Path, which: str = "best") -> Path:
         ax.set_ylabel(f"{which} test accuracy (%)")
         ax.set_title(f"{dataset}: {source}, {model}", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)  # never on a point
     fig.tight_layout()
-    from ..files import atomic_write
-
-    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
-    return Path(path)
+    return fig
 
 
 
