@@ -210,17 +210,65 @@ def test_interrupt_then_rerun_ends_byte_identical(tmp_path, method, settings, ev
         if done == stop_at:
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match=f"checkpointed after iteration {stop_at}: a rerun resumes"):
         stage.run(store, req, on_iteration=interrupt)
     assert store.load_run("condense", plain.manifest.key) is None  # nothing committed
     ckpt = store.partial_dir("condense", plain.manifest.key) / common.CKPT_NAME
     assert ckpt.is_file()
     resumed_from = []
     res = stage.run(store, req, on_iteration=lambda d, t, l: resumed_from.append(d))
-    assert resumed_from[0] == (stop_at // every) * every  # restarted at the last checkpoint
+    assert resumed_from[0] == stop_at  # Ctrl-C checkpointed the last finished iteration, between checkpoints too
     assert res.manifest.digest("set") == plain.manifest.digest("set")
     assert res.manifest.meta["loss_curve"] == plain.manifest.meta["loss_curve"]
     assert not ckpt.exists()  # the partial folder goes on commit
+
+
+def _loop(tmp_path, stop_in: int, every: int = 10):
+    """run_loop on a counter that Ctrl-C interrupts halfway through iteration `stop_in`."""
+    from yoco_cli.errors import Interrupted
+
+    state = {"x": torch.zeros(3)}
+
+    def step(it):
+        state["x"] += 1
+        if it == stop_in:
+            state["x"] += 100  # half an update: must never reach a checkpoint
+            raise KeyboardInterrupt
+        return float(it)
+
+    job = common.Job(None, 1, 1, 0, {}, ckpt=common.Checkpointer(tmp_path, "k", every))
+    with pytest.raises(Interrupted) as err:
+        common.run_loop(job, state, 20, step)
+    return err.value.hint, job
+
+
+def test_ctrl_c_mid_iteration_checkpoints_the_last_finished_one(tmp_path):
+    hint, job = _loop(tmp_path, stop_in=3)
+    assert hint == "checkpointed after iteration 3: a rerun resumes at iteration 4"
+    ts, meta = job.ckpt.load()
+    assert meta["iteration"] == 3 and ts["x"].tolist() == [3.0, 3.0, 3.0] and ts["_losses"].tolist() == [0, 1, 2]
+    state = {"x": torch.zeros(3)}  # the rerun resumes there and ends as an uninterrupted run would
+    losses = common.run_loop(job, state, 20, lambda it: (state["x"].add_(1), float(it))[1])
+    assert state["x"].tolist() == [20.0] * 3 and losses == [float(i) for i in range(20)]
+
+
+def test_ctrl_c_in_the_first_iteration_says_a_rerun_starts_at_1(tmp_path):
+    hint, job = _loop(tmp_path, stop_in=0)
+    assert hint == "no checkpoint yet: a rerun starts at iteration 1" and job.ckpt.load() is None
+    off, _ = _loop(None, stop_in=5)  # checkpoints off (--checkpoint-every 0): nothing to resume from
+    assert off == "no checkpoint yet: a rerun starts at iteration 1"
+
+
+def test_cli_says_what_ctrl_c_kept(cli, monkeypatch):
+    from yoco_cli.errors import Interrupted
+
+    def interrupted(*args, **kwargs):
+        raise Interrupted("checkpointed after iteration 21: a rerun resumes at iteration 22")
+
+    monkeypatch.setattr(stage, "run", interrupted)
+    r = cli("condense", "digits", "--ipc", "2", "--method", "dm")
+    assert r.exit_code == 130
+    assert "interrupted" in r.stderr and "a rerun resumes at iteration 22" in r.stderr
 
 
 # -- CLI -----------------------------------------------------------------------------------------

@@ -175,8 +175,13 @@ def test_reference_score_file_and_keys(cli, store, tmp_path):
     r = cli("prune", "digits/test/ipc10", "--to", "1", "--key", "ccs", "--ccs-beta", "0.3", *ref, "--json")
     assert r.exit_code == 0, r.stderr
     assert r.json()["results"][0]["kept"] == 40 and r.json()["results"][0]["rule"]["ccs_beta"] == 0.3
-    r = cli("prune", "digits/test/ipc10", "--to", "1", "--key", "ccs", *ref)
-    assert r.exit_code == 2 and "--ccs-beta" in r.stderr  # digits is not in the reference's table
+    # digits is not in the reference's table: it borrows CIFAR-10's ratio (as `yoco pipeline` does), aloud
+    r = cli("prune", "digits/test/ipc10", "--to", "1", "--key", "ccs", *ref, "--json")
+    assert r.exit_code == 0, r.stderr
+    assert r.json()["results"][0]["rule"]["ccs_beta"] == 0.3 and r.json()["results"][0]["cached"]
+    assert "no CCS cut ratio for digits 10->1 in the reference; using CIFAR-10's (0.3)" in r.stderr
+    r = cli("prune", "digits/test/ipc10", "--to", "3", "--key", "ccs", *ref)
+    assert r.exit_code == 2 and "--ccs-beta" in r.stderr  # nor is 10->3 in CIFAR-10's: say which ratio
 
     # ssp with the paper's own list: used as is, duplicates included (the reference's behaviour)
     r = cli("prune", "digits/test/ipc10", "--to", "1", "--key", "ssp_balance", *ref, "--indices",

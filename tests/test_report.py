@@ -13,8 +13,8 @@ def rec(metric, direction, balance, to, best, source="digits/dm/ipc10", frm=10, 
 
 
 RECORDS = [
-    rec("random", "hard", "imbalanced", 1, [40.0, 44.0]),
-    rec("lbpe", "easy", "balanced", 1, [50.0, 52.0]),
+    rec("random", "hard", "imbalanced", 1, [40.0, 44.0, 42.0]),
+    rec("lbpe", "easy", "balanced", 1, [50.0, 52.0, 51.0]),
     rec("lbpe", "easy", "balanced", 2, [60.0]),
     rec("el2n", "hard", "imbalanced", 1, [30.0]),
     rep.EvalRecord("digits", "digits/dm/ipc10", 10, None, None, None, None, "convnet, 200 ep", [80.0], [79.0]),
@@ -25,7 +25,9 @@ def test_main_table_cells_are_mean_and_population_std_and_best_is_marked():
     (t,) = rep.build_tables(RECORDS, ["main"])
     assert t.columns == ["10→1", "10→2"]
     rows = dict(t.rows)
-    assert rows["Random"][0].mean == 42.0 and rows["Random"][0].std == 2.0 and rows["Random"][0].n == 2
+    assert rows["Random"][0].mean == 42.0 and rows["Random"][0].std == pytest.approx(1.633, abs=1e-3)
+    assert rows["Random"][0].n == 3
+    # YOCO - Random over 3 matched repeats: 10, 8, 9 -> 9 ± t(0.975, 2) · 1/sqrt(3): clearly above 0
     assert rows["YOCO"][0].best and not rows["Random"][0].best
     assert rows["Random"][1] is None and rows["SSP"][0] is None  # never measured: no number
     assert t.reference.mean == 80.0
@@ -34,9 +36,13 @@ def test_main_table_cells_are_mean_and_population_std_and_best_is_marked():
 def test_markdown_says_no_runs_and_bolds_the_best():
     (t,) = rep.build_tables(RECORDS, ["main"])
     md = rep.to_markdown(t)
-    # 10→2 has one measured cell: nothing to compare, so nothing is marked best
-    assert "| YOCO | **51.00 ± 1.00** | 60.00 ± 0.00 |" in md
-    assert "| SSP | no runs | no runs |" in md
+    # 10→2 has one measured cell: nothing to compare, so nothing is marked best; one run is n=1, not ± 0.00
+    assert "| rule | 10→1 | Δ 10→1 | 10→2 | Δ 10→2 |" in md
+    assert "| YOCO | **51.00 ± 0.82** | — | 60.00 (n=1) | — |" in md
+    assert "| Random | 42.00 ± 1.63 | Δ -9.00 [-11.48, -6.52] | no runs |  |" in md
+    assert "| EL2N | 30.00 (n=1) | Δ -20.00 (n=1) | no runs |  |" in md
+    assert "| SSP | no runs |  | no runs |  |" in md
+    assert "± 0.00" not in md and "unpruned source: 80.00 (n=1)" in md
 
 
 def test_default_report_shows_only_tables_that_compare_and_drops_unmeasured_rows():
@@ -125,4 +131,126 @@ def test_collect_counts_shared_repeats_once(store):
     _fake_eval(store, set_m, [0, 1, 2], [0.5, 0.7, 0.9])  # later --repeats 3: seeds 0, 1 are the same runs
     (r,) = rep.collect(store)
     assert sorted(r.best) == pytest.approx([50.0, 70.0, 90.0])
+    assert sorted((s, round(v, 6)) for s, v in zip(r.repeats, r.best)) == [(0, 50.0), (1, 70.0), (2, 90.0)]
+    assert r.score_run == 0
     assert (r.metric, r.direction, r.balance, r.ipc_to, r.source) == ("lbpe", "easy", "balanced", 1, "digits/x/ipc10")
+
+
+def _runs(metric, direction, balance, to, values, run):
+    """One pruned set (dynamics run `run`) evaluated with repeats 0, 1, ..."""
+    r = rec(metric, direction, balance, to, values)
+    r.score_run, r.repeats = run, list(range(len(values)))
+    return r
+
+
+def test_star_only_where_the_best_is_distinguishable_from_the_runner_up():
+    # 10→1: YOCO leads SSP in every pair by ~9: distinguishable. 10→2: YOCO ahead on average, not in every pair
+    recs = [_runs("lbpe", "easy", "balanced", 1, [60.0, 61.0], j) for j in range(3)]
+    recs += [_runs("ssp", None, "imbalanced", 1, [51.0, 52.5], j) for j in range(3)]
+    recs += [_runs("lbpe", "easy", "balanced", 2, [70.0, 66.0], j) for j in range(3)]
+    recs += [_runs("ssp", None, "imbalanced", 2, [68.0, 67.0], j) for j in range(3)]
+    (t,) = rep.build_tables(recs, ["main"])
+    rows = dict(t.rows)
+    yoco1, ssp1, yoco2, ssp2 = rows["YOCO"][0], rows["SSP"][0], rows["YOCO"][1], rows["SSP"][1]
+    assert yoco1.best and yoco1.n == 6 and sorted(yoco1.runs) == [f"run{j}/repeat{r}" for j in range(3) for r in (0, 1)]
+    assert ssp1.diff.vs == "YOCO" and ssp1.diff.n == 6 and ssp1.diff.mean == -8.75 and ssp1.diff.distinguishable
+    assert yoco2.mean > ssp2.mean and not yoco2.best and not ssp2.best
+    assert ssp2.diff.n == 6 and ssp2.diff.lo < 0 < ssp2.diff.hi and not ssp2.diff.distinguishable
+    assert "no star at 10→2: YOCO and SSP are not distinguishable (n=6)" in t.notes
+    assert yoco1.diff is None  # the comparison row itself
+    text = _rich_text(t)
+    assert "Δ -8.75 [" in text and "Δ -0.50 [" in text and " ~" in text and "Δ: this row minus YOCO" in text
+
+
+def _rich_text(t) -> str:
+    import io
+
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=200, no_color=True)
+    console.print(rep.to_rich(t))
+    return console.file.getvalue()
+
+
+def test_vs_picks_another_row_and_json_and_csv_carry_the_intervals():
+    recs = [_runs("lbpe", "easy", "balanced", 1, [60.0, 61.0], j) for j in range(3)]
+    recs += [_runs("random", None, "imbalanced", 1, [50.0 + j, 52.0], j) for j in range(3)]
+    (t,) = rep.build_tables(recs, ["main"], vs="random")
+    assert t.vs == "Random" and dict(t.rows)["YOCO"][0].diff.vs == "Random"
+    (doc,) = json.loads(json.dumps(rep.to_json([t])))
+    assert doc["vs"] == "Random" and doc["interval"] == "paired t, 95%"
+    cell = dict(doc["rows"])["YOCO"][0]
+    assert set(cell["diff"]) == {"vs", "mean", "lo", "hi", "n", "distinguishable", "sd"}
+    assert cell["diff"]["n"] == 6 and cell["runs"]["run2/repeat1"] == 61.0
+    lines = rep.to_csv([t]).splitlines()
+    assert lines[0].endswith("vs,diff,diff_lo,diff_hi,pairs,distinguishable")
+    yoco = next(line for line in lines if ",YOCO," in line)
+    assert yoco.split(",")[-6:-4] == ["Random", str(cell["diff"]["mean"])] and yoco.endswith(",6,1")
+    (none,) = rep.build_tables(recs, ["main"], vs="none")
+    assert none.vs is None and all(c.diff is None for _, cells in none.rows for c in cells if c)
+
+
+def test_vs_names_a_rule_or_fails_in_one_line():
+    from yoco_cli.errors import UsageError
+
+    assert rep.comparison_rule("yoco").label == "lbpe-easy-balanced"
+    assert rep.comparison_rule("Random-Balanced").label == "random-hard-balanced"
+    assert rep.comparison_rule("none") is None
+    for bad in ("bogus", "ssp-sideways"):
+        with pytest.raises(UsageError, match="--vs"):
+            rep.comparison_rule(bad)
+
+
+def test_cells_short_of_runs_say_which_are_missing():
+    recs = [_runs("lbpe", "easy", "balanced", 1, [60.0], j) for j in range(3)]
+    recs += [_runs("ssp", None, "imbalanced", 1, [50.0], j) for j in range(2)]  # run 2 not evaluated yet
+    (t,) = rep.build_tables(recs, ["main"])
+    ssp = dict(t.rows)["SSP"][0]
+    assert ssp.n == 2 and ssp.missing == ["run2/repeat0"] and dict(t.rows)["YOCO"][0].missing == []
+    assert "incomplete cells (3 runs each when done): SSP 10→1 lacks run2/repeat0" in t.notes
+
+
+def test_report_cli_prints_differences_and_rejects_a_bad_vs(cli, store):
+    set_m = _fake_set(store)
+    _fake_eval(store, set_m, [0, 1], [0.5, 0.7])
+    r = cli("report", "--vs", "bogus")
+    assert r.exit_code == 2 and "--vs 'bogus': unknown metric 'bogus'" in r.stderr
+    ok = cli("report", "--json")
+    assert ok.exit_code == 0, ok.stderr
+    (t,) = ok.json()
+    assert t["vs"] == "YOCO" and t["rows"][0][1][0]["runs"] == {"run0/repeat0": 50.0, "run0/repeat1": 70.0}
+
+
+def test_verdicts_say_whether_yocos_lead_over_the_best_other_rule_holds_and_what_would_settle_it():
+    recs = [_runs("lbpe", "easy", "balanced", 1, [60.0, 61.0], j) for j in range(3)]
+    recs += [_runs("ssp", None, "imbalanced", 1, [51.0, 52.5], j) for j in range(3)]
+    recs += [_runs("random", None, "imbalanced", 1, [40.0, 41.0], j) for j in range(3)]
+    recs += [_runs("lbpe", "easy", "balanced", 2, [70.0, 66.0], j) for j in range(3)]
+    recs += [_runs("ssp", None, "imbalanced", 2, [68.0, 67.0], j) for j in range(3)]
+    recs += [_runs("lbpe", "easy", "balanced", 5, [80.0], 0), _runs("ssp", None, "imbalanced", 5, [82.0], 0)]
+    (t,) = rep.build_tables(recs, ["main"])
+    v1, v2, v5 = rep.verdicts(t)
+    assert (v1.column, v1.other, v1.lead, v1.n, v1.distinguishable) == ("10→1", "SSP", 8.75, 6, True)
+    assert v1.text(3, 2).startswith("10→1: YOCO leads SSP (the best other rule) by +8.75 [")
+    assert v1.text(3, 2).endswith("at n=6: distinguishable")
+    assert v2.lead == 0.5 and not v2.distinguishable and v2.pairs_needed > 6
+    need = v2.pairs_needed
+    assert v2.text(3, 2).endswith(f"about {need} pairs would settle it if this difference held: "
+                                  f"--repeats {-(-need // 3)} (at --seeds 3) or --seeds {-(-need // 2)} (at --repeats 2)")
+    assert v5.text(1, 1) == ("10→5: YOCO trails SSP (the best other rule) by -2.00 with one pair (n=1): no spread "
+                             "measured, not distinguishable; --seeds 3 or --repeats 3 gives 3 pairs and an interval")
+
+
+def test_plot_legend_sits_outside_every_panel_and_clear_of_the_next():
+    two = RECORDS + [rec("lbpe", "easy", "balanced", 1, [55.0], source="digits/dm/ipc20", frm=20),
+                     rec("random", "hard", "imbalanced", 1, [35.0], source="digits/dm/ipc20", frm=20)]
+    fig = rep.figure(two)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    axes = fig.axes
+    assert len(axes) == 2
+    for i, ax in enumerate(axes):
+        box, legend = ax.get_window_extent(renderer), ax.get_legend().get_window_extent(renderer)
+        assert legend.x0 >= box.x1  # right of the data, so it covers no point
+        if i + 1 < len(axes):
+            assert legend.x1 <= axes[i + 1].get_window_extent(renderer).x0

@@ -356,9 +356,10 @@ def _evaluate_one(store, resolved: tuple, pool, reporter: Reporter, **params) ->
 
 
 def report(*, table: list[str] | None = None, which: str = "best", dataset: str = "", source: str = "",
-           model: str = "", home=None) -> list:
+           model: str = "", vs: str | None = "yoco", home=None) -> list:
     """The paper's tables from every evaluation in the store: `stages.report.Table` objects
-    (`to_markdown(t)`, `to_json([t])` there render them).
+    (`to_markdown(t)`, `to_json([t])` there render them). Each cell carries its paired difference
+    to the `vs` row (`yoco report --vs`; None: none), docs/statistics.md.
 
     >>> import yoco_cli as yoco
     >>> tables = yoco.report(table=["main"])                             # doctest: +SKIP
@@ -366,7 +367,7 @@ def report(*, table: list[str] | None = None, which: str = "best", dataset: str 
     from .stages import report as report_stage
 
     records = report_stage.filter_records(report_stage.collect(_store(home)), dataset, source, model)
-    return report_stage.build_tables(records, table or None, which)
+    return report_stage.build_tables(records, table or None, which, vs=vs)
 
 
 # -- the Hugging Face Hub (docs/hub.md) ----------------------------------------------------------

@@ -90,3 +90,12 @@ def resource_error(e: OSError) -> ResourceError | None:
     what, hint = _RESOURCE[name]
     where = f" ({e.filename})" if e.filename else ""
     return ResourceError(f"{what}{where}; nothing was half-written into the cache", hint)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what the interrupted work kept: the CLI prints `hint` after "interrupted"
+    (a KeyboardInterrupt still, so every `except KeyboardInterrupt` cleanup runs as before)."""
+
+    def __init__(self, hint: str):
+        super().__init__(hint)
+        self.hint = hint

@@ -159,9 +159,9 @@ class YocoGroup(typer.core.TyperGroup):
             if output.get().debug:
                 raise
             raise _fail(e.message, e.hint, e.exit_code, ctx) from None
-        except KeyboardInterrupt:
-            raise _fail("interrupted", "the cache is consistent; run the command again to resume",
-                        EXIT_INTERRUPTED, ctx) from None
+        except KeyboardInterrupt as e:  # errors.Interrupted says what the interrupted work kept
+            raise _fail("interrupted", getattr(e, "hint", None) or "the cache is consistent; run the command "
+                        "again to resume", EXIT_INTERRUPTED, ctx) from None
         except click_errors.UsageError as e:  # a subcommand's bad or missing argument
             raise _usage_error(e) from None
         except (typer.Exit, typer.Abort, click_errors.ClickException):

@@ -1,6 +1,7 @@
 """`yoco pipeline`: the whole workflow on one dataset, every step cached."""
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -113,13 +114,16 @@ def pipeline_cmd(
     protocol = "per-seed" if req.per_seed else "mean-scores"  # sets of the other protocol are other methods
     records = [r for r in records if r.ipc_to is None or (r.ipc_to in req.targets and r.protocol == protocol)]
     tables = rep.build_tables(records, req.tables, "best", req.metrics)
+    verdicts = next((found for t in tables if (found := rep.verdicts(t))), [])
     payload = {**result, "trained_now": trained, "seconds": round(time.perf_counter() - t0, 1),
-               "tables": rep.to_json(tables)}
+               "tables": rep.to_json(tables), "verdicts": [asdict(v) for v in verdicts]}
     if o.json_mode:
         o.data(payload)
     else:
         for t in tables:
             o.out.print(rep.to_rich(t))
+        for v in verdicts:  # the headline: does YOCO's lead or deficit hold at this n?
+            o.out.print(v.text(req.seeds, req.repeats), markup=False, highlight=False)
     if plot is not None:
         rep.plot(records, plot)
         o.info(f"wrote {plot}")
@@ -157,9 +161,13 @@ class PipelineBar:
     """Two rows: the pipeline (the running step's label, a bar and an ETA weighted by each step's
     expected cost) and the running stage's own bar, shown only while a stage reports progress.
 
-    Rich's own ETA would count cached steps, which finish at once, as speed; here the rate is
-    the seconds spent per unit of cost on steps that did compute, and the remaining cost is the
-    planned cost of what is left (so a partly cached rerun errs long, never short)."""
+    Steps run one at a time, except a sweep's (the evaluations): all its steps start together and
+    each ends when its set is in, in any order, so the bar counts finished sets. The rate is wall
+    seconds per unit of cost on steps that computed (cached ones finish at once and are not speed),
+    measured per kind of step: during a sweep its own measured rate prices what is left, before its
+    first result the rate of the steps before it. Between two measurements the ETA counts down with
+    the clock, so it neither freezes nor climbs while runs are in flight; a partly cached rerun errs
+    long, never short."""
 
     def __init__(self, prog, clock=None):
         import time
@@ -168,50 +176,95 @@ class PipelineBar:
         self.main = prog.add_task("planning the pipeline", total=None, count="", status="")
         self.stage = prog.add_task("", total=None, count="", status="", visible=False)
         self.total = self.done = 0.0
-        self.spent = self.computed = 0.0  # seconds and cost of the steps that computed
-        self.step = None
-        self.started = 0.0
-        self.fraction = 0.0
+        self.spent: dict[str, float] = {}     # kind -> wall seconds of its computing steps
+        self.computed: dict[str, float] = {}  # kind -> cost of its computing steps
+        self.running: dict[int, tuple] = {}   # step index -> (step, start time)
+        self.shared = False                   # steps running together (a sweep) since the bar was last idle
+        self.mark = 0.0                       # wall time accounted up to (parallel steps share it)
+        self.fraction = 0.0                   # of the one running step, from its own stage bar
+        self.estimate: tuple[float, float] | None = None  # (seconds left, when measured)
+
+    @property
+    def step(self):
+        """The running step when it runs alone (its stage bar is its own progress), else None; the
+        last set of a sweep still shares the sweep's bar, which counts every set's runs."""
+        return next(iter(self.running.values()))[0] if len(self.running) == 1 and not self.shared else None
 
     def on_step(self, step) -> None:
+        now = self.clock()
+        self.total = float(step.plan_weight)
         if step.cached is None:  # starting
-            self.total = float(step.plan_weight)
-            self.step, self.started, self.fraction = step, self.clock(), 0.0
-            self.prog.update(self.main, description=f"step {step.index}/{step.count}: {step.label}")
+            if not self.running:
+                self.mark = now
+            self.shared = bool(self.running)
+            self.running[step.index] = (step, now)
+            self.fraction = 0.0
             self.prog.update(self.stage, visible=False, completed=0, total=None, description="", count="",
                              status="")
         else:  # finished
-            took = self.clock() - self.started
+            _, started = self.running.pop(step.index, (step, now))
             if not step.cached:
-                self.spent += took
-                self.computed += step.weight
+                self.spent[step.kind] = self.spent.get(step.kind, 0.0) + now - max(self.mark, started)
+                self.computed[step.kind] = self.computed.get(step.kind, 0.0) + step.weight
+                self.mark = now
             self.done += step.weight
             self.fraction = 0.0
-            self.prog.update(self.stage, visible=False)
-        self._refresh()
+            if not self.running:
+                self.shared = False
+                self.prog.update(self.stage, visible=False)
+        self.prog.update(self.main, description=self._label())
+        self._measure(now)
+
+    def _label(self) -> str:
+        if not self.running:
+            return "planning the pipeline" if not self.done else "finishing"
+        steps = sorted(self.running.values(), key=lambda p: p[0].index)
+        first = steps[0][0]
+        if len(steps) == 1:
+            return f"step {first.index}/{first.count}: {first.label}"
+        return f"steps {first.index}-{steps[-1][0].index}/{first.count}: {len(steps)} {first.kind} steps left"
 
     def on_stage(self, done, total, status: str = "") -> None:
-        if not total or self.step is None:
+        if not total or not self.running:
             return
-        self.fraction = min(1.0, float(done) / float(total))
-        self.prog.update(self.stage, visible=True, total=total, completed=done, description=f"  {self.step.kind}",
+        kind = next(iter(self.running.values()))[0].kind
+        if self.step is not None:
+            self.fraction = min(1.0, float(done) / float(total))
+        self.prog.update(self.stage, visible=True, total=total, completed=done, description=f"  {kind}",
                          count=f"{done:g}/{total:g}", status=status)
+        self._measure(self.clock())
+
+    def _rate(self) -> float | None:
+        """Seconds per unit of cost: the running kind's own, else every computed step's."""
+        kinds = {s.kind for s, _ in self.running.values()}
+        kind = kinds.pop() if len(kinds) == 1 else None
+        if kind is not None and self.computed.get(kind):
+            return self.spent[kind] / self.computed[kind]
+        cost = sum(self.computed.values())
+        return sum(self.spent.values()) / cost if cost > 0 else None
+
+    def _measure(self, now: float) -> None:
+        """A fresh estimate from what is known now; `eta` counts it down until the next one."""
+        step = self.step
+        left = self.total - self.done - (step.weight * self.fraction if step is not None else 0.0)
+        rate = self._rate()
+        if rate is None and step is not None and self.fraction > 0 and now > self.running[step.index][1]:
+            rate = (now - self.running[step.index][1]) / (step.weight * self.fraction)  # inside the first step
+        self.estimate = (max(0.0, left) * rate, now) if rate is not None else None
         self._refresh()
 
     def eta(self) -> float | None:
         """Seconds left, or None before anything was timed."""
-        left = self.total - self.done - (self.step.weight * self.fraction if self.step else 0.0)
-        if self.computed > 0:
-            return max(0.0, left) * self.spent / self.computed
-        took = self.clock() - self.started
-        if self.step is not None and self.fraction > 0 and took > 0:  # inside the first computing step
-            return max(0.0, left) * took / (self.step.weight * self.fraction)
-        return None
+        if self.estimate is None:
+            return None
+        seconds, at = self.estimate
+        return max(0.0, seconds - (self.clock() - at))
 
     def _refresh(self) -> None:
         from ..nn.estimate import duration
 
-        done = self.done + (self.step.weight * self.fraction if self.step else 0.0)
+        step = self.step
+        done = self.done + (step.weight * self.fraction if step is not None else 0.0)
         eta = self.eta()
         self.prog.update(self.main, total=self.total or None, completed=done,
                          status=f"ETA {duration(eta)}" if eta is not None else "")

@@ -32,6 +32,9 @@ def report_cmd(
     model: Annotated[str, typer.Option("--model", help="Only evaluations with this model (e.g. convnet).")] = "",
     which: Annotated[str, typer.Option("--which", help="best (max over validations) or last (final epoch).",
                                        autocompletion=complete_choices("best", "last"))] = "best",
+    vs: Annotated[str, typer.Option(
+        "--vs", metavar="RULE", help="Paired differences to this row: METRIC[-easy|-hard][-balanced|-imbalanced] "
+                                     "(yoco = lbpe-easy-balanced), or none.")] = "yoco",
     fmt: Annotated[str, typer.Option("--format", help="table | markdown | csv | json",
                                      autocompletion=complete_choices(*FORMATS))] = "table",
     plot: Annotated[Path | None, typer.Option("--plot", help="Also write accuracy vs target IPC to this PNG.")] = None,
@@ -43,8 +46,10 @@ def report_cmd(
 ) -> None:
     """Tables shaped like the paper's, from the evaluations in the store.
 
-    Cells are mean ± std over dynamics seeds and eval repeats, the best cell of each column marked;
-    cells without runs say so.
+    Cells are mean ± std over dynamics seeds and eval repeats, each with its paired difference to YOCO
+    (or --vs RULE) and a 95% interval; the best cell of a column is marked only where it is
+    distinguishable from the runner-up. Cells without runs say so; cells short of runs say which
+    (docs/statistics.md).
 
     Example: `yoco report --dataset digits --format markdown --plot digits.png --html report.html`
     """
@@ -64,13 +69,14 @@ def report_cmd(
     for path in (out_file, plot, html):
         if path is not None:
             check_output_file(path)
+    rep.comparison_rule(vs)  # a bad --vs fails before the store is read
     if plot is not None:
         rep.check_plot_support()
     from ..methods import scores
 
     metric = [scores.get(m).name for m in metric or []]  # aliases (yoco); an unknown name: one line
     records = rep.filter_records(rep.collect(get_store()), dataset, source, model)
-    tables = rep.build_tables(records, table or None, which, metric or None)
+    tables = rep.build_tables(records, table or None, which, metric or None, vs)
     if not tables:
         raise UsageError("no evaluations of pruned sets match", "run `yoco prune ...` then `yoco eval ...`, "
                          "or `yoco pipeline` for the whole workflow")

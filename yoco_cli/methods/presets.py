@@ -124,6 +124,23 @@ def ccs_beta(dataset: str, ipc_from: int, ipc_to: int) -> float:
     return table[(ipc_from, ipc_to)]
 
 
+# a dataset without a row of its own borrows the row of the reference dataset with as many classes
+CCS_TWIN = {10: ("cifar10", "CIFAR-10"), 100: ("cifar100", "CIFAR-100")}
+
+
+def ccs_beta_for(dataset: str, num_classes: int, ipc_from: int, ipc_to: int) -> tuple[float, str | None]:
+    """(beta, note) for `yoco prune` and `yoco pipeline` alike: the reference's ratio for the dataset;
+    for a dataset the reference never ran (digits, folder:...), the ratio of its dataset with as many
+    classes at the same IPCs, and a note that says so; otherwise a usage error asking for --ccs-beta."""
+    if _dataset_key(dataset) not in CCS_BETA and num_classes in CCS_TWIN:
+        twin, label = CCS_TWIN[num_classes]
+        beta = CCS_BETA[twin].get((ipc_from, ipc_to))
+        if beta is not None:
+            return beta, (f"no CCS cut ratio for {dataset} {ipc_from}->{ipc_to} in the reference; using "
+                          f"{label}'s ({beta}), a dataset with as many classes (--ccs-beta sets another)")
+    return ccs_beta(dataset, ipc_from, ipc_to), None
+
+
 def cut_count(beta: float, n: int) -> int:
     """int(beta * n) in exact arithmetic: 0.29 * 100 is 28.999... in floats, 29 here (docs/method.md §9.17)."""
     if not 0.0 <= beta < 1.0:

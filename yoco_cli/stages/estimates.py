@@ -61,3 +61,28 @@ class CondenseClock:
         if spent + left >= LONG_S:
             self.reporter.info(f"{self.what}: about {duration(spent + left)} on {self.device_label} "
                                f"(timed over {ran} of {total} iterations)")
+
+
+def announce_sweep(reporter: Reporter, spec: dict, cfg, sizes: list[int], device, workers: int,
+                   test_n: int = 0) -> float | None:
+    """One line before a sweep of evaluations (`sizes`: the images each run trains on), e.g.
+    "73 evaluations x 200 epochs: about 25 min on 2 workers"; returns the estimate's seconds.
+
+    One timed probe (nn/estimate.py) prices every run; the sweep takes that work spread over the
+    workers, but never less than its longest run. The probe runs with this process's threads and a
+    worker with one, so on a CPU the line errs short by up to the thread count's speed-up."""
+    from ..nn.device import describe
+    from ..nn.estimate import MIN_PROBE_STEPS, duration, seconds_per_step, steps_of
+
+    runs = f"{len(sizes)} evaluation(s) x {cfg.epochs} epochs"
+    steps = [steps_of(cfg, n, 1) for n in sizes]
+    where = f"{workers} worker(s) on {describe(device)}"
+    if sum(steps) < MIN_PROBE_STEPS:
+        reporter.info(f"{runs}: {sum(steps)} optimizer steps in all, seconds on {where}")
+        return None
+    per_step, timed = seconds_per_step(spec, cfg, (spec["channels"], spec["image_size"], spec["image_size"]), device)
+    tests = len(cfg.eval_at) * -(-test_n // max(cfg.batch_size, 1)) / 3  # a test forward ~ 1/3 step
+    each = [per_step * (s + tests) for s in steps]
+    seconds = max(max(each), sum(each) / max(1, workers))
+    reporter.info(f"{runs}: about {duration(seconds)} on {where} (timed over {timed} steps)")
+    return seconds

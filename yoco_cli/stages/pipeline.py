@@ -332,9 +332,10 @@ def _dynamics_and_scores(store, req, set_m, cset, tell: _Teller, inner: Reporter
 
 
 def ccs_betas(req: PipelineRequest, cset, reporter: Reporter = SILENT) -> dict[int, float]:
-    """CCS's hard-cut ratio per target: --ccs-beta, else the reference's table. The table has no
-    digits row; digits (10 classes, like CIFAR-10) borrows CIFAR-10's ratio for the same IPCs."""
-    from ..methods import presets
+    """CCS's hard-cut ratio per target: --ccs-beta, else the reference's table, where a dataset it
+    never ran borrows the row of its dataset with as many classes (digits: CIFAR-10's), said aloud;
+    the same rule as `yoco prune` (stages.prune.ccs_beta), so both make the same sets."""
+    from .prune import ccs_beta
 
     if "ccs" not in req.metrics:
         return {}
@@ -342,14 +343,9 @@ def ccs_betas(req: PipelineRequest, cset, reporter: Reporter = SILENT) -> dict[i
         return {t: req.ccs_beta for t in req.targets}
     out = {}
     for t in req.targets:
-        try:
-            out[t] = presets.ccs_beta(cset.dataset, cset.ipc, t)
-        except UsageError:
-            if cset.dataset != "digits":
-                raise
-            out[t] = presets.ccs_beta("cifar10", cset.ipc, t)
-            reporter.warn(f"no CCS cut ratio for digits {cset.ipc}->{t} in the reference; "
-                              f"using CIFAR-10's ({out[t]}), or pass --ccs-beta")
+        out[t], note = ccs_beta(cset, t)
+        if note:
+            reporter.warn(note)
     return out
 
 
@@ -369,15 +365,18 @@ def _prune_all(store, req, set_m, cset, table, dyn_m, tell: _Teller, betas) -> l
                                             mean_scores=not req.per_seed)
             for step in steps:
                 tell.end(step, pruned.cached)
-            for m in pruned.sets:
-                out.append(m)
+            out.extend(pruned.sets)
     return out
 
 
 def _evaluate_all(store, req, sets: list[Manifest], tell: _Teller, inner: Reporter, pool: Pool) -> list[Manifest]:
-    """Every set's evaluation runs as one sweep (the source and all pruned sets, longest first). The
-    sets' steps are told in plan order (a set that finishes early waits for the ones before it); the
-    stage row shows the sweep's done / running / queued / failed runs."""
+    """Every set's evaluation runs as one sweep (the source and all pruned sets, longest first). Each
+    set's evaluation group is committed as soon as its last run is in, so `yoco report` shows the
+    finished cells while the sweep runs and after an interruption. The sets' steps are told in plan
+    order (a set that finishes early waits for the ones before it); the stage row shows the sweep's
+    done / running / queued / failed runs. Every set's step starts with the sweep and ends when its
+    runs are in, in whatever order (the display counts finished sets and times the sweep's own rate);
+    a line before it says how many runs and about how long (stages/estimates.announce_sweep)."""
     from .evaluate import finish_eval, plan_eval, set_target
 
     over = training.overrides(epochs=req.eval_epochs or None)
@@ -387,8 +386,11 @@ def _evaluate_all(store, req, sets: list[Manifest], tell: _Teller, inner: Report
     owner = {r.key: i for i, p in enumerate(plans) for j in p.jobs for r in j.runs}
     left = [sum(len(j.runs) for j in p.jobs) for p in plans]
     fresh = [False] * len(plans)
+    groups: list[Manifest | None] = [None] * len(plans)
     finished: set[str] = set()
-    current = [0, tell.start()]  # the set whose step is told as running; steps end in plan order
+    jobs = [j for p in plans for j in p.jobs]
+    _announce_sweep(store, req, inner, pool, plans, jobs)
+    steps = [tell.start() for _ in plans]  # one sweep runs every set: their steps all start now
 
     def on_status(st) -> None:
         tell.on_stage(st.done + st.cached, st.total, f"{st.done} done, {st.running} running, {st.queued} queued, "
@@ -401,14 +403,34 @@ def _evaluate_all(store, req, sets: list[Manifest], tell: _Teller, inner: Report
         i = owner[key]
         left[i] -= 1
         fresh[i] = fresh[i] or computed
-        while current[0] < len(plans) and left[current[0]] == 0:  # sets finish in any order
-            tell.end(current[1], not fresh[current[0]])
-            current[0] += 1
-            if current[0] < len(plans):
-                current[1] = tell.start()
+        if left[i] == 0:  # sets finish in any order: commit the set's group, then say so
+            groups[i] = _finish_now(store, plans[i])
+            tell.end(steps[i], not fresh[i])
 
-    report = pool.run(store, [j for p in plans for j in p.jobs], plans[0].device_type, on_status, on_run=on_run)
-    return [finish_eval(store, p, report)[0] for p in plans]
+    report = pool.run(store, jobs, plans[0].device_type, on_status, on_run=on_run)
+    return [g if g is not None else finish_eval(store, p, report)[0] for g, p in zip(groups, plans)]
+
+
+def _announce_sweep(store: Store, req: PipelineRequest, reporter: Reporter, pool: Pool, plans, jobs) -> None:
+    """The line before the evaluation sweep: how many runs are left, and about how long on the pool's workers."""
+    from ..nn.device import resolve_device
+    from .estimates import announce_sweep
+
+    sizes = [int(p.target.x.shape[0]) for p in plans for j in p.jobs for r in j.runs
+             if store.load_run(r.stage, r.key) is None]
+    if sizes:
+        workers = pool.get(store, jobs, plans[0].device_type).slots()
+        announce_sweep(reporter, plans[0].spec, plans[0].cfg, sizes, resolve_device(req.device), workers,
+                       plans[0].test_images)
+
+
+def _finish_now(store: Store, plan) -> Manifest:
+    """A set's evaluation group from its runs in the store (all committed), while the sweep goes on."""
+    from .evaluate import finish_eval
+    from .sweep import Report
+
+    found = {r.key: store.load_run(r.stage, r.key) for j in plan.jobs for r in j.runs}
+    return finish_eval(store, plan, Report(manifests={k: m for k, m in found.items() if m is not None}))[0]
 
 
 TRAINING_STAGES = ("condense", "dynamics-run", "eval-run")

@@ -106,7 +106,12 @@ def check(cset, req: PruneRequest) -> None:
         select.keep_counts(cset.ipc, t, cset.unit, cset.decoded_count)
         if req.rule.metric == "ccs":
             beta = req.options.ccs_beta
-            presets.cut_count(beta if beta is not None else presets.ccs_beta(cset.dataset, cset.ipc, t), 1)
+            presets.cut_count(beta if beta is not None else ccs_beta(cset, t)[0], 1)
+
+
+def ccs_beta(cset, ipc_to: int) -> tuple[float, str | None]:
+    """The reference's CCS cut ratio for the set, or its twin dataset's (with a note; docs/method.md §3.8)."""
+    return presets.ccs_beta_for(cset.dataset, cset.num_classes, cset.ipc, ipc_to)
 
 
 def run(store: Store, set_m: Manifest, cset, req: PruneRequest, *, reporter: Reporter = SILENT) -> list[Pruned]:
@@ -114,6 +119,9 @@ def run(store: Store, set_m: Manifest, cset, req: PruneRequest, *, reporter: Rep
     rule reads (scores, dynamics), then prune every target; one `Pruned` per target, in order."""
     check(cset, req)
     rule, opts = req.rule, req.options
+    if rule.metric == "ccs" and opts.ccs_beta is None:  # a borrowed ratio is said aloud, as the pipeline does
+        for note in dict.fromkeys(n for t in req.targets if (n := ccs_beta(cset, t)[1])):
+            reporter.warn(note)
     table, dyn_m = upstream(store, set_m, cset, rule, req.targets, req.score_options, scores_ref=req.scores_ref,
                             dyn_ref=req.dynamics_ref, device=opts.device, dynamics=req.dynamics, reporter=reporter)
     if table is not None and rule.metric == "lbpe":  # K == stop, or a window past the lr drop: say so once
@@ -155,7 +163,7 @@ def plan(cset, ipc_to: int, rule: select.Rule, opts: PruneOptions, source: str) 
     if source == "scores" and rule.metric != "ssp":
         params["score_run"] = opts.score_run
     if rule.metric == "ccs":
-        beta = opts.ccs_beta if opts.ccs_beta is not None else presets.ccs_beta(cset.dataset, cset.ipc, ipc_to)
+        beta = opts.ccs_beta if opts.ccs_beta is not None else ccs_beta(cset, ipc_to)[0]
         presets.cut_count(beta, 1)  # validates the range
         params.update(ccs_beta=beta, ccs_strata=opts.ccs_strata, ccs_random=opts.ccs_random)
     if rule.metric == "ssp":

@@ -8,8 +8,11 @@ Tables (the shapes of docs/method.md §7.2), built only from what was measured, 
   easyhard  AUM, Forgetting, EL2N hard vs easy, plus YOCO (Table 4)
 A cell is mean +- std (numpy's default ddof=0, as the reference's test.py logs it) over
 every evaluation run that matches: all repeats of all pruned sets with that rule and
-target, i.e. over dynamics seeds (score_run) and eval repeats. The best cell of each
-column is marked. One table per (dataset, source set, model, seed protocol): sets pruned
+target, i.e. over dynamics seeds (score_run) and eval repeats; one run is "n=1", never
+"+- 0.00". Beside it, the paired difference to a comparison row (YOCO by default) over the
+(dynamics run, repeat) pairs both cells have, with a 95% paired-t interval (stages/paired.py,
+docs/statistics.md). The best cell of a column is marked only where it is distinguishable
+from the runner-up. One table per (dataset, source set, model, seed protocol): sets pruned
 once per dynamics run ("per-seed", the paper's) and sets pruned with scores averaged over
 runs ("mean-scores") are different methods and never share a cell. Each table carries a
 note saying which LBPE window and which seed protocol produced it.
@@ -26,6 +29,8 @@ from pathlib import Path
 from ..errors import UsageError
 from ..methods import scores as score_methods
 from ..store import Manifest, Store
+from . import paired
+from .paired import Diff
 
 
 @dataclass
@@ -45,6 +50,8 @@ class EvalRecord:
     protocol: str = "per-seed"  # or "mean-scores" (scores averaged over dynamics runs)
     runs: int | None = None     # dynamics runs behind the pruning
     lbpe_window: dict | None = None
+    repeats: list[int] = field(default_factory=list)  # each value's evaluation seed (default: 0, 1, ...)
+    dyn_run: int | None = None  # which dynamics run of its prune group the set was pruned for (j)
 
 
 @dataclass(frozen=True)
@@ -127,9 +134,13 @@ class Cell:
     std: float
     n: int
     best: bool = False
+    runs: dict[str, float] = field(default_factory=dict)  # pairing key (paired.run_key) -> accuracy
+    missing: list[str] = field(default_factory=list)      # keys other cells of the table have, this one not
+    diff: Diff | None = None                               # paired difference to the table's `vs` row
 
     def text(self) -> str:
-        return f"{self.mean:.2f} ± {self.std:.2f}"
+        """`mean ± std`, or `mean (n=1)` where one run measured no spread."""
+        return f"{self.mean:.2f} (n=1)" if self.n == 1 else f"{self.mean:.2f} ± {self.std:.2f}"
 
 
 @dataclass
@@ -145,6 +156,8 @@ class Table:
     which: str = "best"
     notes: list[str] = field(default_factory=list)
     protocol: str = "per-seed"
+    vs: str | None = None       # the row every other row's paired difference is taken to
+    interval: str = paired.METHOD
 
 
 def cell_of(values: list[float]) -> Cell | None:
@@ -160,13 +173,15 @@ def _column(r: EvalRecord) -> str:
 
 
 def build_tables(records: list[EvalRecord], names: list[str] | None = None, which: str = "best",
-                 metrics: list[str] | None = None) -> list[Table]:
+                 metrics: list[str] | None = None, vs: str | None = "yoco") -> list[Table]:
     """One table per requested shape and per (dataset, source, model) that has runs for it.
 
     Tables asked for by name keep the paper's full shape (rows without runs say so). By default
     (`names=None`) only tables that compare at least two measured rules are shown, without their
     unmeasured rows (a note lists them), and not twice the same cells under another title; if no
-    table compares two, the first with runs is shown."""
+    table compares two, the first with runs is shown. `vs` names the row the paired differences
+    are taken to (a rule as `comparison_rule` reads it; None: no differences)."""
+    rule = comparison_rule(vs)
     groups: dict[tuple[str, str, str], list[EvalRecord]] = {}
     for r in records:
         groups.setdefault((r.dataset, r.source, r.model), []).append(r)
@@ -175,7 +190,10 @@ def build_tables(records: list[EvalRecord], names: list[str] | None = None, whic
         full = [v for r in recs if r.ipc_to is None for v in getattr(r, which)]
         for protocol in sorted({r.protocol for r in recs if r.ipc_to is not None}, key=PROTOCOLS.index):
             pruned = [r for r in recs if r.ipc_to is not None and r.protocol == protocol]
-            shaped = _tables_of(pruned, full, names, which, metrics, dataset, source, model, protocol)
+            shaped = []
+            for t, specs in _tables_of(pruned, full, names, which, metrics, dataset, source, model, protocol):
+                compare(t, specs, rule)
+                shaped.append(t)
             out += shaped if names else _overview(shaped)
     return out
 
@@ -183,7 +201,7 @@ def build_tables(records: list[EvalRecord], names: list[str] | None = None, whic
 PROTOCOLS = ["per-seed", "mean-scores"]
 
 
-def _tables_of(pruned, full, names, which, metrics, dataset, source, model, protocol) -> list[Table]:
+def _tables_of(pruned, full, names, which, metrics, dataset, source, model, protocol) -> list[tuple[Table, list]]:
     out = []
     for name in names or list(TABLES):
         title, specs = TABLES[name]
@@ -196,12 +214,11 @@ def _tables_of(pruned, full, names, which, metrics, dataset, source, model, prot
         columns = [f"{a}→{b}" for a, b in cols]
         rows = []
         for s in specs:
-            cells = [cell_of([v for r in pruned if s.matches(r) and _column(r) == col
-                              for v in getattr(r, which)]) for col in columns]
+            cells = [keyed_cell([kv for r in pruned if s.matches(r) and _column(r) == col
+                                 for kv in keyed_values(r, which)]) for col in columns]
             rows.append((s.label, cells))
-        _mark_best(rows)
-        out.append(Table(name, title, dataset, source, model, columns, rows, cell_of(full), which,
-                         [protocol_note(hits)], protocol))
+        out.append((Table(name, title, dataset, source, model, columns, rows, cell_of(full), which,
+                          [protocol_note(hits)], protocol), specs))
     return out
 
 
@@ -256,14 +273,147 @@ def _overview(tables: list[Table]) -> list[Table]:
     return keep
 
 
-def _mark_best(rows) -> None:
-    """Mark the best cell of each column, where there are at least two to compare."""
-    for j in range(len(rows[0][1]) if rows else 0):
-        present = [cells[j] for _, cells in rows if cells[j] is not None]
-        if len(present) >= 2:
-            top = max(c.mean for c in present)
-            for c in present:
-                c.best = c.mean == top
+# -- paired comparisons (docs/statistics.md) ----------------------------------------------------
+ALIASES = {"yoco": "lbpe", "kmeans": "ssp", "accumulated_margin": "aum"}
+
+
+def comparison_rule(text: str | None):
+    """`--vs`: a rule as METRIC[-easy|-hard][-balanced|-imbalanced] (yoco = lbpe easy balanced; the
+    metric's default direction and balance where left out), or None/"none" for no differences."""
+    from ..errors import UsageError
+    from ..methods import select
+
+    if text is None or text.strip().lower() in ("", "none"):
+        return None
+    metric, *rest = text.strip().lower().split("-")
+    metric = ALIASES.get(metric, metric)
+    extra = [p for p in rest if p not in ("easy", "hard", "balanced", "imbalanced")]
+    if extra or metric not in select.DEFAULTS:
+        raise UsageError(f"--vs {text!r}: unknown {'part ' + repr(extra[0]) if extra else 'metric ' + repr(metric)}",
+                         f"name a rule as METRIC[-easy|-hard][-balanced|-imbalanced] with METRIC one of yoco, "
+                         f"{', '.join(select.DEFAULTS)}; e.g. --vs ssp, --vs random-balanced, --vs none")
+    hard = True if "hard" in rest else False if "easy" in rest else None
+    balanced = True if "balanced" in rest else False if "imbalanced" in rest else None
+    return select.rule_for(metric, hard, balanced)
+
+
+def _spec_is(spec: RowSpec, rule) -> bool:
+    return (spec.metric == rule.metric and spec.direction in (None, rule.direction)
+            and spec.balance in (None, rule.balance))
+
+
+def keyed_values(r: EvalRecord, which: str) -> list[tuple[str, float]]:
+    """A record's accuracies, each with its pairing key (dynamics run, evaluation repeat)."""
+    values = getattr(r, which)
+    seeds = r.repeats if len(r.repeats) == len(values) else range(len(values))
+    run = r.dyn_run if r.dyn_run is not None else r.score_run
+    return [(paired.run_key(run, s), v) for s, v in zip(seeds, values)]
+
+
+def keyed_cell(kv: list[tuple[str, float]]) -> Cell | None:
+    """mean ± std over every value; for pairing, one value per key (two runs under one key, e.g.
+    the same set evaluated with two configurations of one model label, are averaged)."""
+    cell = cell_of([v for _, v in kv])
+    if cell is not None:
+        groups: dict[str, list[float]] = {}
+        for k, v in kv:
+            groups.setdefault(k, []).append(v)
+        cell.runs = {k: round(sum(vs) / len(vs), 4) for k, vs in sorted(groups.items())}
+    return cell
+
+
+def compare(t: Table, specs: list[RowSpec], rule) -> None:
+    """Paired differences to the `rule` row, the best-cell star, and which runs cells lack."""
+    vs = next((i for i, s in enumerate(specs) if rule is not None and _spec_is(s, rule)), None)
+    if vs is not None and any(c is not None for c in t.rows[vs][1]):
+        t.vs = t.rows[vs][0]
+        for i, (_, cells) in enumerate(t.rows):
+            for c, ref in zip(cells, t.rows[vs][1]):
+                if i != vs and c is not None and ref is not None:
+                    c.diff = paired.paired(c.runs, ref.runs, t.vs)
+    _mark_best(t)
+    _mark_missing(t)
+
+
+def _mark_best(t: Table) -> None:
+    """Star the best cell of a column only where its paired interval to the runner-up excludes 0."""
+    for j, col in enumerate(t.columns):
+        present = sorted(((c, label) for label, cells in t.rows if (c := cells[j]) is not None),
+                         key=lambda p: -p[0].mean)
+        if len(present) < 2:
+            continue
+        (top, a), (second, b) = present[0], present[1]
+        d = paired.paired(top.runs, second.runs, b)
+        if d is not None and d.lo is not None and d.lo > 0:
+            top.best = True
+        else:
+            n = f"n={d.n}" if d is not None else "no matched runs"
+            t.notes.append(f"no star at {col}: {a} and {b} are not distinguishable ({n})")
+
+
+def _mark_missing(t: Table) -> None:
+    """Every measured cell lists the keys that other cells of the table have and it lacks."""
+    every = {k for _, cells in t.rows for c in cells if c is not None for k in c.runs}
+    short = []
+    for label, cells in t.rows:
+        for col, c in zip(t.columns, cells):
+            if c is not None:
+                c.missing = sorted(every - c.runs.keys())
+                if c.missing:
+                    short.append(f"{label} {col} lacks {', '.join(c.missing[:3])}" + (" ..." if len(c.missing) > 3 else ""))
+    if short:
+        t.notes.append(f"incomplete cells ({len(every)} runs each when done): " + "; ".join(short[:4])
+                       + (f"; and {len(short) - 4} more" if len(short) > 4 else ""))
+
+
+# -- the pipeline's headline (docs/statistics.md "What would settle it") ----------------------------
+@dataclass
+class Verdict:
+    """In one column of a table: the `vs` row (YOCO) against the best other row, paired."""
+    column: str
+    vs: str
+    other: str
+    lead: float                 # vs minus other, mean over pairs
+    lo: float | None
+    hi: float | None
+    n: int
+    distinguishable: bool
+    pairs_needed: int | None    # pairs that would settle it if mean and spread held (None: unknown)
+
+    def text(self, seeds: int, repeats: int) -> str:
+        word = "leads" if self.lead >= 0 else "trails"
+        head = f"{self.column}: {self.vs} {word} {self.other} (the best other rule) by {self.lead:+.2f}"
+        if self.lo is None or self.hi is None:
+            return (f"{head} with one pair (n={self.n}): no spread measured, not distinguishable; "
+                    f"--seeds 3 or --repeats 3 gives 3 pairs and an interval")
+        head += f" [{self.lo:+.2f}, {self.hi:+.2f}] at n={self.n}"
+        if self.distinguishable:
+            return f"{head}: distinguishable"
+        if self.pairs_needed is None:
+            return f"{head}: not distinguishable, and no affordable n would settle a difference this small"
+        more = self.pairs_needed
+        return (f"{head}: not distinguishable; about {more} pairs would settle it if this difference held: "
+                f"--repeats {-(-more // seeds)} (at --seeds {seeds}) or --seeds {-(-more // repeats)} "
+                f"(at --repeats {repeats})")
+
+
+def verdicts(t: Table) -> list[Verdict]:
+    """Per column, the `vs` row against the best other row that has runs there (by mean)."""
+    if t.vs is None:
+        return []
+    rows = dict(t.rows)
+    out = []
+    for j, col in enumerate(t.columns):
+        others = [(c.mean, c.diff, label) for label, cells in t.rows
+                  if label != t.vs and (c := cells[j]) is not None and c.diff is not None]
+        if rows[t.vs][j] is None or not others:
+            continue
+        _, d, label = max(others, key=lambda p: p[0])
+        lead = paired.Diff(t.vs, -d.mean, None if d.hi is None else -d.hi, None if d.lo is None else -d.lo, d.n,
+                           d.distinguishable, d.sd)
+        out.append(Verdict(col, t.vs, label, lead.mean, lead.lo, lead.hi, d.n, d.distinguishable,
+                           paired.pairs_to_settle(lead)))
+    return out
 
 
 # -- rendering ---------------------------------------------------------------------------------
@@ -271,45 +421,88 @@ NO_RUNS = "no runs"
 
 
 def caption(t: Table) -> str:
-    ref = f"; unpruned source: {t.reference.text()} (n={t.reference.n})" if t.reference else ""
+    ref = ""
+    if t.reference:
+        ref = f"; unpruned source: {t.reference.text()}" + (f" (n={t.reference.n})" if t.reference.n > 1 else "")
     mean = ", pruned with scores averaged over dynamics runs" if t.protocol == "mean-scores" else ""
     return f"{t.title}: {t.dataset}, source {t.source}, model {t.model}{mean}, {t.which} top-1 % mean ± std{ref}"
 
 
+def legend(t: Table) -> str | None:
+    """What the Δ figures are, for a table that has them."""
+    if t.vs is None:
+        return None
+    return (f"Δ: this row minus {t.vs} over the (dynamics run, repeat) pairs both cells have, with its "
+            f"{t.interval} interval; ~ marks an interval that includes 0 (not distinguishable at this n); "
+            f"* marks a best cell distinguishable from the runner-up")
+
+
+def _diff_text(c: Cell | None) -> str:
+    return c.diff.text() if c is not None and c.diff is not None else ""
+
+
 def to_rich(t: Table):
+    from rich.markup import escape
     from rich.table import Table as RichTable
 
-    rt = RichTable(title=caption(t), title_justify="left", header_style="bold",
-                   caption="; ".join(t.notes) or None, caption_justify="left")
+    notes = [n for n in [legend(t), *t.notes] if n]
+    rt = RichTable(title=escape(caption(t)), title_justify="left", header_style="bold",
+                   caption=escape("; ".join(notes)) or None, caption_justify="left")
     rt.add_column("rule")
     for c in t.columns:
         rt.add_column(c, justify="right")
     for label, cells in t.rows:
-        rt.add_row(label, *[("[bold green]" + c.text() + " *[/]" if c.best else c.text()) if c else
-                            f"[dim]{NO_RUNS}[/]" for c in cells])
+        rt.add_row(label, *[_rich_cell(c) for c in cells])
     return rt
 
 
+def _rich_cell(c: Cell | None) -> str:
+    """The cell's mean ± std, and under it (dim where not distinguishable) its Δ to the `vs` row."""
+    if c is None:
+        return f"[dim]{NO_RUNS}[/]"
+    text = "[bold green]" + c.text() + " *[/]" if c.best else c.text()
+    if c.diff is not None:
+        from rich.markup import escape
+
+        d = escape(c.diff.text())
+        text += "\n" + (d if c.diff.distinguishable else f"[dim]{d}[/]")
+    return text
+
+
 def to_markdown(t: Table) -> str:
-    lines = [f"**{caption(t)}**", "", "| rule | " + " | ".join(t.columns) + " |",
-             "|---|" + "---:|" * len(t.columns)]
+    """The table; where it has a `vs` row, each column is followed by its Δ column."""
+    cols = [c for col in t.columns for c in ([col, f"Δ {col}"] if t.vs else [col])]
+    lines = [f"**{caption(t)}**", "", "| rule | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for label, cells in t.rows:
-        txt = [(f"**{c.text()}**" if c.best else c.text()) if c else NO_RUNS for c in cells]
+        txt = []
+        for c in cells:
+            txt.append((f"**{c.text()}**" if c.best else c.text()) if c else NO_RUNS)
+            if t.vs:
+                txt.append(_diff_text(c) or ("—" if label == t.vs else ""))
         lines.append(f"| {label} | " + " | ".join(txt) + " |")
-    lines += ["", *(f"_{n}_" for n in t.notes)] if t.notes else []
+    notes = [n for n in [legend(t), *t.notes] if n]
+    lines += ["", *(f"_{n}_" for n in notes)] if notes else []
     return "\n".join(lines) + "\n"
 
 
 def to_csv(tables: list[Table]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["table", "dataset", "source", "model", "which", "rule", "column", "mean", "std", "n", "best"])
+    w.writerow(["table", "dataset", "source", "model", "which", "rule", "column", "mean", "std", "n", "best",
+                "vs", "diff", "diff_lo", "diff_hi", "pairs", "distinguishable"])
     for t in tables:
         for label, cells in t.rows:
             for col, c in zip(t.columns, cells):
+                d = c.diff if c is not None else None
                 w.writerow([t.name, t.dataset, t.source, t.model, t.which, label, col,
-                            *(["", "", 0, ""] if c is None else [c.mean, c.std, c.n, int(c.best)])])
+                            *(["", "", 0, ""] if c is None else [c.mean, c.std, c.n, int(c.best)]),
+                            *(["", "", "", "", "", ""] if d is None else
+                              [d.vs, d.mean, _blank(d.lo), _blank(d.hi), d.n, int(d.distinguishable)])])
     return buf.getvalue()
+
+
+def _blank(v: float | None):
+    return "" if v is None else v
 
 
 def to_json(tables: list[Table]) -> list[dict]:
@@ -332,7 +525,20 @@ def check_plot_support() -> None:
 
 
 def plot(records: list[EvalRecord], path: Path, which: str = "best") -> Path:
-    """Accuracy against target IPC, one line per main-table rule, error bars = std."""
+    """Accuracy against target IPC, one line per main-table rule, error bars = std, as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(records, which)
+    from ..files import atomic_write
+
+    # "tight" keeps the legend, which sits right of the axes, inside the picture
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+    plt.close(fig)
+    return Path(path)
+
+
+def figure(records: list[EvalRecord], which: str = "best"):
+    """The plot's matplotlib figure: one panel per (dataset, source, model, IPC_F), legend outside the data."""
     check_plot_support()
     import matplotlib
     import matplotlib.pyplot as plt
@@ -348,7 +554,7 @@ def plot(records: list[EvalRecord], path: Path, which: str = "best") -> Path:
         from ..errors import UsageError
 
         raise UsageError("no evaluation runs of pruned sets to plot", "run `yoco eval` on pruned sets first")
-    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(groups), figsize=(7.5 * len(groups), 4.5), squeeze=False)
     for ax, ((dataset, source, model, ipc_from), recs) in zip(axes[0], sorted(groups.items())):
         for spec in TABLES["main"][1]:
             pts = sorted({r.ipc_to for r in recs if spec.matches(r)})
@@ -369,13 +575,9 @@ def plot(records: list[EvalRecord], path: Path, which: str = "best") -> Path:
         ax.set_ylabel(f"{which} test accuracy (%)")
         ax.set_title(f"{dataset}: {source}, {model}", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)  # never on a point
     fig.tight_layout()
-    from ..files import atomic_write
-
-    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
-    return Path(path)
+    return fig
 
 
 
@@ -393,6 +595,7 @@ def collect(store: Store) -> list[EvalRecord]:
     from .sets import all_sets, set_label
 
     sets = {m.digest("set"): m for m in all_sets(store)}
+    runs = _group_runs(store)
     seen: set[tuple[str, str]] = set()
     merged: dict[tuple[str, str], EvalRecord] = {}  # (set digest, model) -> one record
     for ev in store.all_runs("eval"):
@@ -400,6 +603,7 @@ def collect(store: Store) -> list[EvalRecord]:
         if set_m is None:
             continue  # full-train-split evaluations and evals of deleted sets
         fresh = _record(store, ev, set_m, set_label)
+        fresh.dyn_run = runs.get(set_m.key, fresh.score_run)
         rec = merged.setdefault((ev.inputs["set"], fresh.model), fresh)
         for rep in ev.meta.get("per_repeat", []):
             out_digest = ev.outputs.get(f"seed{rep['seed']}/result", {}).get("digest", str(rep["seed"]))
@@ -408,7 +612,18 @@ def collect(store: Store) -> list[EvalRecord]:
             seen.add((ev.inputs["set"], out_digest))
             rec.best.append(_pct(rep["best"]))
             rec.last.append(_pct(rep["last"]))
+            rec.repeats.append(int(rep["seed"]))
     return [r for r in merged.values() if r.best]
+
+
+def _group_runs(store: Store) -> dict[str, int]:
+    """Set key -> its index j in a prune group ("prune-group" runs list the per-run sets in order), the
+    dynamics run it was pruned for: random and SSP sets record a seed, not a score run."""
+    out: dict[str, int] = {}
+    for g in store.all_runs("prune-group"):
+        for j, key in enumerate(g.meta.get("runs") or []):
+            out.setdefault(key, j)
+    return out
 
 
 def _record(store: Store, ev: Manifest, set_m: Manifest, set_label) -> EvalRecord:
@@ -449,9 +664,12 @@ def results_document(tables: list[Table], command: str, settings: dict, plot_nam
     whiches = [w for w in ("best", "last") if any(t.which == w for t in tables)]
     what = {"best": "best (the highest of the four validations)", "last": "last (after the final epoch)"}
     lines += [f"Cells are {' and then '.join(what[w] for w in whiches)} top-1 test accuracy (%), mean ± population",
-              "std over dynamics seeds × evaluation repeats; the best cell of each column is in bold; `no runs` marks",
-              "a cell that was not measured. The line under each table says which LBPE window and which seed",
-              "protocol produced it.", ""]
+              "std over dynamics seeds × evaluation repeats (`n=1`: a single run, no spread measured); `no runs`",
+              "marks a cell that was not measured. Each `Δ` column is the row's paired difference to YOCO over the",
+              "(dynamics seed, repeat) runs both cells have, with its 95% paired-t interval; `~` marks an interval",
+              "that includes 0, i.e. a difference not distinguishable at that n (docs/statistics.md). The best cell",
+              "of a column is in bold only where it is distinguishable from the runner-up. The lines under each",
+              "table say which LBPE window and which seed protocol produced it.", ""]
     lines += [to_markdown(t) for t in tables]
     if plot_name:
         lines += [f"![accuracy vs target IPC]({plot_name})", ""]
