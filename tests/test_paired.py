@@ -53,3 +53,17 @@ def test_pairs_to_settle_is_the_smallest_n_whose_interval_would_exclude_zero():
     assert paired.pairs_to_settle(paired.interval([5.0], "x")) is None  # no spread measured
     settled = paired.interval([9.0, 10.0, 11.0], "x")
     assert settled.distinguishable and paired.pairs_to_settle(settled) == 3
+
+
+def test_a_rule_that_reads_no_scores_pairs_with_score_rules_at_one_dynamics_run():
+    """With one dynamics run, random's set names no run (it reads no scores) and lbpe's says run 0:
+    both are the pruning of that run, so their repeats pair."""
+    from yoco_cli.stages.report import EvalRecord, keyed_values
+
+    def rec(metric, score_run):
+        return EvalRecord("digits", "digits/random/ipc10", 10, 1, metric, "easy", "balanced", "convnet",
+                          best=[50.0, 52.0], last=[49.0, 51.0], score_run=score_run, repeats=[0, 1])
+
+    random_keys = [k for k, _ in keyed_values(rec("random", None), "best")]
+    lbpe_keys = [k for k, _ in keyed_values(rec("lbpe", 0), "best")]
+    assert random_keys == lbpe_keys == ["run0/repeat0", "run0/repeat1"]

@@ -274,7 +274,6 @@ def _overview(tables: list[Table]) -> list[Table]:
 
 
 # -- paired comparisons (docs/statistics.md) ----------------------------------------------------
-ALIASES = {"yoco": "lbpe", "kmeans": "ssp", "accumulated_margin": "aum"}
 
 
 def comparison_rule(text: str | None):
@@ -286,12 +285,14 @@ def comparison_rule(text: str | None):
     if text is None or text.strip().lower() in ("", "none"):
         return None
     metric, *rest = text.strip().lower().split("-")
-    metric = ALIASES.get(metric, metric)
     extra = [p for p in rest if p not in ("easy", "hard", "balanced", "imbalanced")]
-    if extra or metric not in select.DEFAULTS:
+    known = {m.name for m in score_methods.REGISTRY.values()} | {a for m in score_methods.REGISTRY.values()
+                                                                for a in m.aliases}
+    if extra or metric not in known:
         raise UsageError(f"--vs {text!r}: unknown {'part ' + repr(extra[0]) if extra else 'metric ' + repr(metric)}",
                          f"name a rule as METRIC[-easy|-hard][-balanced|-imbalanced] with METRIC one of yoco, "
-                         f"{', '.join(select.DEFAULTS)}; e.g. --vs ssp, --vs random-balanced, --vs none")
+                         f"{', '.join(score_methods.names())}; e.g. --vs ssp, --vs random-balanced, --vs none")
+    metric = score_methods.get(metric).name
     hard = True if "hard" in rest else False if "easy" in rest else None
     balanced = True if "balanced" in rest else False if "imbalanced" in rest else None
     return select.rule_for(metric, hard, balanced)
@@ -307,7 +308,9 @@ def keyed_values(r: EvalRecord, which: str) -> list[tuple[str, float]]:
     values = getattr(r, which)
     seeds = r.repeats if len(r.repeats) == len(values) else range(len(values))
     run = r.dyn_run if r.dyn_run is not None else r.score_run
-    return [(paired.run_key(run, s), v) for s, v in zip(seeds, values)]
+    # one dynamics run: a score rule's set says run 0, random's says nothing (it reads no scores); both
+    # are the pruning of run 0, and so is every set of the mean-scores protocol (run None throughout)
+    return [(paired.run_key(0 if run is None else run, s), v) for s, v in zip(seeds, values)]
 
 
 def keyed_cell(kv: list[tuple[str, float]]) -> Cell | None:
