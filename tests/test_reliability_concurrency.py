@@ -209,3 +209,56 @@ def test_ctrl_c_inside_score_or_prune_exits_130_and_the_rerun_completes(cli, sto
     assert r.exit_code == 130 and "interrupted" in r.stderr
     assert store.all_runs(stage) == [] and store.verify() == [] and list(store.tmp.iterdir()) == []
     assert cli(*args).exit_code == 0 and len(store.all_runs(stage)) == 1
+
+
+def _commit_blob(store, i: int):
+    """A stage run whose output is i's bytes, through the store's usual commit protocol."""
+    from yoco_cli.store import StageResult, run_cached
+
+    def compute(tmp, key):
+        p = tmp / "out.bin"
+        p.write_bytes(b"result %d " % i + os.urandom(64))
+        return StageResult({"out": p})
+
+    return run_cached(store, "threaded", 1, {"i": i}, {}, compute)[0]
+
+
+def test_gc_in_another_thread_of_the_same_process_never_loses_a_commit(store):
+    """Issue 23's case 1: one thread commits results while another loops `Store(home).gc()`. The store
+    lock was re-entrant per process and shared by its threads, so gc deleted objects and temp manifests
+    of a commit in flight (lost results, FileNotFoundError) or raised RuntimeError. Now gc waits for
+    every commit in flight, in any thread."""
+    from yoco_cli.store.store import Store
+
+    store.ensure()
+    stop, errors, made = threading.Event(), [], []
+    passes = [0]
+
+    def gc_loop():
+        while not stop.is_set():
+            try:
+                Store(store.root).gc()
+                passes[0] += 1
+            except BaseException as e:  # noqa: BLE001 - the test reports whatever gc raised
+                errors.append(f"gc: {type(e).__name__}: {e}")
+                return
+
+    def commits():
+        try:
+            for i in range(150):
+                made.append(_commit_blob(Store(store.root), i))
+        except BaseException as e:  # noqa: BLE001
+            errors.append(f"commit: {type(e).__name__}: {e}")
+        finally:
+            stop.set()
+
+    threads = [threading.Thread(target=gc_loop), threading.Thread(target=commits)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert len(made) == 150 and passes[0] > 0
+    lost = [m.key[:12] for m in made if not store.has_object(m.digest("out"))]
+    assert lost == [] and store.verify() == []
+    assert all(store.read_output(m, "out").data.startswith(b"result %d " % m.params["i"]) for m in made)
