@@ -229,3 +229,65 @@ def test_a_damaged_condense_checkpoint_is_dropped_and_the_run_starts_over(tmp_pa
     data[-3] ^= 0x08
     ck.path.write_bytes(bytes(data))
     assert ck.load() is None and not ck.path.exists()
+
+
+def _store_with_a_run(store):
+    from yoco_cli.store import StageResult, run_cached
+
+    def compute(tmp, key):
+        (tmp / "out.bin").write_bytes(b"a result")
+        return StageResult({"out": tmp / "out.bin"})
+
+    return run_cached(store, "linked", 1, {}, {}, compute, ref="mine/run")[0]
+
+
+def _outside_folder(tmp_path):
+    out = tmp_path / "outside"
+    out.mkdir()
+    for name in ("notes.txt", "a" * 64, "b" * 64 + ".1"):  # digest-named too: quarantine's own names
+        (out / name).write_text("not yoco's")
+    return out
+
+
+@pytest.mark.parametrize("folder", ["quarantine", "tmp", "locks", "objects/sha256/ab", "refs/mine"])
+def test_gc_refuses_a_store_folder_that_is_a_link_and_the_outside_files_survive(cli, store, tmp_path, folder):
+    """Issue 23's case 3: with quarantine/ replaced by a link to a folder outside the home, `yoco cache
+    gc` deleted every file in that folder. Now gc, verify and rm refuse (one line, exit 3) and touch
+    nothing."""
+    key = _store_with_a_run(store).key
+    outside = _outside_folder(tmp_path)
+    link = store.root / folder
+    if link.exists():
+        shutil.rmtree(link)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(outside, target_is_directory=True)
+    for args in (["cache", "gc"], ["cache", "verify"], ["cache", "rm", key], ["cache", "gc", "--dry-run"]):
+        one_line_integrity_error(cli(*args), f"{folder} in the store", "symbolic link")
+    assert sorted(p.name for p in outside.iterdir()) == sorted(["notes.txt", "a" * 64, "b" * 64 + ".1"])
+    link.unlink()
+    ok(cli("cache", "gc"))  # yoco makes the folder again
+
+
+def test_gc_deletes_only_the_files_it_made(cli, store):
+    """Files yoco never names (not digest-named, links) in objects/, quarantine/ and tmp/ are left alone."""
+    _store_with_a_run(store)
+    store.quarantine_dir.mkdir(exist_ok=True)
+    strays = [store.quarantine_dir / "notes.txt", store.objects / "ab" / "README", store.tmp / "keep-me"]
+    for p in strays:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("mine")
+    (store.tmp / "keep-me").touch()
+    import os
+    import time
+
+    old = time.time() - 7200
+    os.utime(store.tmp / "keep-me", (old, old))
+    ok(cli("cache", "gc"))
+    assert all(p.read_text() == "mine" for p in strays)
+
+
+def test_a_digest_that_is_not_a_digest_never_names_a_path(store):
+    from yoco_cli.errors import IntegrityError
+
+    with pytest.raises(IntegrityError, match="not a sha256 digest"):
+        store.object_path("../../../../etc/passwd")

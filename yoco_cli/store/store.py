@@ -37,6 +37,9 @@ from . import locks
 from .manifest import Manifest
 
 _CHUNK = 1 << 20
+_DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
+_QUARANTINED_RE = re.compile(r"^[0-9a-f]{64}(\.[0-9]+)?$")  # what quarantine() names its files
+_STAGING_PREFIXES = ("stage-", ".w-", ".probe-")  # what yoco makes in tmp/
 _REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+=,-]*(/[A-Za-z0-9][A-Za-z0-9._@+=,-]*)*$")
 
 
@@ -153,6 +156,7 @@ class Store:
 
     # -- the store lock (see locks.py) ----------------------------------------------
     def _store_lock(self) -> locks.StoreLock:
+        _refuse_link(self.locks_dir, self.root)  # the lock file must be the store's own
         self.locks_dir.mkdir(parents=True, exist_ok=True)
         return locks.StoreLock(self.locks_dir / "store.lock")
 
@@ -170,7 +174,26 @@ class Store:
 
     # -- objects -------------------------------------------------------------
     def object_path(self, digest: str) -> Path:
+        if not _DIGEST_RE.match(digest):  # a digest from a damaged manifest must not name a path elsewhere
+            raise IntegrityError(f"{digest[:80]!r} is not a sha256 digest (a damaged manifest or name?)",
+                                 "run `yoco cache verify` to find it")
         return self.objects / digest[:2] / digest
+
+    # -- links: the store's own folders only ---------------------------------------
+    def check_no_links(self) -> None:
+        """Refuse (exit 3) a store folder that is a symbolic link. gc, rm, verify and quarantine delete
+        and move files: through a link they would do so in a folder outside the store."""
+        top = [self.root / "objects", self.objects, self.runs, self.refs_dir, self.tmp, self.locks_dir,
+               self.quarantine_dir, self.root / "partial"]
+        for d in top:
+            _refuse_link(d, self.root)
+        for parent in (self.objects, self.runs, self.root / "partial"):
+            for d in _entries(parent):
+                _refuse_link(d, self.root)
+        if self.refs_dir.is_dir():
+            for here, dirs, _ in os.walk(self.refs_dir):  # os.walk never descends into a linked folder
+                for d in dirs:
+                    _refuse_link(Path(here) / d, self.root)
 
     def has_object(self, digest: str) -> bool:
         return self.object_path(digest).is_file()
@@ -259,6 +282,7 @@ class Store:
         writer may have replaced it with a sound copy meanwhile). Returns where it went, or None."""
         path = self.object_path(digest)
         with self.exclusive():
+            self.check_no_links()
             try:
                 if sha256_file(path) == digest:
                     return None
@@ -274,7 +298,9 @@ class Store:
             return dest
 
     def quarantined(self) -> list[Path]:
-        return sorted(self.quarantine_dir.iterdir()) if self.quarantine_dir.is_dir() else []
+        """The files quarantine() made (named by their digest); anything else there is left alone."""
+        return sorted(p for p in _entries(self.quarantine_dir) if _QUARANTINED_RE.match(p.name) and _plain_file(p))
+
 
     def quarantined_digests(self) -> set[str]:
         return {p.name.split(".")[0] for p in self.quarantined()}
@@ -461,15 +487,19 @@ class Store:
         return {o["digest"] for m in self.all_runs() for o in m.outputs.values()}
 
     def all_objects(self) -> list[Path]:
+        """Every object file: digest-named, in its own shard folder, a plain file (not a link)."""
         if not self.objects.is_dir():
             return []
-        return sorted(p for p in self.objects.glob("*/*") if p.is_file())
+        return sorted(p for p in self.objects.glob("*/*")
+                      if _DIGEST_RE.match(p.name) and p.parent.name == p.name[:2] and _plain_file(p))
+
 
     def verify(self, progress=None) -> list[str]:
         """Re-hash every object (quarantining damaged ones); check every manifest's outputs and every
         name. Returns the problems found. Held shared: gc and rm wait, stages keep committing."""
         damaged: list[str] = []
         with self.writing():
+            self.check_no_links()
             for p in self.all_objects():
                 try:
                     if sha256_file(p) != p.name:
@@ -524,6 +554,7 @@ class Store:
         objects, stale lock files and empty or finished partial folders. Safe while stages run: it
         holds the store lock exclusive, so no writer is between moving objects in and committing."""
         with self.exclusive():
+            self.check_no_links()
             keep = self.referenced_digests()
             dead = [p for p in self.all_objects() if p.name not in keep]
             good = self.refs()
@@ -552,6 +583,7 @@ class Store:
     def tidy(self, dry_run: bool = False) -> dict[str, list[str]]:
         """Lock files nobody holds, and partial folders that are empty or whose run is committed (only
         while their key's lock is free, i.e. no process is computing that key)."""
+        self.check_no_links()
         stale_locks, partials = [], []
         parts = sorted(p for p in (self.root / "partial").glob("*/*") if p.is_dir()) \
             if (self.root / "partial").is_dir() else []
@@ -584,6 +616,7 @@ class Store:
     def rm(self, manifests: list[Manifest], dry_run: bool = False) -> dict[str, list[str]]:
         """Remove runs and the refs naming them; then collect objects nothing else uses."""
         with self.exclusive():
+            self.check_no_links()
             removed_refs = [n for m in manifests for n in self.refs_to(m.stage, m.key)]
             if not dry_run:
                 for n in removed_refs:
@@ -639,6 +672,22 @@ def _entries(d: Path) -> list[Path]:
         return []
 
 
+def _plain_file(p: Path) -> bool:
+    return p.is_file() and not p.is_symlink()
+
+
+def _refuse_link(d: Path, root: Path) -> None:
+    if d.is_symlink():
+        try:
+            target = os.readlink(d)
+        except OSError:
+            target = "?"
+        raise IntegrityError(
+            f"{d.relative_to(root).as_posix()} in the store {root} is a symbolic link (to {target}); "
+            "yoco never follows a link inside its store",
+            f"replace it with a real folder (`rm {d}`; yoco makes it again), then run the command again")
+
+
 def _size(p: Path) -> int:
     try:
         return p.stat().st_size
@@ -652,6 +701,8 @@ def _unlink(p: Path) -> None:
 
 
 def _remove_staging(p: Path) -> None:
+    if p.is_symlink():
+        return  # not something yoco made
     if p.is_dir():
         lock = locks.KeyLock(p / OWNER) if (p / OWNER).exists() else None
         if lock is not None and not lock.acquire(timeout=0):
@@ -671,7 +722,9 @@ def _abandoned(p: Path, min_age_s: float = 3600.0) -> bool:
       stage-*/ with an owner lock: abandoned iff nobody holds that lock (its owner died);
       stage-PID-*/ without one (older yoco): abandoned iff that process is gone;
       .w-* and .probe-* files: written only under the shared lock, so their writer is gone;
-      anything else: only when older than an hour."""
+      anything else (or a link) is not yoco's and is left alone."""
+    if p.is_symlink() or not p.name.startswith(_STAGING_PREFIXES):
+        return False
     if p.is_dir() and (p / OWNER).exists():
         return not locks.held_by_someone(p / OWNER)
     if p.name.startswith((".w-", ".probe-")):
