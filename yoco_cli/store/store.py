@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -34,7 +35,7 @@ from pathlib import Path
 
 from ..errors import IntegrityError, LockTimeout, UsageError
 from . import locks
-from .manifest import Manifest
+from .manifest import STORE_FORMAT, Manifest, commit_record, legacy_key_matches, manifest_digest_of
 
 _CHUNK = 1 << 20
 _DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -75,6 +76,22 @@ def _atomic_write_text(path: Path, text: str, tmp_dir: Path) -> None:
         raise
 
 
+class _Gone(Exception):
+    """A commit record whose manifest object is missing: the run counts as not computed."""
+
+
+def _remake(m: Manifest) -> str:
+    return recompute_hint_of(m.provenance.get("argv") if isinstance(m.provenance, dict) else None)
+
+
+def recompute_hint_of(argv) -> str:
+    if argv and isinstance(argv, list):
+        import shlex
+
+        return f"run `yoco {shlex.join(str(a) for a in argv)}` to make it again"
+    return "run the command that made it again"
+
+
 class Blob:
     """Bytes read from the store and checked against their digest; `str()` names where they came from
     (readers put it in their error messages). Parsers take it where they would take a path.
@@ -110,6 +127,7 @@ class Store:
     def __init__(self, root: Path | str | None = None):
         self.root = Path(root).expanduser() if root is not None else default_home()
         self._ready = False
+        self._upgraded = 0
 
     # -- layout --------------------------------------------------------------
     @property
@@ -143,15 +161,17 @@ class Store:
         try:
             for d in (self.objects, self.runs, self.refs_dir, self.tmp, self.locks_dir, self.root / "partial"):
                 d.mkdir(parents=True, exist_ok=True)
-            with self.writing():  # gc (exclusive) never sees the probe half-made
-                probe = tempfile.NamedTemporaryFile(dir=self.tmp, prefix=".probe-", delete=True)
-                probe.close()
+            # gc (exclusive) never sees the probe half-made
+            with self.writing(), tempfile.NamedTemporaryFile(dir=self.tmp, prefix=".probe-", delete=True):
+                pass
+            self._ready = True
+            self._upgrading()
         except OSError as e:
+            self._ready = False
             raise UsageError(
                 f"the yoco home {self.root} is not writable ({e.strerror or e})",
                 "pass --home PATH or set YOCO_HOME to a writable folder",
             ) from None
-        self._ready = True
         return self
 
     # -- the store lock (see locks.py) ----------------------------------------------
@@ -270,12 +290,7 @@ class Store:
     @staticmethod
     def recompute_hint(m: Manifest) -> str:
         """How to make a run's outputs again: the command line recorded in its provenance."""
-        argv = m.provenance.get("argv") if isinstance(m.provenance, dict) else None
-        if argv and isinstance(argv, list):
-            import shlex
-
-            return f"run `yoco {shlex.join(str(a) for a in argv)}` to make it again"
-        return "run the command that made it again"
+        return _remake(m)
 
     def quarantine(self, digest: str) -> Path | None:
         """Move a damaged object out of objects/ (under the exclusive lock, after hashing it again: a
@@ -300,7 +315,6 @@ class Store:
     def quarantined(self) -> list[Path]:
         """The files quarantine() made (named by their digest); anything else there is left alone."""
         return sorted(p for p in _entries(self.quarantine_dir) if _QUARANTINED_RE.match(p.name) and _plain_file(p))
-
 
     def quarantined_digests(self) -> set[str]:
         return {p.name.split(".")[0] for p in self.quarantined()}
@@ -339,25 +353,121 @@ class Store:
             return None
         try:
             m = self._read_manifest(p)
-        except FileNotFoundError:
-            return None  # removed by rm meanwhile
+        except (FileNotFoundError, _Gone):
+            return None  # removed by rm meanwhile, or its manifest object lost: not computed
         if require_objects and not all(self.has_object(o["digest"]) for o in m.outputs.values()):
             return None  # objects lost or quarantined: treat as not computed
         return m
 
     def _read_manifest(self, p: Path) -> Manifest:
+        """A run's manifest, verified: its commit record names the manifest object's digest, which is
+        checked as every object's is (an edited manifest is quarantined, exit 3). Raises _Gone when
+        the manifest object is missing (quarantined before: the run counts as not computed)."""
+        stage, key = p.parent.name, p.name[: -len(".json")]
         try:
-            return Manifest.from_json(p.read_text(encoding="utf-8"))
+            record = json.loads(p.read_text(encoding="utf-8"))
+            sealed = manifest_digest_of(record)
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError, AttributeError):
+            raise self._unreadable(p) from None
+        if sealed is None:
+            return self._read_legacy(p, record, stage, key)
+        label = lambda: self._run_label(stage, key)  # worked out only for an error message
+        try:
+            data = _read_all(self.object_path(sealed))
+        except FileNotFoundError:
+            raise _Gone() from None
+        if hashlib.sha256(data).hexdigest() != sealed:  # not quarantined here: readers may hold the lock shared
+            raise IntegrityError(f"the manifest of the {label()} was edited or damaged: object {sealed[:12]} "
+                                 "does not match its digest", self._remake_hint(stage, key, sealed))
+        try:
+            m = Manifest.from_json(bytes(data).decode("utf-8"))
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            raise IntegrityError(f"the manifest {p.relative_to(self.root)} is damaged",
-                                 f"delete it (`rm {p}`) and run the command again to recompute") from None
+            raise IntegrityError(f"the manifest of the {label()} is not a manifest (object {sealed[:12]})",
+                                 self._remake_hint(stage, key, None)) from None
+        if (m.stage, m.key) != (stage, key):
+            raise IntegrityError(f"the manifest of the {label()} belongs to another run "
+                                 f"({m.stage} {str(m.key)[:12]})", self._remake_hint(stage, key, None))
+        return m
+
+    def _read_legacy(self, p: Path, doc: dict, stage: str, key: str) -> Manifest:
+        """A manifest written before manifests were sealed: read in a store not yet upgraded (a read-only
+        one), checked against its key; in an upgraded store it can only be an edit."""
+        try:
+            m = Manifest.from_json(json.dumps(doc))
+        except (ValueError, KeyError, TypeError):
+            raise self._unreadable(p) from None
+        if self.is_sealed():
+            raise IntegrityError(f"the manifest of the {self._run_label(stage, key)} is not covered by a digest "
+                                 "(this store seals every manifest: it was written by hand or by an old yoco)",
+                                 _remake(m))
+        if (m.stage, m.key) != (stage, key) or not legacy_key_matches(m):
+            raise IntegrityError(f"the manifest of the {self._run_label(stage, key)} does not match its key "
+                                 "(its parameters or inputs were edited)", _remake(m))
+        return m
+
+    def _unreadable(self, p: Path) -> IntegrityError:
+        return IntegrityError(f"the manifest {p.relative_to(self.root)} is damaged",
+                              f"delete it (`rm {p}`) and run the command again to recompute")
+
+    def _run_label(self, stage: str, key: str) -> str:
+        refs = self.refs_to(stage, key)
+        return f"{stage} run {refs[0]} ({key[:12]})" if refs else f"{stage} run {key[:12]}"
+
+    def _remake_hint(self, stage: str, key: str, sealed: str | None) -> str:
+        """How to make a run whose manifest is damaged again: the command it records, read from the
+        damaged copy only to be printed (it is not trusted for anything else)."""
+        argv = None
+        if sealed is not None:  # the damaged copy: in objects/ until it is moved, then in quarantine/
+            copies = [self.object_path(sealed)] + [p for p in self.quarantined() if p.name.split(".")[0] == sealed]
+            for p in copies:
+                with contextlib.suppress(OSError, ValueError, UnicodeDecodeError, AttributeError):
+                    argv = json.loads(p.read_text(encoding="utf-8")).get("provenance", {}).get("argv")
+                    break
+        return f"{recompute_hint_of(argv)} (the stage recomputes it; `yoco cache verify` moves the damaged copy aside)"
+
+    def is_sealed(self) -> bool:
+        """Whether this store seals every manifest (written by this yoco, or upgraded by it)."""
+        return (self.root / FORMAT_FILE).is_file()
+
+    def _seal(self, m: Manifest) -> str:
+        """Store a manifest's bytes as an object; its digest."""
+        fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix=".w-")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(m.to_json())
+        return self.put_file(Path(tmp))[0]
 
     def commit_run(self, m: Manifest) -> None:
+        """The commit point: the manifest becomes an object, then its commit record (runs/<stage>/<key>.json,
+        naming that object's digest) is written atomically."""
         with self.writing():
             for name, o in m.outputs.items():
                 if not self.has_object(o["digest"]):
                     raise IntegrityError(f"output {name!r} of {m.stage} is not in the store")
-            _atomic_write_text(self.manifest_path(m.stage, m.key), m.to_json(), self.tmp)
+            sealed = self._seal(m)
+            _atomic_write_text(self.manifest_path(m.stage, m.key), commit_record(m, sealed), self.tmp)
+
+    def upgrade(self) -> int:
+        """Seal the manifests of a store written by an older yoco (in place, once); how many. A legacy
+        manifest that does not match its key (edited) is left as it is: it then reads as damaged."""
+        if not self._ready:
+            self.ensure()  # which upgrades: this call then has nothing left to do
+            return self._upgraded
+        return self._upgrading()
+
+    def _upgrading(self) -> int:
+        if self.is_sealed():
+            return 0
+        n = 0
+        with self.exclusive():
+            for p in sorted(self.runs.glob("*/*.json")) if self.runs.is_dir() else []:
+                with contextlib.suppress(OSError, ValueError, KeyError, TypeError, UnicodeDecodeError, IntegrityError):
+                    record = json.loads(p.read_text(encoding="utf-8"))
+                    if manifest_digest_of(record) is None:
+                        self.commit_run(self._read_legacy(p, record, p.parent.name, p.name[: -len(".json")]))
+                        n += 1
+            _atomic_write_text(self.root / FORMAT_FILE, f"{STORE_FORMAT}\n", self.tmp)
+        self._upgraded = n
+        return n
 
     def uncommit_run(self, m: Manifest) -> None:
         """Undo a commit this process just made (its name could not be written): all or nothing."""
@@ -371,10 +481,25 @@ class Store:
         out = []
         for p in sorted(self.runs.glob(pattern)):
             try:
-                out.append(Manifest.from_json(p.read_text(encoding="utf-8")))
-            except (OSError, ValueError, KeyError, TypeError):
+                out.append(self._read_manifest(p))
+            except (OSError, IntegrityError, _Gone):
                 continue  # a damaged manifest is reported by verify, a removed one is gone
         return out
+
+    def sealed_digests(self) -> set[str]:
+        """The manifest objects every commit record names (gc keeps them)."""
+        out = set()
+        for p in self.runs.glob("*/*.json") if self.runs.is_dir() else []:
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+                d = manifest_digest_of(json.loads(p.read_text(encoding="utf-8")))
+                if d is not None:
+                    out.add(d)
+        return out
+
+    def _sealed_digest(self, m: Manifest) -> str | None:
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+            return manifest_digest_of(json.loads(self.manifest_path(m.stage, m.key).read_text(encoding="utf-8")))
+        return None
 
     def lock_path(self, stage: str, key: str) -> Path:
         return self.locks_dir / f"{stage}-{key}.lock"
@@ -458,11 +583,14 @@ class Store:
             if m is None:
                 raise self._missing_error(spec, s, k)
         if re.fullmatch(r"[0-9a-f]{4,64}", spec):
-            hits = [m for m in self.all_runs(stage) if m.key.startswith(spec)]
+            pattern = f"{stage}/{spec}*.json" if stage else f"*/{spec}*.json"
+            hits = sorted(self.runs.glob(pattern)) if self.runs.is_dir() else []  # damaged ones too
             if len(hits) == 1:
-                if require_objects and self.load_run(hits[0].stage, hits[0].key) is None:
-                    raise self._missing_error(spec, hits[0].stage, hits[0].key)
-                return hits[0]
+                s, k = hits[0].parent.name, hits[0].name[: -len(".json")]
+                m = self.load_run(s, k, require_objects)  # a damaged manifest: exit 3 naming it
+                if m is None:
+                    raise self._missing_error(spec, s, k)
+                return m
             if len(hits) > 1:
                 raise UsageError(f"key prefix {spec} matches {len(hits)} {what}s", "give more digits")
         names = [n for n, (s, _) in refs.items() if stage is None or s == stage]
@@ -484,7 +612,7 @@ class Store:
 
     # -- maintenance -----------------------------------------------------------
     def referenced_digests(self) -> set[str]:
-        return {o["digest"] for m in self.all_runs() for o in m.outputs.values()}
+        return {o["digest"] for m in self.all_runs() for o in m.outputs.values()} | self.sealed_digests()
 
     def all_objects(self) -> list[Path]:
         """Every object file: digest-named, in its own shard folder, a plain file (not a link)."""
@@ -492,7 +620,6 @@ class Store:
             return []
         return sorted(p for p in self.objects.glob("*/*")
                       if _DIGEST_RE.match(p.name) and p.parent.name == p.name[:2] and _plain_file(p))
-
 
     def verify(self, progress=None) -> list[str]:
         """Re-hash every object (quarantining damaged ones); check every manifest's outputs and every
@@ -517,14 +644,21 @@ class Store:
         return problems
 
     def _check_manifests(self, quarantined: set[str]) -> list[str]:
+        """Every commit record: its manifest object sound (an edit is quarantined and named), and every
+        output it names present. Objects were re-hashed just before, so a damaged one is already aside."""
         problems = []
         for mp in sorted(self.runs.glob("*/*.json")) if self.runs.is_dir() else []:
+            stage, key = mp.parent.name, mp.name[: -len(".json")]
             try:
-                m = Manifest.from_json(mp.read_text(encoding="utf-8"))
-            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-                problems.append(f"manifest {mp.relative_to(self.root)} is unreadable")
-                continue
+                m = self._read_manifest(mp)
             except FileNotFoundError:
+                continue
+            except IntegrityError as e:
+                problems.append(e.one_line())
+                continue
+            except _Gone:
+                problems.append(f"the manifest of the {self._run_label(stage, key)} is missing (it was damaged or "
+                                "edited: a copy is in quarantine/); " + self._remake_hint(stage, key, None))
                 continue
             for name, o in m.outputs.items():
                 if not self.has_object(o["digest"]):
@@ -618,6 +752,7 @@ class Store:
         with self.exclusive():
             self.check_no_links()
             removed_refs = [n for m in manifests for n in self.refs_to(m.stage, m.key)]
+            sealed = {self._sealed_digest(m) for m in manifests} - {None}
             if not dry_run:
                 for n in removed_refs:
                     _unlink(self.ref_path(n))
@@ -625,7 +760,7 @@ class Store:
                     _unlink(self.manifest_path(m.stage, m.key))
             gone = {m.key for m in manifests}
             keep = {o["digest"] for m in self.all_runs() if m.key not in gone for o in m.outputs.values()}
-            freed = sorted({o["digest"] for m in manifests for o in m.outputs.values()} - keep)
+            freed = sorted(({o["digest"] for m in manifests for o in m.outputs.values()} | sealed) - keep)
             if not dry_run:
                 for d in freed:
                     _unlink(self.object_path(d))
@@ -641,6 +776,7 @@ class Store:
 
 
 OWNER = ".owner.lock"
+FORMAT_FILE = "format"  # present: every manifest is sealed (a legacy one is an edit)
 
 
 def _clip(name: str, n: int = 40) -> str:
