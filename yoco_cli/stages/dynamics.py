@@ -378,9 +378,12 @@ def _load_reference_weights(path: Path, model) -> None:
     """Map a reference ckpt-*.pt state dict onto our model by order and shape (names differ)."""
     import torch
 
+    from ..data.formats import check_torch_zip
+
+    check_torch_zip(path)  # declared member sizes, before torch inflates any
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - torch raises many types for bytes that are not a checkpoint
         raise IntegrityError(f"{path} is not a readable weights-only checkpoint ({type(e).__name__})") from None
     state = obj.get("model_state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
