@@ -94,8 +94,8 @@ def test_verify_detects_corruption_and_missing_objects(cli, store, tmp_path):
     assert _objects(store) == [] and len(store.quarantined()) == 1  # moved aside: its run now recomputes
     r = cli("cache", "verify", "--json")
     assert r.exit_code == 3 and any("damaged copy is in quarantine" in p for p in r.json()["problems"])
-    import_file(store, _set_file(tmp_path))  # recomputed
-    _objects(store)[0].unlink()
+    m, _ = import_file(store, _set_file(tmp_path))  # recomputed
+    store.object_path(m.digest("set")).unlink()
     r = cli("cache", "verify", "--json")
     assert r.exit_code == 3 and any("is missing" in p for p in r.json()["problems"])
 

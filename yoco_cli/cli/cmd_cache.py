@@ -44,7 +44,7 @@ def cache_ls(
 ) -> None:
     """List stored artifacts with their names.  Example: `yoco cache ls --stage import`"""
     o = set_json(json_)
-    store = get_store()
+    store = get_store(write=False)
     names: dict[tuple[str, str], list[str]] = {}
     for n, sk in store.refs().items():
         names.setdefault(sk, []).append(n)
@@ -76,7 +76,7 @@ def cache_info(
 ) -> None:
     """Show one artifact's manifest.  Example: `yoco cache info digits/random/ipc10`"""
     o = set_json(json_)
-    store = get_store()
+    store = get_store(write=False)
     m = store.resolve(target, require_objects=False)
     doc = {"stage": m.stage, "key": m.key, "refs": store.refs_to(m.stage, m.key), "params": m.params,
            "inputs": m.inputs, "outputs": m.outputs, "meta": m.meta, "provenance": m.provenance,
@@ -101,7 +101,7 @@ def cache_verify(json_: JsonOpt = False) -> None:
     Damaged objects are moved to quarantine/, so the runs that made them recompute on their next use;
     lock files and empty partial folders left by killed processes are removed."""
     o = set_json(json_)
-    store = get_store()
+    store = get_store(write=False)  # a read-only store is verified too (damage is reported, not moved)
     n = len(store.all_objects())
     with o.progress(transient=True) as prog:
         task = prog.add_task("verifying", total=n, status="")
@@ -125,7 +125,7 @@ def cache_gc(
     """Delete objects no run uses, dangling names, abandoned temp files and quarantined objects.
     Safe while other yoco commands run.  Example: `yoco cache gc --dry-run`"""
     o = set_json(json_)
-    res = get_store().gc(dry_run=dry_run)
+    res = get_store(write=not dry_run).gc(dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
     o.data({"dry_run": dry_run, **res},
            output.table(None, ["", verb],

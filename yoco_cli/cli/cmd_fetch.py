@@ -19,7 +19,7 @@ def _complete_names(incomplete: str) -> list[str]:
 
     try:
         names = registry.load().names_and_groups()
-    except Exception:  # completion must never fail loudly
+    except Exception:  # noqa: BLE001 - completion must never fail loudly
         return []
     return [n for n in names if n.startswith(incomplete)]
 
@@ -52,7 +52,7 @@ def fetch_cmd(
     from ..stages import fetching
 
     reg = registry.load()
-    store = get_store()
+    store = get_store(write=not list_)  # listing reads the store: a read-only one will do
     if list_:
         _list(o, store, reg, names or [])
         return

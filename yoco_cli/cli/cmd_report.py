@@ -59,7 +59,7 @@ def report_cmd(
             check_output_file(path)
     if plot is not None:
         rep.check_plot_support()
-    records = rep.filter_records(rep.collect(get_store()), dataset, source, model)
+    records = rep.filter_records(rep.collect(get_store(write=False)), dataset, source, model)
     tables = rep.build_tables(records, table or None, which, metric or None)
     if not tables:
         raise UsageError("no evaluations of pruned sets match", "run `yoco prune ...` then `yoco eval ...`, "

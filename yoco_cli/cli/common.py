@@ -22,11 +22,13 @@ class _State:
 state = _State()
 
 
-def get_store() -> Store:
-    """The store named by --home, YOCO_HOME or the platform's user data dir (created on demand)."""
+def get_store(write: bool = True) -> Store:
+    """The store named by --home, YOCO_HOME or the platform's user data dir (created on demand), with
+    the read-only stores of YOCO_SHARED under it. `write=False` for commands that only read: they work
+    on a read-only home (a mounted volume, a group folder) and create nothing."""
     if state.store is None:
         state.store = Store(state.home)
-    return state.store.ensure()
+    return state.store.ensure() if write else state.store
 
 
 def out() -> output.Output:

@@ -478,7 +478,7 @@ def export_reference(store: Store, group: Manifest, path: Path) -> dict[int, Pat
     for p in paths.values():
         check_output_file(p)
     for s, p in paths.items():
-        records = Records.load(store.object_path(group.digest(f"seed{s}/records")))
+        records = Records.load(store.object_file(group.digest(f"seed{s}/records")))
         write_pickle(td_document(records, str(group.meta.get("dataset", ""))), p)
     return paths
 
@@ -559,7 +559,7 @@ def fetched_dynamics(store: Store, set_manifest: Manifest) -> list[tuple[str, Pa
         if e.kind == "dynamics" and e.attrs.get("set") in names:
             m = cached(store, e)
             if m is not None:
-                out.append((e.name, store.object_path(m.digest("file"))))
+                out.append((e.name, store.object_file(m.digest("file"))))
     return out
 
 

@@ -123,11 +123,37 @@ NAME_MAX = 255  # bytes in one path component on every filesystem yoco targets
 PATH_MAX = 4096
 
 
+SHARED_ENV = "YOCO_SHARED"
+
+
+def shared_from_env() -> list[Path]:
+    """The read-only stores named by YOCO_SHARED (os.pathsep-separated), in lookup order."""
+    return [Path(p).expanduser() for p in os.environ.get(SHARED_ENV, "").split(os.pathsep) if p.strip()]
+
+
 class Store:
-    def __init__(self, root: Path | str | None = None):
+    """A store: its home (`root`, where results are written) and, under it, read-only shared stores
+    (`shared`, default YOCO_SHARED) that lookups fall through to, as git's alternates: runs, names and
+    objects are found there when the home lacks them, verified on read as the home's are; nothing is
+    ever written to, moved in or deleted from them."""
+
+    def __init__(self, root: Path | str | None = None, shared: list[Path | str] | None = None,
+                 read_only: bool = False):
         self.root = Path(root).expanduser() if root is not None else default_home()
+        self.read_only = read_only
         self._ready = False
         self._upgraded = 0
+        paths = shared_from_env() if shared is None else [Path(p).expanduser() for p in shared]
+        self.layers = [Store(p, shared=[], read_only=True) for p in paths if _other(p, self.root)]
+
+    def writable(self) -> bool:
+        """Whether this process may write the home (a read-only mount or a shared store: no)."""
+        if self.read_only:
+            return False
+        p = self.root
+        while not p.exists() and p != p.parent:
+            p = p.parent  # a home not made yet: whether it can be made
+        return os.access(p, os.W_OK)
 
     # -- layout --------------------------------------------------------------
     @property
@@ -182,13 +208,20 @@ class Store:
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
-        """Held (shared) while objects enter objects/ until the manifest that uses them is written."""
+        """Held (shared) while objects enter objects/ until the manifest that uses them is written.
+        A read-only home takes no lock (it cannot make the lock file; nothing of ours changes it)."""
+        if not self.writable():
+            yield
+            return
         with self._store_lock().shared():
             yield
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
         """Held by gc, rm and quarantine: no writer is between moving objects in and committing."""
+        if not self.writable():
+            yield
+            return
         with self._store_lock().exclusive():
             yield
 
@@ -216,7 +249,18 @@ class Store:
                     _refuse_link(Path(here) / d, self.root)
 
     def has_object(self, digest: str) -> bool:
-        return self.object_path(digest).is_file()
+        return self.object_file(digest).is_file()
+
+    def object_file(self, digest: str) -> Path:
+        """Where an object is read from: the home's copy, else a shared store's (else the home's path)."""
+        path = self.object_path(digest)
+        if path.is_file():
+            return path
+        for layer in self.layers:
+            theirs = layer.object_path(digest)
+            if theirs.is_file():
+                return theirs
+        return path
 
     def put_file(self, path: Path, digest: str | None = None) -> tuple[str, int]:
         """Move a staged file into the object store (it must live on the store's filesystem).
@@ -244,22 +288,28 @@ class Store:
         return self._read_checked(digest, what or f"object {digest[:12]}", lambda: hint)
 
     def _read_checked(self, digest: str, what: str | Callable[[], str], hint: Callable[[], str | None]) -> Blob:
+        path = self.object_file(digest)
         try:
-            data = _read_all(self.object_path(digest))
+            data = _read_all(path)
         except FileNotFoundError:
             raise self._missing(digest, _text(what), hint()) from None
         if hashlib.sha256(data).hexdigest() != digest:
-            raise self._damaged(digest, _text(what), hint())
+            raise self._damaged(digest, _text(what), hint(), path)
         return Blob(data, what, digest)
 
     def _missing(self, digest: str, what: str, hint: str | None) -> IntegrityError:
         return IntegrityError(f"{what} (object {digest[:12]}) is missing from the store",
                               hint or "run `yoco cache verify`, then recompute it")
 
-    def _damaged(self, digest: str, what: str, hint: str | None) -> IntegrityError:
-        """Quarantine an object that failed its digest check; the error to raise."""
-        moved = self.quarantine(digest)
-        where = f"moved it to {moved}" if moved else "it was repaired meanwhile"
+    def _damaged(self, digest: str, what: str, hint: str | None, path: Path | None = None) -> IntegrityError:
+        """Quarantine an object that failed its digest check (in the home only); the error to raise."""
+        if path is not None and path != self.object_path(digest):
+            where = f"in the shared store {path.parents[2]}, which yoco never changes: left in place"
+        elif not self.writable():
+            where = "the store is read-only: left in place"
+        else:
+            moved = self.quarantine(digest)
+            where = f"moved it to {moved}" if moved else "it was repaired meanwhile"
         return IntegrityError(f"{what} is damaged: object {digest[:12]} does not match its digest ({where})",
                               hint or "run the command that made it again to recompute it")
 
@@ -273,13 +323,13 @@ class Store:
         """For readers that need a file (torch.load, tarfile): hash the object first (streamed, so a
         gigabyte archive is not held in memory), quarantine on a mismatch."""
         digest = m.digest(name)
-        path = self.object_path(digest)
+        path = self.object_file(digest)
         try:
             actual = sha256_file(path)
         except FileNotFoundError:
             raise self._missing(digest, self.describe_output(m, name), self.recompute_hint(m)) from None
         if actual != digest:
-            raise self._damaged(digest, self.describe_output(m, name), self.recompute_hint(m))
+            raise self._damaged(digest, self.describe_output(m, name), self.recompute_hint(m), path)
         return path
 
     def describe_output(self, m: Manifest, name: str) -> str:
@@ -296,6 +346,8 @@ class Store:
         """Move a damaged object out of objects/ (under the exclusive lock, after hashing it again: a
         writer may have replaced it with a sound copy meanwhile). Returns where it went, or None."""
         path = self.object_path(digest)
+        if not self.writable():
+            return None
         with self.exclusive():
             self.check_no_links()
             try:
@@ -350,6 +402,10 @@ class Store:
     def load_run(self, stage: str, key: str, require_objects: bool = True) -> Manifest | None:
         p = self.manifest_path(stage, key)
         if not p.is_file():
+            for layer in self.layers:  # a shared store's run, read (and verified) from its own objects
+                m = layer.load_run(stage, key, require_objects)
+                if m is not None:
+                    return m
             return None
         try:
             m = self._read_manifest(p)
@@ -474,7 +530,21 @@ class Store:
         with self.writing():
             _unlink(self.manifest_path(m.stage, m.key))
 
+    def has_run(self, stage: str, key: str) -> bool:
+        return self.manifest_path(stage, key).is_file() or any(la.has_run(stage, key) for la in self.layers)
+
     def all_runs(self, stage: str | None = None) -> list[Manifest]:
+        """The home's runs, then those of the shared stores that the home lacks."""
+        out = self._own_runs(stage)
+        seen = {(m.stage, m.key) for m in out}
+        for layer in self.layers:
+            for m in layer.all_runs(stage):
+                if (m.stage, m.key) not in seen:
+                    seen.add((m.stage, m.key))
+                    out.append(m)
+        return out
+
+    def _own_runs(self, stage: str | None = None) -> list[Manifest]:
         if not self.runs.is_dir():
             return []
         pattern = f"{stage}/*.json" if stage else "*/*.json"
@@ -553,6 +623,14 @@ class Store:
             _atomic_write_text(self.ref_path(name), json.dumps({"stage": stage, "key": key}) + "\n", self.tmp)
 
     def refs(self) -> dict[str, tuple[str, str]]:
+        """Names -> (stage, key): the home's, and the shared stores' names the home does not define."""
+        out: dict[str, tuple[str, str]] = {}
+        for layer in reversed(self.layers):
+            out.update(layer.refs())
+        out.update(self.own_refs())
+        return out
+
+    def own_refs(self) -> dict[str, tuple[str, str]]:
         import json
 
         out: dict[str, tuple[str, str]] = {}
@@ -584,7 +662,8 @@ class Store:
                 raise self._missing_error(spec, s, k)
         if re.fullmatch(r"[0-9a-f]{4,64}", spec):
             pattern = f"{stage}/{spec}*.json" if stage else f"*/{spec}*.json"
-            hits = sorted(self.runs.glob(pattern)) if self.runs.is_dir() else []  # damaged ones too
+            hits = sorted({p.relative_to(st.runs): p for st in (*self.layers[::-1], self) if st.runs.is_dir()
+                           for p in st.runs.glob(pattern)}.values())  # damaged ones too; the home's first
             if len(hits) == 1:
                 s, k = hits[0].parent.name, hits[0].name[: -len(".json")]
                 m = self.load_run(s, k, require_objects)  # a damaged manifest: exit 3 naming it
@@ -612,6 +691,8 @@ class Store:
 
     # -- maintenance -----------------------------------------------------------
     def referenced_digests(self) -> set[str]:
+        """What gc keeps: the objects of the home's runs and of the shared stores' (their copies in the
+        home, when there are any, are what a home run may rely on)."""
         return {o["digest"] for m in self.all_runs() for o in m.outputs.values()} | self.sealed_digests()
 
     def all_objects(self) -> list[Path]:
@@ -635,13 +716,17 @@ class Store:
                     pass  # quarantined by a reader meanwhile
                 if progress:
                     progress()
-        problems = [f"object {d[:12]} does not match its digest (corrupted); moved to "
-                    f"{self.quarantine(d) or 'nowhere: it was repaired meanwhile'}" for d in damaged]
+        problems = [f"object {d[:12]} does not match its digest (corrupted); {self._set_aside(d)}" for d in damaged]
         quarantined = self.quarantined_digests()
         with self.writing():
             problems += self._check_manifests(quarantined)
             problems += self._check_refs()
         return problems
+
+    def _set_aside(self, digest: str) -> str:
+        if not self.writable():
+            return "left in place: the store is read-only (verify it where it can be written to move it aside)"
+        return f"moved to {self.quarantine(digest) or 'nowhere: it was repaired meanwhile'}"
 
     def _check_manifests(self, quarantined: set[str]) -> list[str]:
         """Every commit record: its manifest object sound (an edit is quarantined and named), and every
@@ -669,9 +754,9 @@ class Store:
 
     def _check_refs(self) -> list[str]:
         problems = []
-        good = self.refs()
+        good = self.own_refs()
         for name, (s, k) in good.items():
-            if not self.manifest_path(s, k).is_file():
+            if not self.has_run(s, k):
                 problems.append(f"ref {name} points to a missing {s} run {k[:12]}")
         for name in self._ref_files():
             if name not in good:
@@ -691,8 +776,8 @@ class Store:
             self.check_no_links()
             keep = self.referenced_digests()
             dead = [p for p in self.all_objects() if p.name not in keep]
-            good = self.refs()
-            dangling = [n for n, (s, k) in good.items() if not self.manifest_path(s, k).is_file()]
+            good = self.own_refs()
+            dangling = [n for n, (s, k) in good.items() if not self.has_run(s, k)]
             dangling += [n for n in self._ref_files() if n not in good]
             stale = [p for p in _entries(self.tmp) if _abandoned(p)]
             quarantined = self.quarantined()
@@ -719,6 +804,8 @@ class Store:
         while their key's lock is free, i.e. no process is computing that key)."""
         self.check_no_links()
         stale_locks, partials = [], []
+        if not self.writable():
+            return {"locks": stale_locks, "partial": partials}  # taking a lock would make its file
         parts = sorted(p for p in (self.root / "partial").glob("*/*") if p.is_dir()) \
             if (self.root / "partial").is_dir() else []
         for d in parts:
@@ -749,6 +836,10 @@ class Store:
 
     def rm(self, manifests: list[Manifest], dry_run: bool = False) -> dict[str, list[str]]:
         """Remove runs and the refs naming them; then collect objects nothing else uses."""
+        shared = [m for m in manifests if not self.manifest_path(m.stage, m.key).is_file()]
+        if shared:
+            raise UsageError(f"the {shared[0].stage} run {shared[0].short} is in a shared store, which yoco never "
+                             "changes", "remove it there, with that store as --home")
         with self.exclusive():
             self.check_no_links()
             removed_refs = [n for m in manifests for n in self.refs_to(m.stage, m.key)]
@@ -806,6 +897,14 @@ def _entries(d: Path) -> list[Path]:
         return list(d.iterdir())
     except FileNotFoundError:
         return []
+
+
+def _other(p: Path, root: Path) -> bool:
+    """Whether a shared store is another folder than the home (the home never layers under itself)."""
+    try:
+        return p.resolve() != root.resolve()
+    except OSError:
+        return True
 
 
 def _plain_file(p: Path) -> bool:
