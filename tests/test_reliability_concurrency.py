@@ -262,3 +262,24 @@ def test_gc_in_another_thread_of_the_same_process_never_loses_a_commit(store):
     lost = [m.key[:12] for m in made if not store.has_object(m.digest("out"))]
     assert lost == [] and store.verify() == []
     assert all(store.read_output(m, "out").data.startswith(b"result %d " % m.params["i"]) for m in made)
+
+
+def test_a_killed_process_staging_folder_is_swept_by_the_next_process(store):
+    """A SIGKILLed prune or fetch left tmp/stage-*/.owner.lock until the next gc. The next process that
+    stages an output sweeps it (when nobody holds the store lock); a live one's folder stays."""
+    from yoco_cli.store import locks
+    from yoco_cli.store.store import OWNER, Store
+
+    dead = store.tmp / "stage-999999999-abc"
+    dead.mkdir()
+    (dead / OWNER).touch()  # its owner died: nobody holds the lock
+    (dead / "out.bin").write_bytes(b"half")
+    live = store.tmp / f"stage-{os.getpid()}-live"
+    live.mkdir()
+    held = locks.KeyLock(live / OWNER)
+    assert held.acquire(timeout=0)
+    try:
+        with Store(store.root).staging():  # the next process stages its first output
+            assert not dead.exists() and live.exists() and (live / OWNER).exists()
+    finally:
+        held.release()

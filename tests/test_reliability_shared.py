@@ -166,3 +166,13 @@ def test_results_go_to_the_home_and_shared_objects_are_verified_on_read(made, tm
     assert obj.exists() and not (shared / "quarantine").exists()
     r = cli("cache", "rm", PRUNED)
     assert r.exit_code == 2 and "shared store" in r.stderr, r.stderr
+
+
+def test_the_shared_option_names_a_shared_store_on_the_command_line(made, cli, monkeypatch):
+    """`--shared PATH` (repeatable) layers a store as YOCO_SHARED does, and overrides it."""
+    monkeypatch.delenv("YOCO_SHARED", raising=False)
+    assert cli("cache", "info", PRUNED).exit_code == 2  # the empty home alone
+    r = ok(cli("--shared", made, "--json", "cache", "info", PRUNED))
+    assert r.json()["stage"] == "prune"
+    monkeypatch.setenv("YOCO_SHARED", "/nonexistent")
+    assert cli("--shared", made, "--shared", "/also/nonexistent", "show", PRUNED).exit_code == 0

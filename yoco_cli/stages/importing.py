@@ -18,7 +18,7 @@ from ..data.formats import load, locate
 from ..files import check_unchanged, stamp
 from ..store import Manifest, Store, run_cached
 from ..store.store import sha256_file
-from .sets import set_result
+from .sets import check_set_name, set_result
 
 STAGE = "import"
 VERSION = 1
@@ -37,6 +37,8 @@ def import_file(store: Store, path: Path | str, fmt: str = "auto", dataset: str 
     the start of the read and the end of the hash (size, mtime or inode differ: a copy still being
     written) is refused rather than stored under a digest that is not the one of the bytes read."""
     before = {f.resolve(): stamp(f) for f in locate(Path(path), fmt)}
+    if name:
+        check_set_name(store, name)  # before the file is read
     loaded = load(path, fmt, dataset=dataset, factor=factor, ipc=ipc, experiment=experiment,
                   value_space=value_space)
     cset = loaded.cset

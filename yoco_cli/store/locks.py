@@ -236,6 +236,42 @@ class StoreLock:
         with st.cond:
             st.fd = fd
 
+    @contextlib.contextmanager
+    def try_exclusive(self) -> Iterator[bool]:
+        """Exclusive if nobody (no thread, no process) holds the lock right now, without waiting:
+        yields whether it got it (for tidying that may just as well wait for the next time)."""
+        got = self._try_acquire_exclusive()
+        try:
+            yield got
+        finally:
+            if got:
+                self._release()
+
+    def _try_acquire_exclusive(self) -> bool:
+        st, me = self._state, threading.get_ident()
+        with st.cond:
+            if st.owner is not None or st.sharers or st.busy:
+                return False
+            st.owner, st.depth = me, 1
+        fd, got = None, False
+        try:
+            fd = _open(Path(self.path))
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            got = True
+        except BlockingIOError:
+            pass  # another process holds it
+        finally:
+            if not got and fd is not None:
+                os.close(fd)
+            with st.cond:
+                if got:
+                    st.fd = fd
+                else:
+                    st.owner, st.depth = None, 0
+                    st.cond.notify_all()
+        return got
+
     def _deepen(self, me: int) -> None:
         st = self._state
         if st.owner == me:

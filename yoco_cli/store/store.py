@@ -44,6 +44,24 @@ _STAGING_PREFIXES = ("stage-", ".w-", ".probe-")  # what yoco makes in tmp/
 _REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+=,-]*(/[A-Za-z0-9][A-Za-z0-9._@+=,-]*)*$")
 
 
+LOCK_TIMEOUT_ENV = "YOCO_LOCK_TIMEOUT"
+
+
+def lock_timeout() -> float:
+    """Seconds to wait for another process's lock on a run (YOCO_LOCK_TIMEOUT); -1 (unset) waits for ever."""
+    raw = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return -1.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):  # NaN and negatives fail this
+        raise UsageError(f"{LOCK_TIMEOUT_ENV}={raw!r} is not a number of seconds",
+                         f"use a number >= 0 (e.g. {LOCK_TIMEOUT_ENV}=600), or unset it to wait for ever")
+    return value
+
+
 def default_home() -> Path:
     env = os.environ.get("YOCO_HOME")
     if env:
@@ -143,6 +161,7 @@ class Store:
         self.read_only = read_only
         self._ready = False
         self._upgraded = 0
+        self._swept = False
         paths = shared_from_env() if shared is None else [Path(p).expanduser() for p in shared]
         self.layers = [Store(p, shared=[], read_only=True) for p in paths if _other(p, self.root)]
 
@@ -199,6 +218,18 @@ class Store:
                 "pass --home PATH or set YOCO_HOME to a writable folder",
             ) from None
         return self
+
+    def _sweep_abandoned(self) -> None:
+        """Staging folders of killed processes (their owner lock free), swept once per store object when
+        it first stages something and nobody holds the store lock at that moment (else gc sweeps them)."""
+        if self._swept or self.tmp.is_symlink():
+            return  # (a linked tmp/: gc refuses such a store, saying why)
+        self._swept = True
+        with self._store_lock().try_exclusive() as got:
+            if got:
+                for p in _entries(self.tmp):
+                    if _abandoned(p):
+                        _remove_staging(p)
 
     # -- the store lock (see locks.py) ----------------------------------------------
     def _store_lock(self) -> locks.StoreLock:
@@ -376,6 +407,7 @@ class Store:
         """A private temp folder inside the store, removed on exit whatever happens. Its owner holds
         the lock file inside it until then, so gc knows a folder whose lock it can take is abandoned."""
         self.ensure()
+        self._sweep_abandoned()
         with self.writing():
             d = Path(tempfile.mkdtemp(dir=self.tmp, prefix=f"stage-{os.getpid()}-"))
             owner = locks.KeyLock(d / OWNER)
@@ -578,7 +610,7 @@ class Store:
     def lock(self, stage: str, key: str, timeout: float | None = None, on_wait=None) -> Iterator[None]:
         self.ensure()
         if timeout is None:
-            timeout = float(os.environ.get("YOCO_LOCK_TIMEOUT", "-1"))
+            timeout = lock_timeout()
         lock = locks.KeyLock(self.lock_path(stage, key))
         if not lock.acquire(timeout=timeout, on_wait=on_wait):
             raise LockTimeout(
