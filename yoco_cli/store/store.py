@@ -30,7 +30,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ..errors import IntegrityError, LockTimeout, UsageError
@@ -155,7 +155,7 @@ class Store:
     objects are found there when the home lacks them, verified on read as the home's are; nothing is
     ever written to, moved in or deleted from them."""
 
-    def __init__(self, root: Path | str | None = None, shared: list[Path | str] | None = None,
+    def __init__(self, root: Path | str | None = None, shared: Sequence[Path | str] | None = None,
                  read_only: bool = False):
         self.root = Path(root).expanduser() if root is not None else default_home()
         self.read_only = read_only
@@ -276,8 +276,8 @@ class Store:
                 _refuse_link(d, self.root)
         if self.refs_dir.is_dir():
             for here, dirs, _ in os.walk(self.refs_dir):  # os.walk never descends into a linked folder
-                for d in dirs:
-                    _refuse_link(Path(here) / d, self.root)
+                for name in dirs:
+                    _refuse_link(Path(here) / name, self.root)
 
     def has_object(self, digest: str) -> bool:
         return self.object_file(digest).is_file()
@@ -835,7 +835,8 @@ class Store:
         """Lock files nobody holds, and partial folders that are empty or whose run is committed (only
         while their key's lock is free, i.e. no process is computing that key)."""
         self.check_no_links()
-        stale_locks, partials = [], []
+        stale_locks: list[str] = []
+        partials: list[str] = []
         if not self.writable():
             return {"locks": stale_locks, "partial": partials}  # taking a lock would make its file
         parts = sorted(p for p in (self.root / "partial").glob("*/*") if p.is_dir()) \
@@ -875,7 +876,7 @@ class Store:
         with self.exclusive():
             self.check_no_links()
             removed_refs = [n for m in manifests for n in self.refs_to(m.stage, m.key)]
-            sealed = {self._sealed_digest(m) for m in manifests} - {None}
+            sealed = {d for d in (self._sealed_digest(m) for m in manifests) if d is not None}
             if not dry_run:
                 for n in removed_refs:
                     _unlink(self.ref_path(n))
