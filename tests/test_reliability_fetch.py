@@ -376,3 +376,25 @@ def test_a_pickle_whose_list_contains_itself_is_refused(tmp_path):
     shared = [[1.0, 2.0]] * 3  # shared but finite: read as before
     p.write_bytes(pickle.dumps({"targets": shared}))
     assert safe_pickle.load(p) == {"targets": [[1.0, 2.0]] * 3}
+
+
+def test_a_cifar_member_of_shared_nested_lists_is_refused_under_the_memory_limit(tmp_path, monkeypatch):
+    """The CIFAR reader's unpickler: labels as one list referred to 16**6 times in all (small in the
+    member, 128 MiB once made an array) are refused under YOCO_MAX_MEMORY before any conversion."""
+    from yoco_cli.data import readers
+    from yoco_cli.errors import IntegrityError
+
+    level = [1] * 16
+    for _ in range(5):
+        level = [level] * 16
+    evil = pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": level}, protocol=2)
+    assert len(evil) < 30_000
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+        info.size = len(evil)
+        tar.addfile(info, io.BytesIO(evil))
+    (tmp_path / "c.tgz").write_bytes(buf.getvalue())
+    monkeypatch.setenv("YOCO_MAX_MEMORY", "64M")
+    with pytest.raises(IntegrityError, match="expand to more than 64 MiB"):
+        readers.read_cifar(tmp_path / "c.tgz", 10)

@@ -113,6 +113,9 @@ def _unpickle(f, size: int, what: str) -> dict:
         raise IntegrityError(f"{what} is not a readable CIFAR pickle ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict):
         raise IntegrityError(f"{what} holds a {type(obj).__name__}, not the CIFAR dict")
+    from .safe_pickle import check_expansion
+
+    check_expansion(obj, what)  # shared nested lists: small in the file, huge once made an array
     return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
 
 

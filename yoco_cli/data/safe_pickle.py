@@ -312,6 +312,15 @@ def _leaf_bytes(v) -> int:
     return int(nbytes) if isinstance(nbytes, int) else 8
 
 
+def check_expansion(obj, what: str) -> None:
+    """Refuse (exit 3) an unpickled object whose shared nested lists expand past YOCO_MAX_MEMORY (for the
+    other pickle readers: CIFAR members)."""
+    try:
+        _check_expansion(obj, limits.memory_limit())
+    except _Bad as e:
+        raise IntegrityError(f"{what}: {e}", "the file is damaged or hostile") from None
+
+
 def _check_expansion(root, limit: int) -> None:
     """A pickle's memo lets a 26 KB file refer to one list from many places, and those lists to others:
     harmless as references, but 7.45 GiB once a reader turns the nesting into an array. Count what the
