@@ -9,6 +9,10 @@
    of the pool; with probability `--kill` a process gets SIGKILL: half of those at a random moment,
    half once it is staging outputs (its `tmp/stage-PID-*` folder exists: computing or committing);
    a loop runs `yoco cache gc` (another process) without pause the whole time.
+0. Threads (before the rest, in a cache of their own): `--threads` threads of this process commit
+   results through the store API while `--gc-threads` threads of it loop `Store(home).gc()`, for
+   `--thread-seconds`; every committed run must keep its output with its bytes, and verify stays clean
+   (`--threads-only` runs just this phase: `python benchmarks/soak.py --threads-only --thread-seconds 5`).
 3. Then: a last gc, `yoco cache verify` (must exit 0), and every name in the soak cache is compared
    with the quiet run's: same run key, same output digests. A name that a process reported as
    written (exit 0) and that is gone is "lost"; a name whose outputs differ is "wrong".
@@ -187,6 +191,67 @@ def refs_of(args: tuple, quiet: dict) -> list[str]:
     return []  # eval writes no name: its runs are compared through the manifests below
 
 
+def _thread_result(i: int) -> bytes:
+    return f"thread-soak result {i}\n".encode() * (1 + i % 7)
+
+
+def _committer(home: Path, first: int, stop: threading.Event, out: dict) -> None:
+    """Commit runs `first`, `first + 1`, ... through the store's own protocol until stopped."""
+    from yoco_cli.store import StageResult, Store, run_cached
+
+    i = first
+    while not stop.is_set():
+        def compute(tmp: Path, key: str, i=i) -> StageResult:
+            (tmp / "out.bin").write_bytes(_thread_result(i))
+            return StageResult({"out": tmp / "out.bin"})
+        try:
+            m, _ = run_cached(Store(home), "thread-soak", 1, {"i": i}, {}, compute)
+            out["made"].append((i, m.stage, m.key))
+        except Exception as e:  # noqa: BLE001 - every failure is a finding, reported in the summary
+            out["errors"].append(f"commit {i}: {type(e).__name__}: {e}")
+        i += 1_000_000  # each committer its own run numbers
+
+
+def _collector(home: Path, stop: threading.Event, out: dict) -> None:
+    from yoco_cli.store import Store
+
+    while not stop.is_set():
+        try:
+            Store(home).gc()
+            out["gc_passes"] += 1
+        except Exception as e:  # noqa: BLE001
+            out["errors"].append(f"gc: {type(e).__name__}: {e}")
+
+
+def thread_soak(home: Path, seconds: float, committers: int, collectors: int) -> dict:
+    """Threads of one process committing results while other threads of it run gc (issue 23: the store
+    lock was shared by a process's threads, so gc deleted commits in flight). Every committed run must
+    keep its output, with the bytes it was given."""
+    from yoco_cli.store import Store
+
+    out: dict = {"made": [], "errors": [], "gc_passes": 0}
+    stop = threading.Event()
+    threads = [threading.Thread(target=_committer, args=(home, n, stop, out)) for n in range(committers)]
+    threads += [threading.Thread(target=_collector, args=(home, stop, out)) for _ in range(collectors)]
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    store = Store(home)
+    lost, wrong = [], []
+    for i, stage, key in out["made"]:
+        m = store.load_run(stage, key)
+        if m is None:
+            lost.append(i)
+        elif bytes(store.read_output(m, "out").data) != _thread_result(i):
+            wrong.append(i)
+    return {"committers": committers, "collectors": collectors, "commits": len(out["made"]),
+            "gc_passes": out["gc_passes"], "errors": out["errors"][:10], "lost": lost, "wrong": wrong,
+            "verify": store.verify()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--minutes", type=float, default=3.0)
@@ -194,9 +259,25 @@ def main() -> None:
     ap.add_argument("--kill", type=float, default=0.35, help="probability that a process gets SIGKILL")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", action="store_true", help="keep the two caches (their paths are printed)")
+    ap.add_argument("--threads", type=int, default=4, help="threads committing results in one process ...")
+    ap.add_argument("--gc-threads", type=int, default=2, help="... while threads of it loop gc")
+    ap.add_argument("--thread-seconds", type=float, default=20.0)
+    ap.add_argument("--threads-only", action="store_true", help="only the threads phase (a short check)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     base = Path(tempfile.mkdtemp(prefix="yoco-soak-"))
+    threads = thread_soak(base / "threads", args.thread_seconds, args.threads, args.gc_threads)
+    threads_ok = not (threads["errors"] or threads["lost"] or threads["wrong"] or threads["verify"])
+    print(f"threads: {threads['commits']} commits by {args.threads} threads while {args.gc_threads} threads ran "
+          f"{threads['gc_passes']} gc passes: {len(threads['lost'])} lost, {len(threads['wrong'])} wrong, "
+          f"{len(threads['errors'])} errors, verify {'clean' if not threads['verify'] else threads['verify'][:3]}"
+          f" -> {'PASS' if threads_ok else 'FAIL'}")
+    if args.threads_only:
+        subprocess.run(["chmod", "-R", "u+w", str(base)], check=False)
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)
+        sys.exit(0 if threads_ok else 1)
     cmds = pool(fabricate(base))
     t0 = time.perf_counter()
     quiet = quiet_run(base / "quiet", cmds)
@@ -234,10 +315,11 @@ def main() -> None:
         "minutes": round(t_soak / 60, 2), "quiet_run_s": round(t_quiet, 1),
         "children_cpu_s": round((c1.children_user + c1.children_system) - (c0.children_user + c0.children_system), 1),
         "load_average": [round(load0, 2), round(load1, 2)], "cpu_count": os.cpu_count(),
+        "threads": {k: v for k, v in threads.items() if k != "verify"} | {"verify_problems": threads["verify"]},
     }
     print(json.dumps(summary, indent=1))
     ok = (not summary["lost"] and not summary["wrong"] and not summary["unexpected_exits"]
-          and not summary["gc_failures"] and verify.returncode == 0 and final_gc.returncode == 0)
+          and not summary["gc_failures"] and verify.returncode == 0 and final_gc.returncode == 0 and threads_ok)
     print(f"soak: {summary['processes']} yoco processes ({args.concurrency} at a time) for {summary['minutes']} min, "
           f"{summary['killed']} SIGKILLs, {summary['gc_passes']} gc passes; {summary['names_checked']} names and "
           f"{summary['runs_checked']} runs checked against a quiet run: {len(summary['lost'])} lost, "

@@ -35,15 +35,12 @@ def _finish(p, timeout=240) -> dict:
 
 
 def _artifacts(home) -> dict:
-    """stage -> {run key: {output: digest}} of every run in a store."""
-    out = {}
-    for stage in STAGES:
-        runs = {}
-        for path in sorted((home / "runs" / stage).glob("*.json")):
-            m = json.loads(path.read_text())
-            runs[m["key"]] = {name: o["digest"] for name, o in m["outputs"].items()}
-        out[stage] = runs
-    return out
+    """stage -> {run key: {output: digest}} of every run in a store (manifests read and verified)."""
+    from yoco_cli.store import Store
+
+    store = Store(home, shared=[])
+    return {stage: {m.key: {name: o["digest"] for name, o in m.outputs.items()} for m in store.all_runs(stage)}
+            for stage in STAGES}
 
 
 def _eval_runs(home) -> int:
@@ -78,3 +75,79 @@ def test_ray_cluster_equals_local_survives_a_dead_node_and_resends_nothing(tmp_p
         again = _finish(_yoco(ray_home, *ARGS, "--executor", "ray", "--address", cluster.address, env=env))
         assert again["sent"] == 0 and again["trained_now"] == 0 and again["tables"] == want["tables"]
     assert not cluster.pids()  # everything the test started is gone
+
+
+_PRIVATE = """
+import sys
+from yoco_cli.executors.ray_cluster import RayExecutor
+ex = RayExecutor(None, 1)
+import ray
+
+@ray.remote
+def where():
+    return 1
+
+ray.get(where.remote())  # a worker process is up too
+print("ready", flush=True)
+sys.stdin.read()  # until the test is done
+"""
+
+
+def _session(sid: int) -> set[int]:
+    out = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True, check=False).stdout
+    return {int(a) for a, b in (line.split() for line in out.splitlines() if line.strip()) if int(b) == sid}
+
+
+@pytest.mark.timeout(180)
+def test_the_private_cluster_listens_on_loopback_only(tmp_path):
+    """Issue 23, case 8: `--executor ray` without --address started Ray's default one-machine cluster,
+    whose processes listen on the machine's outward address (anyone who can reach them can run code).
+    Every process of yoco's private cluster (GCS, raylet, agents, workers) and the driver now listens on
+    127.0.0.1 only."""
+    import signal
+    import tempfile
+
+    tmp = tempfile.mkdtemp(prefix="yp", dir="/tmp")  # Ray's socket paths must stay short
+    env = {**os.environ, "RAY_TMPDIR": tmp, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
+    env.pop("RAY_ADDRESS", None)
+    p = subprocess.Popen([sys.executable, "-c", _PRIVATE], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        line = p.stdout.readline()
+        assert line.startswith("ready"), p.stderr.read()[-3000:] if p.poll() is not None else line
+        sockets = listening(_session(p.pid))
+    finally:
+        p.stdin.close()
+        for pid in _session(p.pid):  # the driver, the cluster and its workers: everything this test started
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        p.wait(timeout=30)
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    names = {pid for pid, _ in sockets}
+    assert len(names) >= 3 and p.pid in names, sockets  # GCS, raylet and the driver at least
+    assert all(loopback(addr) for _, addr in sockets), sockets
+
+
+def test_joining_a_cluster_on_the_network_without_authentication_warns_once(monkeypatch):
+    from yoco_cli.executors import ray_cluster as rc
+
+    monkeypatch.setattr(rc, "_warned", set())
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    with pytest.warns(rc.RayExposureWarning, match="10.0.0.5:6379 is reached over the network without token"):
+        rc._warn_if_exposed("10.0.0.5:6379")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning, none for loopback, auto or Ray's own auth
+        rc._warn_if_exposed("10.0.0.5:6379")
+        for address in ("127.0.0.1:6379", "localhost:6379", "[::1]:6379", "auto", None):
+            rc._warn_if_exposed(address)
+        monkeypatch.setenv("RAY_AUTH_MODE", "token")
+        rc._warn_if_exposed("ray://head.example:10001")
+    monkeypatch.delenv("RAY_AUTH_MODE")
+    with pytest.warns(rc.RayExposureWarning):
+        rc._warn_if_exposed("ray://head.example:10001")

@@ -277,3 +277,124 @@ def test_an_image_bomb_in_a_folder_dataset_is_one_line_exit_3(cli, tmp_path, mon
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 = 4096 pixels is now a "bomb"
     r = cli("fetch", f"folder:{tmp_path / 'imgs'}")
     assert r.exit_code == 3 and "cannot read the image" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+# -- issue 23, cases 4 and 5: torch zip members and shared nested lists ---------------------------
+def zip_bomb(path, size: int = 1 << 30) -> None:
+    """A torch-looking zip (version and byteorder records) whose data.pkl is one deflated member of `size`
+    zero bytes, about 1 MB on disk. Written by hand: 1 MiB of zeros is deflated once after a full flush
+    (no back references), so the same bytes repeat."""
+    import struct
+    import zlib
+
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    chunk = c.compress(bytes(MiB)) + c.flush(zlib.Z_FULL_FLUSH)
+    body = chunk * (size // MiB) + zlib.compressobj(9, zlib.DEFLATED, -15).flush()
+    crc = 0
+    for _ in range(size // MiB):
+        crc = zlib.crc32(bytes(MiB), crc)
+    members = [(n.encode(), 0, d, zlib.crc32(d), len(d), len(d))
+               for n, d in (("archive/version", b"3\n"), ("archive/byteorder", b"little"))]
+    members.append((b"archive/data.pkl", 8, body, crc, len(body), size))
+    out, central = bytearray(), bytearray()
+    for n, method, data, crc_, csize, usize in members:
+        off = len(out)
+        out += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0x21, crc_, csize, usize, len(n), 0) + n + data
+        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, method, 0, 0x21, crc_, csize, usize,
+                               len(n), 0, 0, 0, 0, 0, off) + n
+    start = len(out)
+    out += central + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(central), start, 0)
+    path.write_bytes(bytes(out))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the peak from /proc (Linux)")
+def test_a_torch_zip_bomb_is_refused_before_inflating(cli, store, tmp_path):
+    """Issue 23, case 4: a 1 MB .pt of one deflated member of 1 GiB of zeros reached 2.3 GB RSS through
+    `import` (and `eval FILE`, `fetch`) before being refused. The members' declared sizes are checked
+    against the file's size and YOCO_MAX_MEMORY first."""
+    bomb = tmp_path / "bomb.pt"
+    zip_bomb(bomb)
+    assert bomb.stat().st_size < 1.1 * MiB
+    env = {**os.environ, "YOCO_HOME": str(store.root), "OMP_NUM_THREADS": "1"}
+    code, rss, err = peak_rss_mib(["import", bomb, "--dataset", "cifar10"], env, tmp_path)
+    assert rss < 300, f"peak RSS {rss:.0f} MiB"
+    assert code == 3 and "compression bomb" in err and "archive/data.pkl" in err and "Traceback" not in err, err
+    r = cli("eval", bomb)
+    assert r.exit_code == 3 and "compression bomb" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_torch_zip_members_are_bounded_by_the_memory_limit(tmp_path, monkeypatch):
+    """A genuine (stored) torch file whose members exceed YOCO_MAX_MEMORY is refused before loading."""
+    import torch
+
+    from yoco_cli.data.formats import check_torch_zip, open_torch_file
+    from yoco_cli.errors import IntegrityError
+
+    p = tmp_path / "big.pt"
+    torch.save(torch.zeros(3 * MiB // 4), p)  # 3 MiB of float32, stored
+    monkeypatch.setenv("YOCO_MAX_MEMORY", "2M")
+    with pytest.raises(IntegrityError, match="above the memory limit of 2 MiB"):
+        open_torch_file(p)
+    monkeypatch.setenv("YOCO_MAX_MEMORY", "8M")
+    check_torch_zip(p)
+    assert open_torch_file(p).numel() == 3 * MiB // 4
+
+
+def _nested_score_pickle(path, width: int, depth: int) -> None:
+    """A score pickle whose lists refer to one list `width` times, `depth` levels deep: tiny on disk,
+    width**depth floats once turned into an array."""
+    level = [0.5] * width
+    for _ in range(depth - 1):
+        level = [level] * width
+    with open(path, "wb") as f:
+        pickle.dump({"targets": list(range(width)), "LBPE_top10": level}, f, protocol=4)
+
+
+def test_a_score_pickle_of_shared_nested_lists_is_refused_under_the_memory_limit(cli, tmp_path, monkeypatch):
+    """Issue 23, case 5: a 26 KB score pickle of shared nested lists asked for 7.45 GiB (internal error:
+    MemoryError) even with YOCO_MAX_MEMORY=1G. Lists are now counted as they expand, shared ones as
+    often as they are referred to. (Here 16.7 M floats under a 64 MiB limit, so old yoco stays cheap.)"""
+    p = tmp_path / "data-score-ipc10-ep100.pickle"
+    _nested_score_pickle(p, 16, 6)
+    assert p.stat().st_size < 30_000
+    monkeypatch.setenv("YOCO_MAX_MEMORY", "64M")
+    r = cli("score", "--from-file", p)
+    assert r.exit_code == 3 and "expand to more than 64 MiB" in r.stderr and "YOCO_MAX_MEMORY" in r.stderr, r.stderr
+    assert "internal error" not in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_a_pickle_whose_list_contains_itself_is_refused(tmp_path):
+    from yoco_cli.data import safe_pickle
+    from yoco_cli.errors import IntegrityError
+
+    loop: list = [1.0]
+    loop.append(loop)
+    p = tmp_path / "loop.pickle"
+    p.write_bytes(pickle.dumps({"targets": loop}))
+    with pytest.raises(IntegrityError, match="contains itself"):
+        safe_pickle.load(p)
+    shared = [[1.0, 2.0]] * 3  # shared but finite: read as before
+    p.write_bytes(pickle.dumps({"targets": shared}))
+    assert safe_pickle.load(p) == {"targets": [[1.0, 2.0]] * 3}
+
+
+def test_a_cifar_member_of_shared_nested_lists_is_refused_under_the_memory_limit(tmp_path, monkeypatch):
+    """The CIFAR reader's unpickler: labels as one list referred to 16**6 times in all (small in the
+    member, 128 MiB once made an array) are refused under YOCO_MAX_MEMORY before any conversion."""
+    from yoco_cli.data import readers
+    from yoco_cli.errors import IntegrityError
+
+    level = [1] * 16
+    for _ in range(5):
+        level = [level] * 16
+    evil = pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": level}, protocol=2)
+    assert len(evil) < 30_000
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+        info.size = len(evil)
+        tar.addfile(info, io.BytesIO(evil))
+    (tmp_path / "c.tgz").write_bytes(buf.getvalue())
+    monkeypatch.setenv("YOCO_MAX_MEMORY", "64M")
+    with pytest.raises(IntegrityError, match="expand to more than 64 MiB"):
+        readers.read_cifar(tmp_path / "c.tgz", 10)

@@ -229,3 +229,188 @@ def test_a_damaged_condense_checkpoint_is_dropped_and_the_run_starts_over(tmp_pa
     data[-3] ^= 0x08
     ck.path.write_bytes(bytes(data))
     assert ck.load() is None and not ck.path.exists()
+
+
+def _store_with_a_run(store):
+    from yoco_cli.store import StageResult, run_cached
+
+    def compute(tmp, key):
+        (tmp / "out.bin").write_bytes(b"a result")
+        return StageResult({"out": tmp / "out.bin"})
+
+    return run_cached(store, "linked", 1, {}, {}, compute, ref="mine/run")[0]
+
+
+def _outside_folder(tmp_path):
+    out = tmp_path / "outside"
+    out.mkdir()
+    for name in ("notes.txt", "a" * 64, "b" * 64 + ".1"):  # digest-named too: quarantine's own names
+        (out / name).write_text("not yoco's")
+    return out
+
+
+@pytest.mark.parametrize("folder", ["quarantine", "tmp", "locks", "objects/sha256/ab", "refs/mine"])
+def test_gc_refuses_a_store_folder_that_is_a_link_and_the_outside_files_survive(cli, store, tmp_path, folder):
+    """Issue 23's case 3: with quarantine/ replaced by a link to a folder outside the home, `yoco cache
+    gc` deleted every file in that folder. Now gc, verify and rm refuse (one line, exit 3) and touch
+    nothing."""
+    key = _store_with_a_run(store).key
+    outside = _outside_folder(tmp_path)
+    link = store.root / folder
+    if link.exists():
+        shutil.rmtree(link)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(outside, target_is_directory=True)
+    for args in (["cache", "gc"], ["cache", "verify"], ["cache", "rm", key], ["cache", "gc", "--dry-run"]):
+        one_line_integrity_error(cli(*args), f"{folder} in the store", "symbolic link")
+    assert sorted(p.name for p in outside.iterdir()) == sorted(["notes.txt", "a" * 64, "b" * 64 + ".1"])
+    link.unlink()
+    ok(cli("cache", "gc"))  # yoco makes the folder again
+
+
+def test_gc_deletes_only_the_files_it_made(cli, store):
+    """Files yoco never names (not digest-named, links) in objects/, quarantine/ and tmp/ are left alone."""
+    _store_with_a_run(store)
+    store.quarantine_dir.mkdir(exist_ok=True)
+    strays = [store.quarantine_dir / "notes.txt", store.objects / "ab" / "README", store.tmp / "keep-me"]
+    for p in strays:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("mine")
+    (store.tmp / "keep-me").touch()
+    import os
+    import time
+
+    old = time.time() - 7200
+    os.utime(store.tmp / "keep-me", (old, old))
+    ok(cli("cache", "gc"))
+    assert all(p.read_text() == "mine" for p in strays)
+
+
+def test_a_digest_that_is_not_a_digest_never_names_a_path(store):
+    from yoco_cli.errors import IntegrityError
+
+    with pytest.raises(IntegrityError, match="not a sha256 digest"):
+        store.object_path("../../../../etc/passwd")
+
+
+# -- issue 23, case 2: manifests are sealed (content-addressed) -----------------------------------
+EVAL = ["eval", SET, "--epochs", "2", "--repeats", "2"]
+
+
+@pytest.fixture(scope="module")
+def evaluated_template(template, tmp_path_factory):
+    """The module's template, evaluated too (eval and eval-run manifests to edit)."""
+    import os
+
+    from conftest import invoke_cli
+
+    from yoco_cli.cli import common
+
+    home = tmp_path_factory.mktemp("sealed") / "home"
+    shutil.copytree(template[0], home)
+    old = os.environ.get("YOCO_HOME")
+    os.environ["YOCO_HOME"] = str(home)
+    common.state.home, common.state.store = None, None
+    try:
+        best = ok(invoke_cli("--json", *EVAL)).json()
+    finally:
+        os.environ["YOCO_HOME"] = old or ""
+        common.state.home, common.state.store = None, None
+    return home, best
+
+
+@pytest.fixture
+def evaluated(evaluated_template, yoco_home):
+    shutil.copytree(evaluated_template[0], yoco_home, dirs_exist_ok=True)
+    return evaluated_template[1]
+
+
+def _measured(rows: list) -> list:
+    return [{k: v for k, v in r.items() if k != "cached"} for r in rows]
+
+
+def _record(store, stage: str, index: int = 0):
+    (p, *_) = sorted((store.runs / stage).glob("*.json"))[index:]
+    return p, json.loads(p.read_text())
+
+
+def edit_manifest(store, stage: str, path: list, value, index: int = 0) -> str:
+    """Edit one field of a run's manifest as a person with a text editor would (valid JSON); its key."""
+    p, record = _record(store, stage, index)
+    obj = store.object_path(record["manifest"]) if "manifest" in record else p  # (old yoco: the record itself)
+    doc = json.loads(obj.read_text())
+    here = doc
+    for part in path[:-1]:
+        here = here[part]
+    assert here[path[-1]] != value
+    here[path[-1]] = value
+    obj.chmod(0o644)
+    obj.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    return record["key"]
+
+
+EDITS = {  # the six edits of issue 23 that `cache verify` passed
+    "eval best_mean": ("eval", ["meta", "best_mean"], 0.9891),
+    "eval-run accuracy": ("eval-run", ["meta", "best"], 0.99),
+    "prune kept": ("prune", ["meta", "kept"], 39),
+    "dynamics final_acc": ("dynamics-run", ["meta", "final_acc"], 0.99),
+    "score lbpe k": ("score", ["meta", "info", "lbpe", 0, "k"], 2),
+    "prune params": ("prune", ["params", "to"], 2),
+}
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_every_edit_of_a_manifest_is_found(cli, store, evaluated, edit):
+    """Issue 23, case 2: 0 of 6 manifest edits were detected. A manifest is now an object named by its
+    digest; the run's commit record names that digest, so an edit is a damaged object: exit 3 naming
+    the run and the command that makes it again, and `cache verify` reports it."""
+    stage, path, value = EDITS[edit]
+    key = edit_manifest(store, stage, path, value)
+    one_line_integrity_error(cli("cache", "info", key), f"the manifest of the {stage} run", key[:12],
+                             "edited or damaged", "does not match its digest", "run `yoco ")
+    r = cli("cache", "verify")
+    assert r.exit_code == 3 and f"the manifest of the {stage} run" in r.stderr and key[:12] in r.stderr, r.stderr
+
+
+def test_an_edited_eval_is_never_served(cli, store, evaluated):
+    """`yoco eval` printed the edited 0.9891; now its stage finds the edit and measures again."""
+    edit_manifest(store, "eval", ["meta", "best_mean"], 0.9891)
+    again = ok(cli("--json", *EVAL)).json()
+    assert _measured(again) == _measured(evaluated) and "0.9891" not in json.dumps(again)
+    assert ok(cli("cache", "gc")) and ok(cli("cache", "verify"))
+
+
+def test_a_record_naming_an_object_of_the_wrong_type_is_found(cli, store, evaluated):
+    """A commit record pointed at another object (here the condensed set's): not a manifest, exit 3."""
+    p, record = _record(store, "prune")
+    record["manifest"] = store.resolve(SET).digest("set")
+    p.write_text(json.dumps(record))
+    one_line_integrity_error(cli("cache", "info", record["key"]), "is not a manifest")
+    assert cli("cache", "verify").exit_code == 3
+
+
+def _make_legacy(store) -> None:
+    """Turn a store into the layout of yoco before sealing: manifests in the commit records."""
+    for p in store.runs.glob("*/*.json"):
+        record = json.loads(p.read_text())
+        p.write_text(store.object_path(record["manifest"]).read_text())
+    (store.root / "format").unlink()
+
+
+def test_a_legacy_store_is_upgraded_in_place_and_an_edited_legacy_manifest_is_found(cli, store, evaluated):
+    """Old stores stay readable: the first writable use seals their manifests in place. A legacy
+    manifest whose parameters were edited no longer matches its key: it is not sealed, and reads as
+    damaged (the stage recomputes it)."""
+    from yoco_cli.store import Store
+
+    _make_legacy(store)
+    p, _ = _record(store, "prune")
+    doc = json.loads(p.read_text())
+    doc["params"]["to"] = 2
+    p.write_text(json.dumps(doc))
+    fresh = Store(store.root)
+    assert fresh.upgrade() == len(list(store.runs.glob("*/*.json"))) - 1
+    assert fresh.is_sealed() and "manifest" in json.loads(_record(store, "eval")[0].read_text())
+    r = cli("cache", "verify")
+    assert r.exit_code == 3 and "prune run" in r.stderr and "not covered by a digest" in r.stderr, r.stderr
+    assert _measured(ok(cli("--json", *EVAL)).json()) == _measured(evaluated)  # served from the upgraded store, nothing trained

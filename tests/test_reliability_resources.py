@@ -176,3 +176,118 @@ def test_score_options_fail_before_dynamics_train(cli, store):
     assert cli(*CONDENSE).exit_code == 0
     one_line(cli("score", SET, "--dynamics-epochs", "3", "--stop-epoch", "9"), 2, "past the 3 epochs")
     assert [m.stage for m in store.all_runs()] == ["condense"]
+
+
+# -- issue 23, the small ones -----------------------------------------------------------------------
+@pytest.mark.parametrize("value", ["abc", "-1", "nan", "inf"])
+def test_a_bad_lock_timeout_is_a_usage_error(cli, monkeypatch, value):
+    """YOCO_LOCK_TIMEOUT=abc was an internal error (exit 1) and -1 was accepted silently."""
+    monkeypatch.setenv("YOCO_LOCK_TIMEOUT", value)
+    r = cli("condense", "digits", "--ipc", "1", "--method", "random")
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert f"YOCO_LOCK_TIMEOUT={value!r} is not a number of seconds" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_good_lock_timeout_is_used(store, monkeypatch):
+    from yoco_cli.store.store import lock_timeout
+
+    monkeypatch.setenv("YOCO_LOCK_TIMEOUT", "2.5")
+    assert lock_timeout() == 2.5
+    monkeypatch.delenv("YOCO_LOCK_TIMEOUT")
+    assert lock_timeout() == -1.0
+
+
+@pytest.mark.parametrize("attr", ["size=-5", "approx_size=-1", "ipc=0", "factor=0"])
+def test_registry_fields_that_describe_no_real_file_are_refused(cli, tmp_path, monkeypatch, attr):
+    """A registry line with `size=-5` parsed."""
+    reg = tmp_path / "registry.txt"
+    reg.write_text(f"x/y - http://127.0.0.1/x kind=file {attr}\n")
+    monkeypatch.setenv("YOCO_REGISTRY", str(reg))
+    r = cli("fetch", "--list")
+    key = attr.split("=")[0]
+    assert r.exit_code == 2 and "registry.txt:1" in r.stderr and f"{key} must be at least" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("layout", ["one tree", "train and test"])
+def test_an_empty_class_folder_is_refused(cli, tmp_path, layout):
+    """An empty class folder in `folder:` was accepted silently (a class with no images to learn)."""
+    from PIL import Image
+
+    root = tmp_path / "pets"
+    base = root / "train" if layout == "train and test" else root
+    for c in ("cat", "dog"):
+        for i in range(3):
+            (base / c).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(base / c / f"{i}.png")
+            if layout == "train and test":
+                (root / "test" / c).mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (8, 8), (0, 40 * i, 0)).save(root / "test" / c / f"{i}.png")
+    (base / "emu").mkdir()
+    r = cli("fetch", f"folder:{root}")
+    assert r.exit_code == 2 and "emu has no training images" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    (base / "emu").rmdir()
+    assert cli("fetch", f"folder:{root}").exit_code == 0
+
+
+@pytest.mark.parametrize("command", ["condense", "import"])
+def test_a_condensed_set_may_not_take_a_name_that_reads_as_a_pruned_one(cli, tmp_path, command):
+    """`--name x@lbpe-easy-balanced-ipc1` was accepted for a condensed set (it reads as a pruned set)."""
+    import torch
+
+    if command == "condense":
+        args = ["condense", "digits", "--ipc", "1", "--method", "random"]
+    else:
+        torch.save([torch.rand(10, 1, 8, 8), torch.arange(10)], tmp_path / "s.pt")
+        args = ["import", tmp_path / "s.pt", "--dataset", "digits"]
+    r = cli(*args, "--name", "x@lbpe-easy-balanced-ipc1")
+    assert r.exit_code == 2 and "reads as that of something derived from a set" in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1
+    assert cli(*args, "--name", "x/lbpe-ipc1").exit_code == 0
+
+
+_DRIVER = """
+import os, signal, sys, time
+from yoco_cli.executors.base import Task
+from yoco_cli.executors.local import LocalExecutor
+
+
+def slow(seconds, progress=None):
+    time.sleep(seconds)
+    progress({"epoch": 1})  # the driver is gone by now: the pipe is broken
+    return []
+
+
+if __name__ == "__main__":
+    ex = LocalExecutor(max_parallel=1)
+    ex.submit(Task("t", "slow", slow, (3.0,)))
+    print("submitted", flush=True)
+    time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGKILL)  # a driver killed mid-sweep
+"""
+
+
+def test_workers_exit_quietly_when_their_driver_dies(tmp_path):
+    """A SIGKILLed driver made every worker print a BrokenPipeError traceback."""
+    script = tmp_path / "driver.py"
+    script.write_text(_DRIVER)
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})  # returns once the worker closed stderr too
+    assert p.returncode == -9 and p.stdout.startswith("submitted"), (p.returncode, p.stderr)
+    assert "Traceback" not in p.stderr and "BrokenPipeError" not in p.stderr, p.stderr
+
+
+def test_download_retries_are_bounded_in_time_too(tmp_path):
+    """`fetch --retries 1000000000` against a refused port retried for minutes (doubling waits)."""
+    import socket
+
+    from yoco_cli.errors import FetchError
+    from yoco_cli.remote import http
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there: every try is refused at once
+    waits: list[float] = []
+    with pytest.raises(FetchError, match="cannot connect"):
+        http.download(f"http://127.0.0.1:{port}/x", tmp_path / "x", retries=10**9, sleep=waits.append)
+    assert sum(waits) <= http.RETRY_WINDOW_S and max(waits) <= http.MAX_BACKOFF_S and len(waits) < 20, waits

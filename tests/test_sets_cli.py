@@ -86,7 +86,7 @@ def test_export_round_trip_through_the_cli(cli, tmp_path):
     store = Store(os.environ["YOCO_HOME"])
     a, b = store.resolve(first["key"]), store.resolve(back["key"])
     assert a.digest("set") == b.digest("set")  # bit-identical set: the very same object
-    assert len(store.all_objects()) == 1
+    assert len(store.all_objects()) == 1 + 2  # and the two runs' manifests
 
 
 def test_export_refuses_a_layout_of_another_value_space(cli, tmp_path):

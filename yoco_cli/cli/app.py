@@ -199,6 +199,10 @@ def _version(value: bool) -> None:
 def _global(
     home: Annotated[Path | None, typer.Option("--home", help="Cache folder (overrides YOCO_HOME).",
                                                  show_default=False)] = None,
+    shared: Annotated[list[Path] | None, typer.Option(
+        "--shared", help="A read-only store under the cache: lookups fall through to it, results stay in the "
+                         "cache (repeatable; overrides YOCO_SHARED). See docs/cache.md.",
+        show_default=False)] = None,
     json_: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No messages or progress bars.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
@@ -215,6 +219,7 @@ def _global(
 ) -> None:
     """Global options apply to every command."""
     state.home = home
+    state.shared = list(shared) if shared else None  # None: YOCO_SHARED
     state.store = None
     global _refs_before
     _refs_before = _stored_names(home)
@@ -250,7 +255,7 @@ def _stored_names(home) -> dict | None:
     from ..store import Store
 
     try:
-        return Store(home).refs()
+        return Store(home, shared=state.shared).refs()
     except (OSError, YocoError):
         return None
 

@@ -62,7 +62,7 @@ def cache_ls(
     if fmt not in LS_FORMATS:
         raise UsageError(f"--format {fmt!r}", f"use one of {', '.join(LS_FORMATS)}")
     o = set_json(json_ or fmt == "json")
-    store = get_store()
+    store = get_store(write=False)
     arts = inventory.artifacts(store, every_run=every_run, stage=stage or None)
     rows = sorted((_ls_row(a) for a in arts), key=_sort_key(sort))
     total = inventory.total_bytes(store)
@@ -145,7 +145,7 @@ def cache_info(
     from ..stages import inventory
 
     o = set_json(json_)
-    store = get_store()
+    store = get_store(write=False)
     m = store.resolve(target, require_objects=False)
     made_from = inventory.sources(store, m)
     doc = {"stage": m.stage, "key": m.key, "refs": store.refs_to(m.stage, m.key), "params": m.params,
@@ -190,7 +190,7 @@ def cache_verify(json_: JsonOpt = False) -> None:
     Damaged objects are moved to quarantine/, so the runs that made them recompute on their next use;
     lock files and empty partial folders left by killed processes are removed."""
     o = set_json(json_)
-    store = get_store()
+    store = get_store(write=False)  # a read-only store is verified too (damage is reported, not moved)
     n = len(store.all_objects())
     with o.progress(transient=True) as prog:
         task = prog.add_task("verifying", total=n, status="")
@@ -214,7 +214,7 @@ def cache_gc(
     """Delete objects no run uses, dangling names, abandoned temp files and quarantined objects.
     Safe while other yoco commands run.  Example: `yoco cache gc --dry-run`"""
     o = set_json(json_)
-    res = get_store().gc(dry_run=dry_run)
+    res = get_store(write=not dry_run).gc(dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
     o.data({"dry_run": dry_run, **res},
            output.table(None, ["", verb],
@@ -239,7 +239,7 @@ def cache_rm(
     from ..stages import inventory
 
     o = set_json(json_)
-    store = get_store()
+    store = get_store(write=not dry_run)
     manifests = [store.resolve(t, require_objects=False) for t in targets]  # damaged runs too
     if not manifests:
         raise UsageError("nothing to delete", "name at least one artifact")

@@ -117,9 +117,8 @@ def _threads() -> dict:
 def _stores() -> dict:
     from ..store import Store
 
-    home = Store(state.home).root
-    shared = [p for p in os.environ.get("YOCO_SHARED", "").split(os.pathsep) if p.strip()]
-    return {"home": _folder(home), "shared": [_folder(Path(p).expanduser()) for p in shared]}
+    store = Store(state.home, shared=state.shared)  # --shared, else YOCO_SHARED; nothing is created
+    return {"home": _folder(store.root), "shared": [_folder(layer.root) for layer in store.layers]}
 
 
 def _folder(path: Path) -> dict:

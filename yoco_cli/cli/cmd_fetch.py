@@ -56,7 +56,7 @@ def fetch_cmd(
     from ..stages import downloads, fetching
 
     reg = registry.load()
-    store = get_store()
+    store = get_store(write=not list_)  # listing reads the store: a read-only one will do
     if list_:
         _list(o, store, reg, names or [])
         return

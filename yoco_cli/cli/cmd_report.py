@@ -75,7 +75,7 @@ def report_cmd(
     from ..methods import scores
 
     metric = [scores.get(m).name for m in metric or []]  # aliases (yoco); an unknown name: one line
-    records = rep.filter_records(rep.collect(get_store()), dataset, source, model)
+    records = rep.filter_records(rep.collect(get_store(write=False)), dataset, source, model)
     tables = rep.build_tables(records, table or None, which, metric or None, vs)
     if not tables:
         raise UsageError("no evaluations of pruned sets match", "run `yoco prune ...` then `yoco eval ...`, "
@@ -91,7 +91,7 @@ def report_cmd(
         rep.plot(records, plot, which)
         o.info(f"wrote {plot}")
     if html is not None:
-        page = rep.html_page(get_store(), records, tables, which)
+        page = rep.html_page(get_store(write=False), records, tables, which)
         atomic_write(html, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
         o.info(f"wrote {html}")
 

@@ -90,7 +90,7 @@ def show_cmd(
     o = set_json(json_)
     if per_class < 1:
         raise UsageError(f"--per-class must be at least 1, got {per_class}")
-    store = get_store()
+    store = get_store(write=False)  # reads; a file path is imported (and the home made) on demand
     m, cset = resolve_set(store, ref)
     doc = _describe(store, m, cset)
     if ref in store.refs():
@@ -140,7 +140,7 @@ def export_cmd(
     from ..stages.importing import resolve_set
 
     o = set_json(json_)
-    store = get_store()
+    store = get_store(write=False)  # reads; a file path is imported (and the home made) on demand
     m, cset = resolve_set(store, ref)
     for note in export(cset, dest, fmt):
         o.warn(note)

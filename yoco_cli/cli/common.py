@@ -16,17 +16,23 @@ from . import output
 
 class _State:
     home: Path | None = None
+    shared: list[Path] | None = None  # --shared; None: YOCO_SHARED
     store: Store | None = None
 
 
 state = _State()
 
 
-def get_store() -> Store:
-    """The store named by --home, YOCO_HOME or the platform's user data dir (created on demand)."""
+def get_store(write: bool = True) -> Store:
+    """The store named by --home, YOCO_HOME or the platform's user data dir (created on demand), with
+    the read-only stores of YOCO_SHARED under it. `write=False` for commands that only read: they work
+    on a read-only home (a mounted volume, a group folder) and create nothing."""
+    from ..store.store import lock_timeout
+
+    lock_timeout()  # a bad YOCO_LOCK_TIMEOUT is a usage error before any work, like a bad option
     if state.store is None:
-        state.store = Store(state.home)
-    return state.store.ensure()
+        state.store = Store(state.home, shared=state.shared)
+    return state.store.ensure() if write else state.store
 
 
 def out() -> output.Output:

@@ -241,13 +241,47 @@ def _is_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{"  # 8-byte header length, then the JSON header
 
 
+def check_torch_zip(path: Path) -> None:
+    """Refuse a torch zip file whose members declare more than it can hold, before torch inflates any:
+    torch allocates a member's declared size and inflates into it (a 1 MB file of one deflated member
+    of 1 GiB of zeros took 2.3 GB). Each member may declare at most MAX_EXPANSION times the file's size
+    (torch itself writes members stored, as they are), all of them together at most YOCO_MAX_MEMORY."""
+    import zipfile
+
+    from .. import limits
+    from .readers import MAX_EXPANSION
+
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        return  # a legacy torch.save stream: torch.load reads it
+    on_disk, limit, total = path.stat().st_size, limits.memory_limit(), 0
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise IntegrityError(f"{path} is not a torch file ({e})", _NOT_TORCH_HINT) from None
+    for m in members:
+        total += m.file_size
+        stored_wrong = m.compress_type == zipfile.ZIP_STORED and m.file_size != m.compress_size
+        if stored_wrong or m.file_size > MAX_EXPANSION * on_disk + (1 << 20):
+            raise IntegrityError(f"{path}: its member {m.filename} declares {limits.human(m.file_size)} when "
+                                 f"inflated, from a {limits.human(on_disk)} file (a compression bomb?)",
+                                 "torch.save never writes such a file; yoco refused it before inflating anything")
+        if total > limit:
+            raise IntegrityError(f"{path}: its members declare {limits.human(total)}, above the memory limit of "
+                                 f"{limits.human(limit)} ({limits.ENV})",
+                                 f"if the file is genuine, raise {limits.ENV}")
+
+
 def open_torch_file(path: Path) -> Any:
-    """torch.load with weights_only=True (tensors, containers, NumPy arrays); never runs code."""
+    """torch.load with weights_only=True (tensors, containers, NumPy arrays); never runs code. Declared
+    member sizes are checked first (check_torch_zip)."""
     import pickle
     import warnings
 
     import torch
 
+    check_torch_zip(path)
     try:
         with warnings.catch_warnings(), torch.serialization.safe_globals(_numpy_globals()):
             warnings.simplefilter("ignore")

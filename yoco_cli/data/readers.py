@@ -113,6 +113,9 @@ def _unpickle(f, size: int, what: str) -> dict:
         raise IntegrityError(f"{what} is not a readable CIFAR pickle ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict):
         raise IntegrityError(f"{what} holds a {type(obj).__name__}, not the CIFAR dict")
+    from .safe_pickle import check_expansion
+
+    check_expansion(obj, what)  # shared nested lists: small in the file, huge once made an array
     return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
 
 
@@ -407,6 +410,13 @@ def scan_folder(root: Path) -> tuple[list[str], list[tuple[str, Path, int, str]]
                 rows.append((rel, root / rel, label, "test" if rel in test[c] else "train"))
     if not any(r[3] == "train" for r in rows):
         raise UsageError(f"folder:{root} has no images", f"image files end in {', '.join(IMAGE_EXTENSIONS[:4])}, ...")
+    seen = {r[2] for r in rows if r[3] == "train"}
+    empty = [c for label, c in enumerate(classes) if label not in seen]
+    if empty:  # a class with no training image is a label the model can never learn: a layout mistake
+        where = f"{train_root.relative_to(root).as_posix()}/" if two else ""
+        raise UsageError(f"folder:{root}: the class folder{'s' if len(empty) > 1 else ''} "
+                         f"{', '.join(where + c for c in empty[:5])} {'have' if len(empty) > 1 else 'has'} no "
+                         "training images", "put images in every class folder, or remove the empty ones")
     return classes, rows
 
 

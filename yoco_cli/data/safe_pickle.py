@@ -303,6 +303,56 @@ class _Restricted(pickle.Unpickler):
             ) from None
 
 
+def _leaf_bytes(v) -> int:
+    if isinstance(v, (str, bytes, bytearray)):
+        return len(v) + 8
+    if isinstance(v, StoredTensor):
+        return math.prod(v.size) * v.storage.itemsize
+    nbytes = getattr(v, "nbytes", None)  # numpy arrays and scalars, torch tensors
+    return int(nbytes) if isinstance(nbytes, int) else 8
+
+
+def check_expansion(obj, what: str) -> None:
+    """Refuse (exit 3) an unpickled object whose shared nested lists expand past YOCO_MAX_MEMORY (for the
+    other pickle readers: CIFAR members)."""
+    try:
+        _check_expansion(obj, limits.memory_limit())
+    except _Bad as e:
+        raise IntegrityError(f"{what}: {e}", "the file is damaged or hostile") from None
+
+
+def _check_expansion(root, limit: int) -> None:
+    """A pickle's memo lets a 26 KB file refer to one list from many places, and those lists to others:
+    harmless as references, but 7.45 GiB once a reader turns the nesting into an array. Count what the
+    object expands to, each shared container as often as it is referred to (memoised per container, so
+    this costs one visit each), and refuse it above the memory limit before anything converts it."""
+    sizes: dict[int, int] = {}
+    started: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        obj, finished = stack.pop()
+        if not isinstance(obj, (list, tuple, dict)):
+            continue
+        oid = id(obj)
+        items = [*obj.keys(), *obj.values()] if isinstance(obj, dict) else obj
+        if finished:
+            total = sum(sizes[id(c)] if isinstance(c, (list, tuple, dict)) else _leaf_bytes(c) for c in items)
+            sizes[oid] = total + 8 * len(items)
+            started.discard(oid)
+            if sizes[oid] > limit:
+                raise _Bad(f"its lists and arrays expand to more than {limits.human(limit)} when read "
+                           f"(shared references nested {len(started) + 1} deep), above the memory limit "
+                           f"({limits.ENV})")
+            continue
+        if oid in sizes:
+            continue
+        if oid in started:  # everything started and not finished is an ancestor of this item
+            raise _Bad("a list or dict contains itself")
+        started.add(oid)
+        stack.append((obj, True))
+        stack.extend((c, False) for c in items if isinstance(c, (list, tuple, dict)) and id(c) not in sizes)
+
+
 def load(path: Path | str, *, lazy_tensors: bool = False) -> Any:
     """The pickle's object, with tensors and arrays rebuilt by the checked functions above.
 
@@ -321,7 +371,9 @@ def load(path: Path | str, *, lazy_tensors: bool = False) -> Any:
     with open(p, "rb") as raw, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # numpy.core deprecation shims
         try:
-            return _Restricted(BoundedReader(raw, size), _allowed(reader)).load()
+            obj = _Restricted(BoundedReader(raw, size), _allowed(reader)).load()
+            _check_expansion(obj, limits.memory_limit())
+            return obj
         except IntegrityError:
             raise
         except _Bad as e:

@@ -46,8 +46,17 @@ def usable_cores() -> int:
 
 
 def _worker_main(conn: Connection, threads: int) -> None:
-    """A worker's loop: receive shared inputs and tasks, send back progress and results."""
+    """A worker's loop; it ends quietly when its driver is gone (the pipe breaks: a SIGKILLed driver
+    must not make every worker print a BrokenPipeError traceback)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    try:
+        _serve(conn, threads)
+    except (BrokenPipeError, ConnectionResetError, EOFError):
+        return
+
+
+def _serve(conn: Connection, threads: int) -> None:
+    """Receive shared inputs and tasks, send back progress and results."""
     setup_worker(threads)
     shared: dict = {}
     where = here()

@@ -12,7 +12,9 @@ error is not retried. Ctrl-C cancels every outstanding task (force-killing its w
 """
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from .._version import __version__
@@ -66,6 +68,79 @@ def _messages_to_stderr(ray) -> None:
     ray_worker.print_to_stdstream = to_stderr
 
 
+LOOPBACK = "127.0.0.1"
+AUTH_ENV = "RAY_AUTH_MODE"
+CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_warned: set[str] = set()
+
+
+class RayExposureWarning(UserWarning):
+    """yoco joined a Ray cluster that anyone on the network may be able to run code on."""
+
+
+@contextlib.contextmanager
+def _loopback_only(private: bool) -> Iterator[None]:
+    """While `ray.init()` starts yoco's private one-machine cluster: every process of it on 127.0.0.1.
+
+    Ray binds its processes to the machine's outward address (it even turns 127.0.0.1 into that
+    address), where anyone who can reach the ports can run code on the cluster. Its "no cluster"
+    mode (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, the default on macOS and Windows) keeps a local
+    instance on the loopback address: set it for the processes `ray.init()` starts, and in this
+    process while it starts them (Ray read the variable when it was imported). Token
+    authentication, which `ray.init()` turns on for a new local cluster, stays as Ray sets it."""
+    if not private:
+        yield
+        return
+    import ray._private.ray_constants as constants
+
+    old_env, old = os.environ.get(CLUSTER_ENV), constants.ENABLE_RAY_CLUSTER
+    os.environ[CLUSTER_ENV], constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        constants.ENABLE_RAY_CLUSTER = old
+        if old_env is None:
+            os.environ.pop(CLUSTER_ENV, None)
+        else:
+            os.environ[CLUSTER_ENV] = old_env
+
+
+def _warn_if_exposed(address: str | None) -> None:
+    """Joining a cluster on another machine without token authentication: warn once per address."""
+    if address is None or address in _warned:
+        return
+    host = _host(address)
+    if host is None or _is_loopback(host) or os.environ.get(AUTH_ENV, "").lower() == "token":
+        return
+    _warned.add(address)
+    import warnings
+
+    warnings.warn(f"the Ray cluster at {address} is reached over the network without token authentication: "
+                  f"anyone who can reach its ports can run code on it; start it with {AUTH_ENV}=token and set "
+                  "the same here (docs/ray.md)", RayExposureWarning, stacklevel=4)
+
+
+def _host(address: str) -> str | None:
+    """The host of HOST:PORT or ray://HOST:PORT; None for "auto" and "local" (this machine's cluster)."""
+    if address in ("auto", "local"):
+        return None
+    rest = address.split("://", 1)[-1]
+    if rest.startswith("["):  # [IPv6]:PORT
+        return rest[1:].split("]", 1)[0]
+    return rest.rsplit(":", 1)[0] if rest.count(":") == 1 else rest
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve anywhere
+
+
 class RayExecutor(Executor):
     name = "ray"
 
@@ -79,8 +154,10 @@ class RayExecutor(Executor):
         if self._started_here:
             try:
                 # address None starts a private one-machine cluster; "auto" or HOST:PORT joins one
-                ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                         configure_logging=False, logging_level="ERROR")
+                _warn_if_exposed(address)
+                with _loopback_only(address is None):  # "local": a new cluster, never one found on the machine
+                    ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
+                             configure_logging=False, logging_level="ERROR")
             except (ConnectionError, RuntimeError, ValueError) as e:
                 raise UsageError(f"could not connect to the Ray cluster at {address or 'a new local cluster'}: "
                                  f"{str(e).splitlines()[0] if str(e) else type(e).__name__}",
@@ -151,10 +228,8 @@ class RayExecutor(Executor):
 
     def cancel(self) -> None:
         for ref in list(self._pending):
-            try:
+            with contextlib.suppress(Exception):  # already finished or its worker is gone
                 self.ray.cancel(ref, force=True)
-            except Exception:  # already finished or its worker is gone
-                pass
         self._pending.clear()
 
     def close(self) -> None:

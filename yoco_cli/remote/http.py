@@ -65,6 +65,10 @@ class _Follow(Exception):
         self.url = url
 
 
+RETRY_WINDOW_S = 120.0  # the most time one download spends retrying transient errors
+MAX_BACKOFF_S = 30.0     # the longest wait between two tries
+
+
 def download(url: str, dest: Path, *, timeout: float = 60.0, retries: int = 3, backoff: float = 1.0,
              progress: Progress | None = None, what: str | None = None,
              sleep: Callable[[float], None] = time.sleep) -> Transfer:
@@ -75,6 +79,7 @@ def download(url: str, dest: Path, *, timeout: float = 60.0, retries: int = 3, b
     _forget_other_source(part, meta, url)
     resumed_from = part.stat().st_size if part.exists() else 0
     attempts, restarts, follows, restarted = 0, 0, 0, False
+    started, waited = time.monotonic(), 0.0
     while True:
         attempts += 1
         try:
@@ -82,9 +87,14 @@ def download(url: str, dest: Path, *, timeout: float = 60.0, retries: int = 3, b
             restarted = restarted or discarded
             break
         except _Retry as r:
-            if attempts > retries:
+            # bounded in count and in time: --retries 1000000000 against a refused port gives up
+            # after RETRY_WINDOW_S, not after days of doubling waits
+            delay = min(backoff * 2 ** min(attempts - 1, 30), MAX_BACKOFF_S)
+            spent = max(time.monotonic() - started, waited)
+            if attempts > retries or spent + delay > RETRY_WINDOW_S:
                 raise r.error from None
-            sleep(backoff * 2 ** (attempts - 1))
+            sleep(delay)
+            waited += delay
         except _Restart:
             restarts += 1
             restarted = True

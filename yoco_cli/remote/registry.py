@@ -109,7 +109,13 @@ def _parse_line(line: str, where: str) -> Entry | None:
     for k in ("size", "approx_size", "ipc", "factor", "experiment"):
         if k in attrs and not attrs[k].lstrip("-").isdigit():
             raise UsageError(f"{where}: {k} must be an integer, got {attrs[k]!r}", "fix the registry line")
+    for k, least in _LEAST.items():  # a size of -5 bytes or an IPC of 0 describes no real file
+        if k in attrs and int(attrs[k]) < least:
+            raise UsageError(f"{where}: {k} must be at least {least}, got {attrs[k]}", "fix the registry line")
     return Entry(name, sha, url, attrs, origin=where.rsplit(":", 1)[0])
+
+
+_LEAST = {"size": 0, "approx_size": 0, "ipc": 1, "factor": 1}
 
 
 def parse(text: str, origin: str) -> dict[str, Entry]:

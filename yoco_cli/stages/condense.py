@@ -15,7 +15,7 @@ from ..errors import UsageError
 from ..progress import SILENT, Reporter
 from ..store import Manifest, Store, run_cached
 from .datasets import load_real
-from .sets import set_result
+from .sets import check_set_name, set_result
 
 STAGE = "condense"
 VERSION = 1
@@ -105,6 +105,8 @@ def run(store: Store, req: Request, on_iteration=None, on_start=None, reporter: 
     from ..condensation.common import dataset_digest
 
     methods.get(req.method)  # fail on an unknown method before loading any data
+    if req.name:
+        check_set_name(store, req.name)
     real = load_real(req.dataset, store)
     params, every = plan(req, real)
     ref = req.name or default_ref(real.name, req.method, req.ipc)

@@ -379,9 +379,12 @@ def _load_reference_weights(path: Path, model) -> None:
     """Map a reference ckpt-*.pt state dict onto our model by order and shape (names differ)."""
     import torch
 
+    from ..data.formats import check_torch_zip
+
+    check_torch_zip(path)  # declared member sizes, before torch inflates any
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - torch raises many types for bytes that are not a checkpoint
         raise IntegrityError(f"{path} is not a readable weights-only checkpoint ({type(e).__name__})") from None
     state = obj.get("model_state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -476,7 +479,7 @@ def export_reference(store: Store, group: Manifest, path: Path) -> dict[int, Pat
     for p in paths.values():
         check_output_file(p)
     for s, p in paths.items():
-        records = Records.load(store.object_path(group.digest(f"seed{s}/records")))
+        records = Records.load(store.object_file(group.digest(f"seed{s}/records")))
         write_pickle(td_document(records, str(group.meta.get("dataset", ""))), p)
     return paths
 
@@ -557,7 +560,7 @@ def fetched_dynamics(store: Store, set_manifest: Manifest) -> list[tuple[str, Pa
         if e.kind == "dynamics" and e.attrs.get("set") in names:
             m = cached(store, e)
             if m is not None:
-                out.append((e.name, store.object_path(m.digest("file"))))
+                out.append((e.name, store.object_file(m.digest("file"))))
     return out
 
 

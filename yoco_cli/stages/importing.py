@@ -21,7 +21,7 @@ from ..errors import UsageError
 from ..files import check_unchanged, stamp
 from ..store import Manifest, Store, run_cached
 from ..store.store import sha256_file
-from .sets import is_set, load_set, set_result
+from .sets import check_set_name, is_set, load_set, set_result
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ def import_file(store: Store, path: Path | str, fmt: str = "auto", dataset: str 
     The key holds the digests of the files read, hashed after reading. A file that changed between
     the start of the read and the end of the hash (size, mtime or inode differ: a copy still being
     written) is refused rather than stored under a digest that is not the one of the bytes read."""
+    if name:
+        check_set_name(store, name)  # before the file is read
     if fmt in ("auto", "hub") and is_repo_folder(Path(path)):  # a Hub dataset repo's files (docs/hub.md)
         from .hub_sets import import_folder
 

@@ -254,7 +254,7 @@ def _group(store: Store, set_m: Manifest, rule: select.Rule, ipc_to: int, sets: 
         for j, m in enumerate(sets):
             for name in ("set", "indices"):
                 dest = tmp / f"run{j}-{name}"
-                shutil.copyfile(store.object_path(m.digest(name)), dest)  # same bytes -> same object
+                shutil.copyfile(store.object_file(m.digest(name)), dest)  # same bytes -> same object
                 outputs[f"run{j}/{name}"] = dest
         info = {k: v for k, v in first.items() if k not in ("score_run", "seed", "ssp_run")}
         return StageResult(outputs=outputs, meta={

@@ -378,8 +378,8 @@ def _score_dynamics(store: Store, m: Manifest) -> dict:
     out = {}
     for j, s in enumerate(seeds):
         weights = m.inputs.get(f"dynamics.seed{s}/model")
-        out[j] = (Dynamics.load(store.object_path(m.inputs[f"dynamics.seed{s}/stats"])),
-                  load_model(store.object_path(weights)) if weights else None)
+        out[j] = (Dynamics.load(store.object_file(m.inputs[f"dynamics.seed{s}/stats"])),
+                  load_model(store.object_file(weights)) if weights else None)
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data.condensed import CondensedSet
+from ..errors import UsageError
 from ..store import Manifest, StageResult, Store
 
 
@@ -17,6 +18,17 @@ def set_result(tmp: Path, cset: CondensedSet, summary: str, extra: dict | None =
     path = cset.save(tmp / "set.safetensors")
     meta = {"set": cset.describe(), "summary": summary, "made_by": cset.meta, **(extra or {})}
     return StageResult(outputs={"set": path}, meta=meta)
+
+
+def check_set_name(store: Store, name: str) -> str:
+    """A name a condensed set may take: one the store can write, without '@', which yoco's names of what
+    is derived from a set use (`<set>@lbpe-easy-balanced-ipc1`, `<set>@dynamics`): a condensed set
+    named so would read as a pruned set or a set's dynamics."""
+    store.check_ref_name(name)
+    if "@" in name:
+        raise UsageError(f"the name {name!r} reads as that of something derived from a set (pruned sets, "
+                         "dynamics and scores are named <set>@...)", "name a condensed set without '@'")
+    return name
 
 
 def is_set(m: Manifest) -> bool:

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import ClassVar
 
 try:
     import fcntl
@@ -149,52 +150,175 @@ def held_by_someone(path: Path) -> bool:
     return True
 
 
+class _State:
+    """One process's hold on one store lock: which threads hold it and how (guarded by `cond`)."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition(threading.Lock())
+        self.fd: int | None = None
+        self.sharers: dict[int, int] = {}  # thread id -> depth
+        self.owner: int | None = None  # the thread holding it exclusive (or taking it)
+        self.depth = 0  # the owner's depth, shared holds inside exclusive included
+        self.busy = False  # a thread is taking the flock for the sharers: the others wait for it
+
+
 class StoreLock:
-    """The store-wide shared/exclusive lock. Re-entrant within a process; shared inside exclusive
-    is allowed, exclusive inside shared is a programming error (it would wait for itself)."""
+    """The store-wide shared/exclusive lock, correct across processes (flock) and across the threads
+    of one process (a readers-writer lock in front of the flock: flock is per open file, so the
+    threads of a process share one descriptor and the process holds the flock while any thread does).
+
+    Re-entrant per thread: shared inside shared, shared inside exclusive. Exclusive inside shared on
+    the same thread is a programming error (it would wait for itself); exclusive while *another*
+    thread holds it shared waits for that thread, as it waits for another process."""
 
     _guard = threading.Lock()
-    _held: dict[str, list] = {}  # path -> [mode, depth, fd]: flock is per open file, so one per process
+    _states: ClassVar[dict[str, _State]] = {}
 
     def __init__(self, path: Path | str):
         self.path = str(path)
+        with self._guard:
+            self._state = self._states.setdefault(self.path, _State())
 
     @contextlib.contextmanager
     def shared(self) -> Iterator[None]:
-        with self._hold("shared"):
-            yield
-
-    @contextlib.contextmanager
-    def exclusive(self) -> Iterator[None]:
-        with self._hold("exclusive"):
-            yield
-
-    @contextlib.contextmanager
-    def _hold(self, mode: str) -> Iterator[None]:
-        with self._guard:
-            entry = self._held.get(self.path)
-            if entry is not None:
-                if mode == "exclusive" and entry[0] == "shared":
-                    raise RuntimeError("store lock: exclusive requested while this process holds it shared")
-                entry[1] += 1
-                fd = None
-            else:
-                fd = _open(Path(self.path))
-        if fd is not None:
-            try:
-                if fcntl is not None:
-                    fcntl.flock(fd, fcntl.LOCK_SH if mode == "shared" else fcntl.LOCK_EX)
-            except BaseException:
-                os.close(fd)
-                raise
-            with self._guard:
-                self._held[self.path] = [mode, 1, fd]
+        self._acquire_shared()
         try:
             yield
         finally:
-            with self._guard:
-                entry = self._held[self.path]
-                entry[1] -= 1
-                if entry[1] == 0:
-                    del self._held[self.path]
-                    os.close(entry[2])
+            self._release()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        self._acquire_exclusive()
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _acquire_shared(self) -> None:
+        st, me = self._state, threading.get_ident()
+        with st.cond:
+            if st.owner == me or me in st.sharers:
+                self._deepen(me)
+                return
+            st.cond.wait_for(lambda: st.owner is None and not st.busy)
+            if st.sharers:  # the process already holds the flock shared: join
+                st.sharers[me] = 1
+                return
+            st.busy = True
+        fd = None
+        try:
+            fd = self._flock(fcntl.LOCK_SH if fcntl is not None else 0)
+        finally:
+            with st.cond:  # one step: a waiter that wakes sees the sharer and the descriptor together
+                st.busy = False
+                if fd is not None:
+                    st.fd, st.sharers[me] = fd, 1
+                st.cond.notify_all()
+
+    def _acquire_exclusive(self) -> None:
+        st, me = self._state, threading.get_ident()
+        with st.cond:
+            if st.owner == me:
+                st.depth += 1
+                return
+            if me in st.sharers:
+                raise RuntimeError("store lock: exclusive requested while this thread holds it shared")
+            st.cond.wait_for(lambda: st.owner is None and not st.busy and not st.sharers)
+            st.owner, st.depth = me, 1  # reserved: other threads wait while the flock is taken
+        try:
+            fd = self._flock(fcntl.LOCK_EX if fcntl is not None else 0)
+        except BaseException:
+            with st.cond:
+                st.owner, st.depth = None, 0
+                st.cond.notify_all()
+            raise
+        with st.cond:
+            st.fd = fd
+
+    @contextlib.contextmanager
+    def try_exclusive(self) -> Iterator[bool]:
+        """Exclusive if nobody (no thread, no process) holds the lock right now, without waiting:
+        yields whether it got it (for tidying that may just as well wait for the next time)."""
+        got = self._try_acquire_exclusive()
+        try:
+            yield got
+        finally:
+            if got:
+                self._release()
+
+    def _try_acquire_exclusive(self) -> bool:
+        st, me = self._state, threading.get_ident()
+        with st.cond:
+            if st.owner is not None or st.sharers or st.busy:
+                return False
+            st.owner, st.depth = me, 1
+        fd, got = None, False
+        try:
+            fd = _open(Path(self.path))
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            got = True
+        except BlockingIOError:
+            pass  # another process holds it
+        finally:
+            if not got and fd is not None:
+                os.close(fd)
+            with st.cond:
+                if got:
+                    st.fd = fd
+                else:
+                    st.owner, st.depth = None, 0
+                    st.cond.notify_all()
+        return got
+
+    def _deepen(self, me: int) -> None:
+        st = self._state
+        if st.owner == me:
+            st.depth += 1
+        else:
+            st.sharers[me] += 1
+
+    def _flock(self, op: int) -> int:
+        fd = _open(Path(self.path))
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, op)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _release(self) -> None:
+        st, me = self._state, threading.get_ident()
+        with st.cond:
+            if st.owner == me:
+                st.depth -= 1
+                last = st.depth == 0
+                if last:
+                    st.owner = None
+            else:
+                st.sharers[me] -= 1
+                if st.sharers[me] == 0:
+                    del st.sharers[me]
+                last = not st.sharers
+            if last and st.fd is not None:
+                os.close(st.fd)  # closing the descriptor drops the flock
+                st.fd = None
+            if last:
+                st.cond.notify_all()
+
+    @classmethod
+    def _forget_after_fork(cls) -> None:
+        """A forked child holds none of its parent's locks: drop the copied state (and its copies of
+        the descriptors, which would otherwise keep the parent's flock alive after the parent drops it)."""
+        for st in cls._states.values():
+            if st.fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(st.fd)
+        cls._states = {}
+        cls._guard = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=StoreLock._forget_after_fork)

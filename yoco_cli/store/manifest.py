@@ -30,6 +30,36 @@ def canonical_json(value: Any) -> str:
     return json.dumps(_normalise(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+STORE_FORMAT = 2  # manifests are objects; runs/<stage>/<key>.json is a commit record naming one
+
+
+def commit_record(m: Manifest, sealed: str) -> str:
+    """What runs/<stage>/<key>.json holds: the digest of the manifest object (the manifest itself is
+    content-addressed, so an edit to it is a digest mismatch, found as a damaged object's is)."""
+    return json.dumps({"format": STORE_FORMAT, "stage": m.stage, "key": m.key, "manifest": sealed},
+                      indent=2, sort_keys=True) + "\n"
+
+
+def manifest_digest_of(record: dict) -> str | None:
+    """The manifest digest a commit record names; None for a legacy manifest (written before sealing)."""
+    if not isinstance(record, dict):
+        raise TypeError("not a JSON object")
+    if "manifest" not in record:
+        return None
+    digest = record["manifest"]
+    if not isinstance(digest, str) or len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+        raise ValueError("not a manifest digest")
+    return digest
+
+
+def legacy_key_matches(m: Manifest) -> bool:
+    """An unsealed manifest's only check: its key is still the hash of its parameters and inputs."""
+    try:
+        return run_key(m.stage, m.stage_version, m.params, m.inputs) == m.key
+    except (TypeError, ValueError):
+        return False
+
+
 def run_key(stage: str, version: int, params: dict, inputs: dict[str, str]) -> str:
     doc = {"stage": stage, "stage_version": version, "params": params, "inputs": inputs}
     return hashlib.sha256(canonical_json(doc).encode()).hexdigest()
