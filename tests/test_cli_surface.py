@@ -111,3 +111,13 @@ def test_verbose_says_what_was_computed_and_reused_and_default_is_silent(cli):
     assert "params {" in debug.stderr and "'metric': 'random'" in debug.stderr
     after = cli("prune", "digits/random/ipc2", "--to", "1", "--metric", "random")
     assert "reused" not in after.stderr  # the handler of an earlier -v run is gone
+
+
+def test_a_run_estimated_at_over_a_day_is_not_started_without_yes(cli):
+    from yoco_cli.store import Store
+
+    assert cli("condense", "digits", "--ipc", "2", "--method", "random").exit_code == 0
+    r = cli("eval", "digits/random/ipc2", "--repeats", "1", "--epochs", "1000000000")
+    assert r.exit_code == 2, r.stderr
+    assert " days" in r.stderr and "; not started" in r.stderr and "yoco --yes" in r.stderr
+    assert not Store().all_runs("eval-run") and not Store().all_runs("eval")

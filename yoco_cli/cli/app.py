@@ -206,6 +206,9 @@ def _global(
     json_: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No messages or progress bars.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    yes: Annotated[bool, typer.Option(
+        "--yes", "-y", help="Start runs estimated at over a day without asking (asked on a terminal, refused "
+                            "elsewhere).")] = False,
     verbose: Annotated[int, typer.Option(
         "--verbose", "-v", count=True, help="Say what is read, reused, computed and written, with timings (-v); "
                                             "with keys and parameters too (-vv). Silent by default.")] = 0,
@@ -225,6 +228,7 @@ def _global(
     _refs_before = _stored_names(home)
     output.configure(json_mode=json_, quiet=quiet, debug=debug or bool(os.environ.get("YOCO_DEBUG")))
     _log_to_stderr(verbose)
+    output.assume_yes = yes
     # Process-wide settings are the CLI's to make (the library leaves its host process alone).
     # No torch here: the thread policy only reads the setting (and sets OpenMP's wait policy).
     from ..nn.device import configure_threads, tune_malloc

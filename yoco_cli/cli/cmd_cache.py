@@ -254,7 +254,7 @@ def cache_rm(
         if o.json_mode:
             o.data(doc)
         return
-    if not yes:
+    if not (yes or output.assume_yes):  # its own --yes, or the global one
         from .common import interactive
 
         if not interactive():

@@ -87,7 +87,7 @@ def _hub(store, spec: str, offline: bool, yes: bool, dataset: str | None, o: out
     from .common import interactive
 
     ask = (lambda q: typer.confirm(q, default=False, err=True)) if interactive() else None
-    f = hub_sets.fetch(store, spec, hub_sets.FetchOptions(offline=offline, yes=yes, confirm=ask, dataset=dataset),
+    f = hub_sets.fetch(store, spec, hub_sets.FetchOptions(offline=offline, yes=yes or output.assume_yes, confirm=ask, dataset=dataset),
                        reporter=o)
     return Outcome(f.name, "set", f.manifest.stage, f.manifest.key, f.cached, f.summary)
 

@@ -9,6 +9,7 @@ stderr is a terminal, so pipes and CI logs stay clean. NO_COLOR is honoured by R
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,6 +52,17 @@ class Output:
     def info(self, text: str) -> None:
         if not self.quiet:
             self.err.print(text, highlight=False, markup=False)
+
+    def confirm(self, question: str) -> bool:
+        """Whether to go ahead with something long or large: yes with the global --yes, else asked on a
+        terminal; no elsewhere (the caller then refuses in one line naming --yes)."""
+        if assume_yes:
+            return True
+        if not (sys.stdin.isatty() and sys.stderr.isatty()) or os.environ.get("CI"):
+            return False
+        import typer
+
+        return typer.confirm(question, default=False, err=True)
 
     def warn(self, text: str) -> None:
         self.err.print(f"[yellow]warning:[/] {escape(_one_line(text))}", highlight=False)
@@ -140,6 +152,9 @@ _current = Output()
 
 def get() -> Output:
     return _current
+
+
+assume_yes = False  # the global --yes: long runs and large downloads start without asking
 
 
 def configure(json_mode: bool = False, quiet: bool = False, debug: bool = False) -> Output:

@@ -14,6 +14,7 @@ import time
 from ..progress import SILENT, Reporter
 
 LONG_S = 60.0  # "more than about a minute": from here on, a run is announced with its estimate
+CONFIRM_S = 86_400.0  # over a day: a typo (--epochs 1000000000) more often than a plan, so it is asked for
 
 
 def announce_training(reporter: Reporter, what: str, spec: dict, cfg, n: int, runs: int, device,
@@ -30,7 +31,19 @@ def announce_training(reporter: Reporter, what: str, spec: dict, cfg, n: int, ru
                       f"(timed over {est.probe_steps} steps of {est.steps})")
     elif always:
         reporter.info(what)
+    if est is not None and est.seconds > CONFIRM_S:
+        _confirm_long(reporter, what, est.text())
     return est
+
+
+def _confirm_long(reporter: Reporter, what: str, how_long: str) -> None:
+    """A run of over a day starts only when the person says so (the CLI asks on a terminal, or --yes)."""
+    from ..errors import UsageError
+
+    confirm = getattr(reporter, "confirm", None)  # the CLI's Output has one; a script's reporter may not
+    if confirm is None or not confirm(f"{what}: {how_long}. Start it?"):
+        raise UsageError(f"{what} would take {how_long}; not started",
+                         "check --epochs/--repeats/--seeds, or pass the global --yes (yoco --yes ...) to start it")
 
 
 class CondenseClock:
