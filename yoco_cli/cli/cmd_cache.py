@@ -244,6 +244,7 @@ def cache_rm(
     if not manifests:
         raise UsageError("nothing to delete", "name at least one artifact")
     plan = inventory.removal_plan(store, manifests)
+    store.rm(plan.runs, dry_run=True)  # what rm refuses (a run in a shared store, a linked folder) fails now
     doc = {"dry_run": dry_run, "named": [_run_name(store, m) for m in plan.named],
            "parts": [_run_name(store, m) for m in plan.parts],
            "dependents": [_run_name(store, m) for m in plan.dependents],

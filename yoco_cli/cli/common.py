@@ -32,7 +32,17 @@ def get_store(write: bool = True) -> Store:
     lock_timeout()  # a bad YOCO_LOCK_TIMEOUT is a usage error before any work, like a bad option
     if state.store is None:
         state.store = Store(state.home, shared=state.shared)
-    return state.store.ensure() if write else state.store
+    if write or not _could_exist(state.store.root):
+        return state.store.ensure()  # a home that can never exist (a part of it is a file): ensure says so
+    return state.store
+
+
+def _could_exist(root: Path) -> bool:
+    """Whether a home that is not there yet could be made: its nearest existing ancestor is a folder."""
+    p = root
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p.is_dir()
 
 
 def out() -> output.Output:

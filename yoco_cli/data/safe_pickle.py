@@ -321,12 +321,18 @@ def check_expansion(obj, what: str) -> None:
         raise IntegrityError(f"{what}: {e}", "the file is damaged or hostile") from None
 
 
+SHARING = 16  # how many times its distinct contents an object may expand to through shared references
+
+
 def _check_expansion(root, limit: int) -> None:
     """A pickle's memo lets a 26 KB file refer to one list from many places, and those lists to others:
     harmless as references, but 7.45 GiB once a reader turns the nesting into an array. Count what the
     object expands to, each shared container as often as it is referred to (memoised per container, so
-    this costs one visit each), and refuse it above the memory limit before anything converts it."""
+    this costs one visit each), and refuse it when that is above the memory limit and the sharing, not
+    the file's own contents, makes it so (more than SHARING times what the distinct containers hold). A
+    plain file over the limit is left to the reader's own allocation check, which names what it needs."""
     sizes: dict[int, int] = {}
+    distinct = 0  # each container once, as a plain (unshared) object would hold it
     started: set[int] = set()
     stack: list[tuple[Any, bool]] = [(root, False)]
     while stack:
@@ -336,10 +342,11 @@ def _check_expansion(root, limit: int) -> None:
         oid = id(obj)
         items = [*obj.keys(), *obj.values()] if isinstance(obj, dict) else obj
         if finished:
-            total = sum(sizes[id(c)] if isinstance(c, (list, tuple, dict)) else _leaf_bytes(c) for c in items)
-            sizes[oid] = total + 8 * len(items)
+            own = 8 * len(items) + sum(_leaf_bytes(c) for c in items if not isinstance(c, (list, tuple, dict)))
+            distinct += own
+            sizes[oid] = own + sum(sizes[id(c)] for c in items if isinstance(c, (list, tuple, dict)))
             started.discard(oid)
-            if sizes[oid] > limit:
+            if sizes[oid] > limit and sizes[oid] > SHARING * distinct:
                 raise _Bad(f"its lists and arrays expand to more than {limits.human(limit)} when read "
                            f"(shared references nested {len(started) + 1} deep), above the memory limit "
                            f"({limits.ENV})")

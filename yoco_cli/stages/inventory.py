@@ -100,7 +100,8 @@ class RemovalPlan:
 
 def removal_plan(store: Store, named: list[Manifest]) -> RemovalPlan:
     """What `yoco cache rm` would delete for `named`: nothing is touched here."""
-    every = store.all_runs(None)
+    home = [m for m in store.all_runs(None) if store.manifest_path(m.stage, m.key).is_file()]
+    every = home  # runs of a shared (read-only) store are never part of a plan: yoco does not change them
     by_key = {m.key: m for m in every}
     gone = {m.key: m for m in named}
     parts = _close_parts(gone, by_key)
