@@ -67,8 +67,9 @@ def _argument_type_rich(self, ctx) -> str | None:
 
 
 if hasattr(getattr(typer.core, "TyperOption", None), "display_type_rich"):
-    typer.core.TyperOption.display_type_rich = _display_type_rich  # type: ignore[method-assign]  see above
-    typer.core.TyperArgument.display_type_rich = _argument_type_rich  # type: ignore[attr-defined]  likewise
+    # deliberate patch of typer's classes (the metavar column above), hence the method assignments
+    typer.core.TyperOption.display_type_rich = _display_type_rich  # type: ignore[method-assign]  # see above
+    typer.core.TyperArgument.display_type_rich = _argument_type_rich  # type: ignore[method-assign]  # see above
 
 
 def _usage_error(e) -> typer.Exit:
