@@ -62,7 +62,7 @@ def _messages_to_stderr(ray) -> None:
     def to_stderr(data, *args, **kwargs):
         return original({**data, "is_err": True}, *args, **kwargs)
 
-    to_stderr._yoco = True
+    to_stderr._yoco = True  # type: ignore[attr-defined]  # marks this process's ray as patched already
     ray_worker.print_to_stdstream = to_stderr
 
 
@@ -125,7 +125,7 @@ class RayExecutor(Executor):
         for n in names:
             if n not in self._objects:
                 self._objects[n] = self.ray.put(shared[n].value)
-        opts = {"num_cpus": task.resources.cpus, "max_retries": self.retries, "retry_exceptions": False}
+        opts: dict[str, int | float | bool] = {"num_cpus": task.resources.cpus, "max_retries": self.retries, "retry_exceptions": False}
         gpus = self.gpu_request(task.resources.gpu)
         if gpus:
             opts["num_gpus"] = gpus
@@ -153,7 +153,7 @@ class RayExecutor(Executor):
         for ref in list(self._pending):
             try:
                 self.ray.cancel(ref, force=True)
-            except Exception:  # already finished or its worker is gone
+            except Exception:  # noqa: BLE001, S110  best effort (often under Ctrl-C): finished, or its worker is gone
                 pass
         self._pending.clear()
 
