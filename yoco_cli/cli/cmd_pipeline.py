@@ -37,7 +37,7 @@ def pipeline_cmd(
     ipc: Annotated[int, typer.Option("--ipc", help="Source IPC (condensed, then pruned from).")] = 10,
     factor: Annotated[int | None, typer.Option("--factor", help="Multi-formation factor (default: preset).",
                                                   show_default=False)] = None,
-    to: Annotated[list[str], typer.Option("--to", metavar="IPC", help="Target IPCs: --to 1 2 5 or --to 1,2,5.")] = ["1", "2", "5"],
+    to: Annotated[list[str], typer.Option("--to", metavar="IPC", help="Target IPCs: --to 1 2 5 or --to 1,2,5.")] = ["1", "2", "5"],  # noqa: B006  typer shows it, never mutates it
     metrics: Annotated[list[str] | None, typer.Option(
         "--metric", "--metrics", "-m", help="Metrics to compare (repeatable; default: every row of the paper's table).",
         autocompletion=complete_metrics, show_default=False)] = None,
@@ -105,20 +105,20 @@ def pipeline_cmd(
     records = rep.filter_records(rep.collect(store), result["dataset"], result["source"])
     protocol = "per-seed" if req.per_seed else "mean-scores"  # sets of the other protocol are other methods
     records = [r for r in records if r.ipc_to is None or (r.ipc_to in req.targets and r.protocol == protocol)]
-    tables = rep.build_tables(records, req.tables, "best", req.metrics)
+    best = rep.build_tables(records, req.tables, "best", req.metrics)
     payload = {**result, "trained_now": trained, "seconds": round(time.perf_counter() - t0, 1),
-               "tables": rep.to_json(tables)}
+               "tables": rep.to_json(best)}
     if o.json_mode:
         o.data(payload)
     else:
-        for t in tables:
+        for t in best:
             o.out.print(rep.to_rich(t))
     if plot is not None:
         rep.plot(records, plot)
         o.info(f"wrote {plot}")
     if markdown is not None:
         last = rep.build_tables(records, req.tables, "last", req.metrics)
-        _write_document(rep, req, tables + last, result, trained, payload["seconds"], markdown, plot)
+        _write_document(rep, req, best + last, result, trained, payload["seconds"], markdown, plot)
         o.info(f"wrote {markdown}")
     o.info("more tables (rules, balance, easyhard) and formats: `yoco report --help`")
     say_where(o, result)
@@ -129,7 +129,12 @@ def pipeline_cmd(
 def _write_document(rep, req, tables, result, trained, seconds, path: Path, plot: Path | None) -> None:
     import os
 
+    from ..errors import IntegrityError
+
     dyn = get_store().load_run("dynamics", result["dynamics"])
+    if dyn is None:  # stored by the run that just ended: only a concurrent `yoco gc` or `rm` removes it
+        raise IntegrityError(f"the dynamics {result['dynamics'][:12]} left the store before the report was written",
+                             "run the same `yoco pipeline` again: it recomputes only what is missing")
     settings = {
         "source set": f"{result['source']} (IPC {req.ipc})",
         "dynamics": f"{req.seeds} seed(s), {dyn.meta.get('epochs', '?')} epochs, "

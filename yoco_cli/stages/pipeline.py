@@ -13,6 +13,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from ..data.condensed import CondensedSet
 from ..errors import UsageError
 from ..progress import SILENT, Reporter
 from ..store import Manifest, Store
@@ -194,8 +195,8 @@ def _source_shape(store: Store, req: PipelineRequest) -> _Shape:
     if req.set_ref:
         m, cset = resolve_set(store, req.set_ref)
         c, size = int(cset.images.shape[1]), int(cset.images.shape[-1])
-        return _Shape(cset.dataset, f"source {set_label(store, m)}", cset.num_classes, c, size, cset.ipc,
-                      cset.factor, STEP_OVERHEAD_MACS)
+        return _Shape(cset.dataset, f"source {set_label(store, m)}", cset.num_classes, c, size, req.ipc,
+                      cset.factor, STEP_OVERHEAD_MACS)  # req.ipc: run() refuses a source of another IPC
     real = load_real(req.dataset, store)
     params, _ = condense.plan(_condense_request(req), real)
     ref = condense.default_ref(real.name, req.method, req.ipc)
@@ -294,7 +295,7 @@ def run(store: Store, req: PipelineRequest, on_step: Callable[[Step], None] | No
             "pruned": [m.key for m in pruned], "evals": [m.key for m in evals], **pool.summary()}
 
 
-def _source(store: Store, req: PipelineRequest, tell: _Teller, inner: Reporter) -> tuple[Manifest, object, str]:
+def _source(store: Store, req: PipelineRequest, tell: _Teller, inner: Reporter) -> tuple[Manifest, CondensedSet, str]:
     from . import condense
     from .importing import resolve_set
     from .sets import load_set, set_label
@@ -371,8 +372,7 @@ def _prune_all(store, req, set_m, cset, table, dyn_m, tell: _Teller, betas) -> l
                                             mean_scores=not req.per_seed)
             for step in steps:
                 tell.end(step, pruned.cached)
-            for m in pruned.sets:
-                out.append(m)
+            out.extend(pruned.sets)
     return out
 
 
@@ -390,24 +390,25 @@ def _evaluate_all(store, req, sets: list[Manifest], tell: _Teller, inner: Report
     left = [sum(len(j.runs) for j in p.jobs) for p in plans]
     fresh = [False] * len(plans)
     finished: set[str] = set()
-    current = [0, tell.start()]  # the set whose step is told as running; steps end in plan order
+    at, step = 0, tell.start()  # the set whose step is told as running; steps end in plan order
 
     def on_status(st) -> None:
         tell.on_stage(st.done + st.cached, st.total, f"{st.done} done, {st.running} running, {st.queued} queued, "
                                                      f"{st.failed} failed")
 
     def on_run(key: str, computed: bool) -> None:
+        nonlocal at, step
         if key in finished:
             return
         finished.add(key)
         i = owner[key]
         left[i] -= 1
         fresh[i] = fresh[i] or computed
-        while current[0] < len(plans) and left[current[0]] == 0:  # sets finish in any order
-            tell.end(current[1], not fresh[current[0]])
-            current[0] += 1
-            if current[0] < len(plans):
-                current[1] = tell.start()
+        while at < len(plans) and left[at] == 0:  # sets finish in any order
+            tell.end(step, not fresh[at])
+            at += 1
+            if at < len(plans):
+                step = tell.start()
 
     report = pool.run(store, [j for p in plans for j in p.jobs], plans[0].device_type, on_status, on_run=on_run)
     return [finish_eval(store, p, report)[0] for p in plans]
