@@ -125,7 +125,8 @@ class RayExecutor(Executor):
         for n in names:
             if n not in self._objects:
                 self._objects[n] = self.ray.put(shared[n].value)
-        opts: dict[str, int | float | bool] = {"num_cpus": task.resources.cpus, "max_retries": self.retries, "retry_exceptions": False}
+        opts: dict[str, int | float | bool] = {"num_cpus": task.resources.cpus, "max_retries": self.retries,
+                                               "retry_exceptions": False}
         gpus = self.gpu_request(task.resources.gpu)
         if gpus:
             opts["num_gpus"] = gpus

@@ -187,7 +187,8 @@ def _window_text(w: dict) -> str:
     k, stop = w.get("k"), w.get("stop_epoch")
     by = "lowest-loss" if w.get("use_loss") else "highest-accuracy"
     how = {"scaled": "the reference's {ref} for 1000 epochs, both scaled to these dynamics",
-           "unscaled": "the reference's {ref}, unscaled", "user": "set by --k/--stop-epoch"}.get(w.get("window", ""), "")
+           "unscaled": "the reference's {ref}, unscaled",
+           "user": "set by --k/--stop-epoch"}.get(w.get("window") or "", "")
     ref = tuple(w.get("reference") or ())
     how = how.format(ref=f"(stop {ref[0]}, K {ref[1]})" if len(ref) == 2 else "values")
     rel = "K < stop" if k is not None and stop is not None and k < stop else "K = stop, the whole window"
