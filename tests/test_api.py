@@ -79,6 +79,9 @@ def test_bad_input_raises_the_cli_errors(tmp_path):
         yoco.condense("digits", ipc=2, method="nope", home=tmp_path)
     with pytest.raises(UsageError):
         yoco.load_set("no/such/set", home=tmp_path)
+    with pytest.raises(UsageError) as err:  # before the set is looked up
+        yoco.score("no/such/set", el2n_window=(0, 5, 10), home=tmp_path)
+    assert (err.value.message, err.value.hint) == ("el2n_window takes two epochs, got 3", "e.g. el2n_window=(0, 10)")
 
 
 def test_the_library_leaves_the_process_alone(tmp_path):

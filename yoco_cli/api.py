@@ -88,7 +88,7 @@ def _store(home: str | Path | None):
     return Store(Path(home).expanduser() if home is not None else None).ensure()
 
 
-def _ref_of(value: Any, param: str, *results: type) -> str:
+def _ref_of(value: Any, param: str, *results: type[SetResult | DynamicsResult | ScoreResult]) -> str:
     """A ref name, key prefix or path: given as text, a Path, or one of the API's own result objects.
     Anything else is a UsageError naming the parameter and what it takes (never a repr of tensors)."""
     if isinstance(value, (str, Path)):
@@ -160,7 +160,8 @@ def fetch(*names: str, home=None, offline: bool | None = None, timeout: float = 
 
     store = _store(home)
     hubs = [n for n in names if n.startswith("hf:")]  # Hugging Face repos: fetch_hub, below
-    opts = downloads.Options(offline=offline, timeout=timeout, retries=retries)
+    # None and False alike leave the choice to YOCO_OFFLINE (downloads.offline_requested)
+    opts = downloads.Options(offline=bool(offline), timeout=timeout, retries=retries)
     rest = [n for n in names if n not in hubs]
     outcomes = fetching.fetch(store, registry.load().select(rest), opts, reporter=reporter) if rest else []
     return [FetchResult(o.name, o.kind, o.key, o.cached, o.summary) for o in outcomes] + \
@@ -238,8 +239,11 @@ def score(target: SetLike | DynamicsResult, *, k: int | None = None, stop_epoch:
     from .stages.score import find_set, load_scores, scores_for_set
     from .stages.sets import load_set as load
 
+    if len(el2n_window) != 2:
+        raise UsageError(f"el2n_window takes two epochs, got {len(el2n_window)}", "e.g. el2n_window=(0, 10)")
+    start, end = el2n_window
     store = _store(home)
-    opts = ScoreOptions(k=k, stop_epoch=stop_epoch, use_loss=use_loss, el2n_window=tuple(el2n_window),
+    opts = ScoreOptions(k=k, stop_epoch=stop_epoch, use_loss=use_loss, el2n_window=(start, end),
                         never_learned=never_learned, aum_mean=aum_mean, seed=seed)
     dyn_m = None
     if isinstance(target, DynamicsResult):
@@ -247,6 +251,9 @@ def score(target: SetLike | DynamicsResult, *, k: int | None = None, stop_epoch:
         if not dyn_m.inputs:
             raise UsageError(f"the dynamics {target.key[:12]} name no set", "score the set itself")
         set_m = next((s for d in sorted(set(dyn_m.inputs.values())) if (s := find_set(store, d)) is not None), None)
+        if set_m is None:
+            raise UsageError(f"the set of the dynamics {target.key[:12]} is not in this store",
+                             "import or condense that set again, or score a set directly")
         cset = load(store, set_m)
     else:
         set_m, cset = _set(store, target)
@@ -333,7 +340,7 @@ def evaluate(target: SetLike | list[SetResult], *, repeats: int = 3, model: str 
     params = training.overrides(model=model, epochs=epochs, batch_size=batch_size, lr=lr, aug=aug, cutmix=cutmix)
     params.update(batched=batched, compile=compile)
     targets = list(target) if isinstance(target, (list, tuple)) else [target]
-    resolved = []
+    resolved: list[tuple[Any, Any, str | None]] = []  # (set manifest, set, None) or (None, None, dataset)
     for i, t in enumerate(targets):  # every name resolves before any training starts
         if isinstance(t, str) and (t in known() or t.startswith("folder:")):
             resolved.append((None, None, t))

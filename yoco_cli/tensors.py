@@ -17,11 +17,13 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from .errors import IntegrityError
 from .store.manifest import canonical_json
 from .store.store import Blob
+
+Source: TypeAlias = Path | str | Blob  # what `load` reads: a file, or bytes the store has verified
 
 SEAL = "tensors_sha256"
 # safetensors dtype names -> torch dtype names (resolved lazily: no torch at import time)
@@ -63,7 +65,7 @@ def _tensor_digest(ts: dict[str, Any]) -> str:
     return hashlib.sha256(("|".join(names) + "|" + digest(*(ts[k] for k in names))).encode()).hexdigest()
 
 
-def load(source, device: str = "cpu") -> tuple[dict[str, Any], dict]:
+def load(source: Source, device: str = "cpu") -> tuple[dict[str, Any], dict]:
     """Read tensors and our metadata from a file or a verified `store.Blob`. A file that is not
     safetensors, or whose seal does not match its tensors, is an integrity error."""
     if isinstance(source, Blob):

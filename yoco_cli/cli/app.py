@@ -78,10 +78,11 @@ def _argument_usage(self) -> str:
 
 
 if hasattr(getattr(typer.core, "TyperOption", None), "display_type_rich"):
-    typer.core.TyperOption.display_type_rich = _display_type_rich  # type: ignore[method-assign]  see above
-    typer.core.TyperArgument.display_type_rich = _argument_type_rich  # type: ignore[attr-defined]  likewise
-    typer.core.TyperArgument._rich_display_name = _argument_name  # type: ignore[method-assign]  likewise
-    typer.core.TyperArgument._usage_display_name = _argument_usage  # type: ignore[method-assign]  likewise
+    # deliberate patch of typer's classes (the metavar column above), hence the method assignments
+    typer.core.TyperOption.display_type_rich = _display_type_rich  # type: ignore[method-assign]  # see above
+    typer.core.TyperArgument.display_type_rich = _argument_type_rich  # type: ignore[method-assign]  # see above
+    typer.core.TyperArgument._rich_display_name = _argument_name  # type: ignore[method-assign]  # see above
+    typer.core.TyperArgument._usage_display_name = _argument_usage  # type: ignore[method-assign]  # see above
 
 
 def _usage_error(e) -> typer.Exit:
@@ -249,7 +250,7 @@ def _log_to_stderr(verbose: int) -> None:
         logger.setLevel(logging.NOTSET)
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.yoco_cli = True  # type: ignore[attr-defined]  marks the handler this function owns
+    handler.yoco_cli = True  # type: ignore[attr-defined]  # marks the handler this function owns
     handler.setFormatter(logging.Formatter("%(relativeCreated)8.0f ms  %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)

@@ -12,6 +12,7 @@ import shutil
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -64,8 +65,8 @@ def env_cmd(json_: JsonOpt = False) -> None:
     Example: `yoco env`, or `yoco env --json` for a bug report.
     """
     o = set_json(json_)
-    doc = {"yoco": __version__, "python": _python(), "torch": _torch(), "threads": _threads(),
-           "stores": _stores(), "environment": _variables(), "extras": _extras()}
+    doc: dict[str, Any] = {"yoco": __version__, "python": _python(), "torch": _torch(), "threads": _threads(),
+                           "stores": _stores(), "environment": _variables(), "extras": _extras()}
     if o.json_mode:
         o.data(doc)
         return
@@ -147,7 +148,7 @@ def _variables() -> dict:
 
 
 def _extras() -> dict:
-    out = {}
+    out: dict[str, dict[str, str | None]] = {}  # extra -> distribution -> version (None: not installed)
     for extra, dists in EXTRAS.items():
         out[extra] = {}
         for dist in dists:

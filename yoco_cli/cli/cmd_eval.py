@@ -1,7 +1,7 @@
 """`yoco eval SET`: the paper's evaluation protocol (docs/method.md §5) on the real test split, cached."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,6 +20,10 @@ from .common import (
 )
 from .training_options import check_switches, options
 
+if TYPE_CHECKING:  # imported lazily at run time: `yoco --help` must not load torch
+    from ..data.condensed import CondensedSet
+    from ..store import Manifest
+
 TRAIN_PANEL = "Training (defaults: the dataset's preset, docs/method.md §5)"
 TRAIN = options("eval", TRAIN_PANEL, "repeats")
 
@@ -34,16 +38,16 @@ def eval_cmd(
                                "(e.g. digits) for its full training split.", autocompletion=complete_sets_or_folder,
         show_default=False)],
     repeats: Annotated[int, typer.Option("--repeats", help="Seeded training runs per set (seeds 0..N-1).")] = 3,
-    model: TRAIN.model = None,
-    epochs: TRAIN.epochs = None,
-    batch_size: TRAIN.batch_size = None,
-    lr: TRAIN.lr = None,
-    aug: TRAIN.aug = None,
-    cutmix: TRAIN.cutmix = None,
+    model: Annotated[str | None, TRAIN.model] = None,
+    epochs: Annotated[int | None, TRAIN.epochs] = None,
+    batch_size: Annotated[int | None, TRAIN.batch_size] = None,
+    lr: Annotated[float | None, TRAIN.lr] = None,
+    aug: Annotated[str | None, TRAIN.aug] = None,
+    cutmix: Annotated[float | None, TRAIN.cutmix] = None,
     full: Annotated[bool, typer.Option(
         "--full", help="Evaluate the full real training split of each SET's dataset instead of the set.")] = False,
-    batched: TRAIN.batched = "auto",
-    compile_: TRAIN.compile = "auto",
+    batched: Annotated[str, TRAIN.batched] = "auto",
+    compile_: Annotated[str, TRAIN.compile] = "auto",
     device: DeviceOpt = "auto",
     executor: ExecutorOpt = None,
     address: AddressOpt = None,
@@ -60,8 +64,8 @@ def eval_cmd(
     o = set_json(json_)
     store = get_store()
     check_switches(batched=batched, compile=compile_)
-    params = dict(repeats=repeats, model=model, epochs=epochs, batch_size=batch_size, lr=lr, aug=aug,
-                  cutmix=cutmix, batched=batched, compile=compile_, device=device)
+    params = {"repeats": repeats, "model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr, "aug": aug,
+              "cutmix": cutmix, "batched": batched, "compile": compile_, "device": device}
     resolved = [_resolve(store, t, full) for t in targets]  # fail on a bad name before any training
     rows = []
     from ..executors import Setting
@@ -94,7 +98,7 @@ def eval_cmd(
 class _Group:
     """A prune group: its name and its members as (label, set manifest, set, None)."""
 
-    def __init__(self, label: str, members: list):
+    def __init__(self, label: str, members: list[tuple[str, Manifest, CondensedSet, None]]):
         self.label, self.members = label, members
 
 

@@ -1,11 +1,13 @@
 """`yoco pipeline`: the whole workflow on one dataset, every step cached."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import Progress
 
 from .common import (
     AddressOpt,
@@ -44,7 +46,7 @@ def pipeline_cmd(
     ipc: Annotated[int, typer.Option("--ipc", help="Source IPC (condensed, then pruned from).")] = 10,
     factor: Annotated[int | None, typer.Option("--factor", help="Multi-formation factor (default: preset).",
                                                   show_default=False)] = None,
-    to: Annotated[list[str], typer.Option("--to", metavar="IPC", help="Target IPCs: --to 1 2 5 or --to 1,2,5.")] = ["1", "2", "5"],
+    to: Annotated[list[str], typer.Option("--to", metavar="IPC", help="Target IPCs: --to 1 2 5 or --to 1,2,5.")] = ["1", "2", "5"],  # noqa: B006  typer shows it, never mutates it
     metrics: Annotated[list[str] | None, typer.Option(
         "--metric", "--metrics", "-m", help="Metrics to compare (repeatable; default: every row of the paper's "
         "table): " + metric_help(None),
@@ -113,14 +115,14 @@ def pipeline_cmd(
     records = rep.filter_records(rep.collect(store), result["dataset"], result["source"])
     protocol = "per-seed" if req.per_seed else "mean-scores"  # sets of the other protocol are other methods
     records = [r for r in records if r.ipc_to is None or (r.ipc_to in req.targets and r.protocol == protocol)]
-    tables = rep.build_tables(records, req.tables, "best", req.metrics)
-    verdicts = next((found for t in tables if (found := rep.verdicts(t))), [])
+    best = rep.build_tables(records, req.tables, "best", req.metrics)
+    verdicts = next((found for t in best if (found := rep.verdicts(t))), [])
     payload = {**result, "trained_now": trained, "seconds": round(time.perf_counter() - t0, 1),
-               "tables": rep.to_json(tables), "verdicts": [asdict(v) for v in verdicts]}
+               "tables": rep.to_json(best), "verdicts": [asdict(v) for v in verdicts]}
     if o.json_mode:
         o.data(payload)
     else:
-        for t in tables:
+        for t in best:
             o.out.print(rep.to_rich(t))
         for v in verdicts:  # the headline: does YOCO's lead or deficit hold at this n?
             o.out.print(v.text(req.seeds, req.repeats), markup=False, highlight=False)
@@ -129,7 +131,7 @@ def pipeline_cmd(
         o.info(f"wrote {plot}")
     if markdown is not None:
         last = rep.build_tables(records, req.tables, "last", req.metrics)
-        _write_document(rep, req, tables + last, result, trained, payload["seconds"], markdown, plot)
+        _write_document(rep, req, best + last, result, trained, payload["seconds"], markdown, plot)
         o.info(f"wrote {markdown}")
     o.info("more tables (rules, balance, easyhard) and formats: `yoco report --help`")
     say_where(o, result)
@@ -140,7 +142,12 @@ def pipeline_cmd(
 def _write_document(rep, req, tables, result, trained, seconds, path: Path, plot: Path | None) -> None:
     import os
 
+    from ..errors import IntegrityError
+
     dyn = get_store().load_run("dynamics", result["dynamics"])
+    if dyn is None:  # stored by the run that just ended: only a concurrent `yoco gc` or `rm` removes it
+        raise IntegrityError(f"the dynamics {result['dynamics'][:12]} left the store before the report was written",
+                             "run the same `yoco pipeline` again: it recomputes only what is missing")
     settings = {
         "source set": f"{result['source']} (IPC {req.ipc})",
         "dynamics": f"{req.seeds} seed(s), {dyn.meta.get('epochs', '?')} epochs, "
@@ -169,7 +176,7 @@ class PipelineBar:
     the clock, so it neither freezes nor climbs while runs are in flight; a partly cached rerun errs
     long, never short."""
 
-    def __init__(self, prog, clock=None):
+    def __init__(self, prog: Progress, clock: Callable[[], float] | None = None) -> None:
         import time
 
         self.prog, self.clock = prog, clock or time.perf_counter

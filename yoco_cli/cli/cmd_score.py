@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from ..errors import UsageError
 from . import output
@@ -86,7 +87,7 @@ def resolve_target(store, spec: str):
     return m, set_m, load_set(store, set_m)
 
 
-def summary_table(m) -> tuple[dict, object]:
+def summary_table(m) -> tuple[dict, Table]:
     from ..stages.score import metric_order
 
     stats = dict(sorted(m.meta.get("stats", {}).items(), key=lambda kv: metric_order(kv[0])))

@@ -90,7 +90,7 @@ class CondensedSet:
         return tensors.save(path, ts, meta)
 
     @classmethod
-    def load(cls, path: Path | str) -> CondensedSet:
+    def load(cls, path: tensors.Source) -> CondensedSet:
         ts, meta = tensors.load(path)
         if meta.get("format") != FORMAT or "images" not in ts or "labels" not in ts:
             raise IntegrityError(f"{path} is not a yoco condensed set", "import foreign files with `yoco import`")

@@ -66,7 +66,7 @@ class Dynamics:
         }, {"format": FORMAT, **self.meta, "num_samples": self.num_samples})
 
     @classmethod
-    def load(cls, path: Path | str) -> Dynamics:
+    def load(cls, path: tensors.Source) -> Dynamics:
         import numpy as np
         import torch
 
@@ -132,7 +132,7 @@ class Records:
                                    "idx": self.idx, "output": self.output}, {"format": RECORDS_FORMAT, **meta})
 
     @classmethod
-    def load(cls, path: Path | str) -> Records:
+    def load(cls, path: tensors.Source) -> Records:
         ts, meta = tensors.load(path)
         if meta.get("format") != RECORDS_FORMAT:
             raise IntegrityError(f"{path} is not a yoco records file")

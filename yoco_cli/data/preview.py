@@ -13,9 +13,14 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import UsageError
 from .condensed import CondensedSet
+
+if TYPE_CHECKING:  # annotations only: torch and numpy are imported lazily
+    import numpy as np
+    import torch
 
 GAP = 2  # pixels of white between cells
 MIN_CELL = 32  # enlarge cells to at least this many pixels
@@ -148,10 +153,10 @@ def grid_png(cset: CondensedSet, max_per_class: int = 20, class_names: list[str]
 class Selection:
     """What a rule chose from a set: the parent's images (decoded, display [0, 1] N, C, H, W), their
     labels, which were kept, and the score each had (None where the rule reads no score)."""
-    images: object
-    labels: object
-    kept: object                 # bool tensor [N]
-    scores: object | None        # float numpy [N] or None
+    images: torch.Tensor
+    labels: torch.Tensor
+    kept: torch.Tensor           # bool [N]
+    scores: np.ndarray | None    # float [N], or None
     class_names: list[str]
     title: str
 
@@ -193,8 +198,9 @@ def selection_array(sel: Selection, per_row: int = 20):
 
 def _class_order(sel: Selection, cls: int) -> list[int]:
     idx = [i for i, lab in enumerate(sel.labels.tolist()) if lab == cls]
-    if sel.scores is not None:
-        idx.sort(key=lambda i: (float(sel.scores[i]), i))
+    scores = sel.scores
+    if scores is not None:
+        idx.sort(key=lambda i: (float(scores[i]), i))
     return idx
 
 

@@ -142,7 +142,7 @@ def execute(task_id: str, fn: Callable, args: tuple, where: str, progress: Calla
         outputs = fn(*args, progress=progress)
     except YocoError as e:
         return Failed(task_id, type(e).__name__, e.message, e.hint, e.exit_code, traceback.format_exc(), where)
-    except Exception as e:  # a bug in the job: keep the traceback for --debug
+    except Exception as e:  # noqa: BLE001  a bug in the job: it comes back as Failed, traceback kept for --debug
         return Failed(task_id, type(e).__name__, str(e) or type(e).__name__, None, 1, traceback.format_exc(), where)
     digests = [{name: sha256(data) for name, data in out.files.items()} for out in outputs]
     return Done(task_id, outputs, digests, where, time.perf_counter() - t0, time.process_time() - c0)

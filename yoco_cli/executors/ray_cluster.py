@@ -64,7 +64,7 @@ def _messages_to_stderr(ray) -> None:
     def to_stderr(data, *args, **kwargs):
         return original({**data, "is_err": True}, *args, **kwargs)
 
-    to_stderr._yoco = True
+    to_stderr._yoco = True  # type: ignore[attr-defined]  # marks this process's ray as patched already
     ray_worker.print_to_stdstream = to_stderr
 
 
@@ -202,7 +202,8 @@ class RayExecutor(Executor):
         for n in names:
             if n not in self._objects:
                 self._objects[n] = self.ray.put(shared[n].value)
-        opts = {"num_cpus": task.resources.cpus, "max_retries": self.retries, "retry_exceptions": False}
+        opts: dict[str, int | float | bool] = {"num_cpus": task.resources.cpus, "max_retries": self.retries,
+                                               "retry_exceptions": False}
         gpus = self.gpu_request(task.resources.gpu)
         if gpus:
             opts["num_gpus"] = gpus

@@ -599,13 +599,21 @@ def eval_pass(model: nn.Module, x: torch.Tensor, device: torch.device | str = "c
     return logits, ((torch.cat([o[1] for o in outs]) if outs else torch.zeros(0, 0)) if features else None)
 
 
+def eval_features(model: nn.Module, x: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The flattened `embed` features of x, on the CPU: `eval_pass(..., features=True)`'s second half."""
+    feats = eval_pass(model, x, device, features=True)[1]
+    if feats is None:  # unreachable: eval_pass returns features whenever it is asked for them
+        raise RuntimeError("eval_pass returned no features")
+    return feats
+
+
 def save_model(model: nn.Module, path: Path | str) -> Path:
     """Final weights + the model spec (so `load_model` rebuilds the architecture), as safetensors."""
     state = {k: v for k, v in model.state_dict().items()}
     return tensors.save(path, state, {"format": "yoco-model/1", "spec": model.spec})
 
 
-def load_model(path: Path | str) -> nn.Module:
+def load_model(path: tensors.Source) -> nn.Module:
     from ..errors import IntegrityError
 
     ts, meta = tensors.load(path)

@@ -293,7 +293,7 @@ class TorchvisionModel(nn.Module):
         self._head = last[-1]
         self.feature_dim = self._head.in_features
 
-    def embed(self, x):
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
         seen: list[torch.Tensor] = []
         handle = self._head.register_forward_hook(lambda m, inp, out: seen.append(inp[0]))
         try:

@@ -143,7 +143,7 @@ class DriveClient(Protocol):
 class GdownClient:
     """Drive through gdown (folder listing via the embedded folder view, then the file)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._listings: dict[str, list[DriveFile]] = {}
 
     def list_folder(self, folder_id: str, *, timeout: float) -> list[DriveFile]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from ..data import real
 from ..data.readers import (
@@ -99,7 +100,7 @@ def prepare_folder(store, root: Path, crop: int | None = None, name: str | None 
         classes, rows = scan_folder(root)
         split = "train/ and test/ (or val/) folders" if (root / "train").is_dir() else \
             f"one tree: per class, files ordered by sha256 of their path, first {FOLDER_TEST_FRACTION:.0%} to test"
-        params = {"reader": "imagefolder", "split": split}
+        params: dict[str, Any] = {"reader": "imagefolder", "split": split}
     else:
         classes, rows = scan_imagenet(root, wnids)
         params = {"reader": "imagenet-subset", "classes": list(wnids), "resize_crop": crop}

@@ -159,13 +159,17 @@ def ensure_download(store: Store, entry: Entry, opts: Options) -> tuple[Manifest
 
 def _download_into(entry: Entry, body: Path, opts: Options):
     cb = opts.bar(entry.name) if opts.bar else None
-    kw = dict(timeout=opts.timeout, retries=opts.retries, progress=cb, what=entry.name)
+
+    def over_http(url: str) -> http.Transfer:
+        return http.download(url, body, timeout=opts.timeout, retries=opts.retries, backoff=opts.backoff,
+                             progress=cb, what=entry.name)
+
     if entry.scheme != "gdrive":
-        return http.download(entry.url, body, backoff=opts.backoff, **kw)
+        return over_http(entry.url)
     folder, path = entry.gdrive_parts()
     mirror = os.environ.get("YOCO_GDRIVE_MIRROR", "").strip()
     if opts.drive is None and mirror:
-        return http.download(gdrive.MirrorClient(mirror).url(folder, path), body, backoff=opts.backoff, **kw)
+        return over_http(gdrive.MirrorClient(mirror).url(folder, path))
     client = opts.drive or _default_drive()
     with gdrive.drive_errors(f"the Drive folder of {entry.name}"):
         listing = client.list_folder(folder, timeout=opts.timeout)

@@ -332,7 +332,9 @@ class _EpochBatch:
     def __init__(self, path: Path, n: int, num_classes: int):
         self.path, self.n, self.num_classes = path, n, num_classes
         self.epoch, self.rows, self.bulk = -1, 0, True
-        self.numbers, self.idx, self.out = [], [], []
+        self.numbers: list[int] = []
+        self.idx: list[Any] = []  # StoredTensor or torch.Tensor, as the pickle holds them
+        self.out: list[Any] = []
 
     def takes(self, epoch: int, idx, out, bulk: bool) -> bool:
         if not self.numbers:
@@ -384,7 +386,7 @@ def _load_reference_weights(path: Path, model) -> None:
     check_torch_zip(path)  # declared member sizes, before torch inflates any
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for bytes that are not a checkpoint
+    except Exception as e:  # noqa: BLE001  torch.load raises pickle, zip, EOF or RuntimeError errors for a bad file
         raise IntegrityError(f"{path} is not a readable weights-only checkpoint ({type(e).__name__})") from None
     state = obj.get("model_state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -429,7 +431,7 @@ def import_dynamics(store: Store, set_manifest: Manifest, cset: CondensedSet, fi
             dyn, n_records = read_reference_pickle(f, y, cset.num_classes, seed)
             check_unchanged(f, stamps[seed])  # the key's digest is of the bytes just read
             outputs = {"stats": dyn.save(tmp / "dynamics.safetensors")}
-            if checkpoints:
+            if spec is not None:  # planned exactly when checkpoints were given
                 net = model_from_spec(spec)
                 _load_reference_weights(Path(checkpoints[seed]), net)
                 outputs["model"] = engine.save_model(net, tmp / "model.safetensors")

@@ -85,7 +85,12 @@ def run_eval(store: Store, set_manifest: Manifest | None, cset: CondensedSet | N
 def target_of(store: Store, set_manifest: Manifest | None, cset: CondensedSet | None,
               dataset: str | None = None) -> _Target:
     """What an evaluation trains on: a stored set, or (cset None) a dataset's full training split."""
-    return _set_target(store, set_manifest, cset) if cset is not None else _full_target(store, dataset)
+    if cset is None:
+        return _full_target(store, dataset)
+    if set_manifest is None:
+        raise UsageError("a set to evaluate needs its stored manifest (it names the evaluation)",
+                         "pass the manifest the set was loaded from, e.g. from stages.importing.resolve_set")
+    return _set_target(store, set_manifest, cset)
 
 
 def set_target(store: Store, m: Manifest) -> _Target:

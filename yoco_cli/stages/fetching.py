@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..progress import SILENT, Reporter
 from ..remote.registry import Entry
@@ -69,22 +70,23 @@ def _finish(store: Store, kind: str, group: str, entries: list[Entry], opts: Opt
 def import_set(store: Store, name: str, entries: list[Entry], downloads: list[Manifest]) -> tuple[Manifest, bool]:
     """Import a downloaded condensed set exactly as `yoco import` would, named `name`."""
     a = entries[0].attrs
-    kw = dict(fmt=a.get("format", "auto"), dataset=a.get("dataset"),
-              factor=int(a["factor"]) if "factor" in a else None, ipc=int(a["ipc"]) if "ipc" in a else None,
-              name=name)
-    if "experiment" in a:  # which experiment of a DSA file (YOCO uses 0)
-        kw["experiment"] = int(a["experiment"])
-    if "value_space" in a:
-        kw["value_space"] = a["value_space"]
+
+    def imported(path: Path) -> tuple[Manifest, bool]:
+        return import_file(store, path, fmt=a.get("format", "auto"), dataset=a.get("dataset"),
+                           factor=int(a["factor"]) if "factor" in a else None,
+                           ipc=int(a["ipc"]) if "ipc" in a else None, name=name,
+                           experiment=int(a.get("experiment", 0)),  # which experiment of a DSA file (YOCO uses 0)
+                           value_space=a.get("value_space"))
+
     # the downloads are hashed first (a damaged one is quarantined, so the next fetch downloads it
     # again); import_file hashes what it reads before and after reading, and keys the set by that
     files = [store.verified_path(m, "file") for m in downloads]
     if len(entries) == 1:
-        return import_file(store, files[0], **kw)
+        return imported(files[0])
     # several files (MTT: images_best.pt + labels_best.pt): a folder of links with their published names
     with store.staging() as tmp:
         folder = tmp / name.replace("/", "_")
         folder.mkdir()
         for e, f in zip(entries, files):
             os.symlink(f, folder / e.attrs.get("file", e.name.rsplit("/", 1)[-1]))
-        return import_file(store, folder, **kw)
+        return imported(folder)

@@ -67,15 +67,15 @@ def selection(store: Store, m: Manifest) -> preview.Selection:
 
 def _scores(store: Store, m: Manifest, info: dict):
     """(the score vector the rule ranked by, a phrase naming it) or (None, None)."""
-    digest = m.inputs.get("scores")
-    if not digest or info.get("metric") in ("random", "ssp"):  # ssp may read a stored k-means list, no score
+    digest, metric = m.inputs.get("scores"), info.get("metric")
+    if not digest or metric is None or metric in ("random", "ssp"):  # ssp may read a stored k-means list, no score
         return None, None
     from .score import load_scores
 
     sm = next((s for s in store.all_runs("score") if s.outputs.get("scores", {}).get("digest") == digest), None)
     if sm is None:
         return None, None
-    metric, run = info.get("metric"), info.get("score_run")
+    run = info.get("score_run")
     base = "el2n" if metric == "ccs" else metric  # CCS stratifies by EL2N
     table = load_scores(store, sm)
     which = f"run {run}" if run is not None else f"mean over {table.runs} runs"

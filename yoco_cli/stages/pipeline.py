@@ -13,6 +13,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from ..data.condensed import CondensedSet
 from ..errors import UsageError
 from ..methods import scores as score_methods
 from ..progress import SILENT, Reporter
@@ -193,8 +194,8 @@ def _source_shape(store: Store, req: PipelineRequest) -> _Shape:
     if req.set_ref:
         m, cset = resolve_set(store, req.set_ref)
         c, size = int(cset.images.shape[1]), int(cset.images.shape[-1])
-        return _Shape(cset.dataset, f"source {set_label(store, m)}", cset.num_classes, c, size, cset.ipc,
-                      cset.factor, STEP_OVERHEAD_MACS)
+        return _Shape(cset.dataset, f"source {set_label(store, m)}", cset.num_classes, c, size, req.ipc,
+                      cset.factor, STEP_OVERHEAD_MACS)  # req.ipc: run() refuses a source of another IPC
     real = load_real(req.dataset, store)
     params, _ = condense.plan(_condense_request(req), real)
     ref = condense.default_ref(real.name, req.method, req.ipc)
@@ -293,7 +294,7 @@ def run(store: Store, req: PipelineRequest, on_step: Callable[[Step], None] | No
             "pruned": [m.key for m in pruned], "evals": [m.key for m in evals], **pool.summary()}
 
 
-def _source(store: Store, req: PipelineRequest, tell: _Teller, inner: Reporter) -> tuple[Manifest, object, str]:
+def _source(store: Store, req: PipelineRequest, tell: _Teller, inner: Reporter) -> tuple[Manifest, CondensedSet, str]:
     from . import condense
     from .importing import resolve_set
     from .sets import load_set, set_label
@@ -372,8 +373,7 @@ def _prune_all(store, req, set_m, cset, table, dyn_m, tell: _Teller, betas) -> l
 def _evaluate_all(store, req, sets: list[Manifest], tell: _Teller, inner: Reporter, pool: Pool) -> list[Manifest]:
     """Every set's evaluation runs as one sweep (the source and all pruned sets, longest first). Each
     set's evaluation group is committed as soon as its last run is in, so `yoco report` shows the
-    finished cells while the sweep runs and after an interruption. The sets' steps are told in plan
-    order (a set that finishes early waits for the ones before it); the stage row shows the sweep's
+    finished cells while the sweep runs and after an interruption. The stage row shows the sweep's
     done / running / queued / failed runs. Every set's step starts with the sweep and ends when its
     runs are in, in whatever order (the display counts finished sets and times the sweep's own rate);
     a line before it says how many runs and about how long (stages/estimates.announce_sweep)."""

@@ -236,6 +236,8 @@ def prune_one_run(store: Store, src: Source, ipc_to: int, rule: select.Rule, opt
     """`--score-run I`: run I's own set alone (the same cache entry and name as in `prune_runs`' group)."""
     n = run_count(rule, src.scores, src.dyn_m)
     run = opts.score_run
+    if run is None:
+        raise UsageError("pruning one run needs its number", "give --score-run I")
     if src.scores is not None and not 0 <= run < src.scores.runs:
         raise UsageError(f"--score-run {run}: the scores hold runs 0..{src.scores.runs - 1}")
     name = ref_for(store, src.set_m, rule, ipc_to, PER_SEED, run if n > 1 else None)
@@ -341,7 +343,7 @@ def prune(store: Store, src: Source, ipc_to: int, rule: select.Rule, opts: Prune
     inputs = {"set": set_m.digest("set")}
     if source == "scores":
         inputs["scores"] = scores.manifest.digest("scores")
-    elif source == "model":
+    elif source == "model" and dyn_m is not None:  # (a missing one was refused above)
         inputs.update({f"dynamics.{k}": o["digest"] for k, o in sorted(dyn_m.outputs.items())})
 
     if protocol is None:
@@ -412,11 +414,13 @@ def _check_targets(scores, labels) -> None:
                          "these scores were made for another set")
 
 
-def _features(store: Store, cset, dyn_m: Manifest, opts: PruneOptions):
+def _features(store: Store, cset, dyn_m: Manifest | None, opts: PruneOptions):
     from ..nn.device import resolve_device
-    from ..nn.engine import eval_pass
+    from ..nn.engine import eval_features
     from .dynamics import load_dynamics
 
+    if dyn_m is None:
+        raise UsageError("ssp needs the final model of a dynamics run for this target", "give --dynamics REF")
     runs = load_dynamics(store, dyn_m)
     if not 0 <= opts.ssp_run < len(runs):
         raise UsageError(f"--ssp-run {opts.ssp_run}: the dynamics hold runs 0..{len(runs) - 1}")
@@ -425,7 +429,7 @@ def _features(store: Store, cset, dyn_m: Manifest, opts: PruneOptions):
         raise UsageError("these dynamics carry no final model weights; ssp needs them",
                          "record dynamics with yoco (reference pickles hold no weights)")
     x = space.model_input(cset, cset.decoded()[0])
-    return eval_pass(model, x, resolve_device(opts.device), features=True)[1].numpy()
+    return eval_features(model, x, resolve_device(opts.device)).numpy()
 
 
 def _compute(store: Store, tmp: Path, src: Source, p: _Plan) -> StageResult:

@@ -244,7 +244,8 @@ def _window_text(w: dict) -> str:
     k, stop = w.get("k"), w.get("stop_epoch")
     by = "lowest-loss" if w.get("use_loss") else "highest-accuracy"
     how = {"scaled": "the reference's {ref} for 1000 epochs, both scaled to these dynamics",
-           "unscaled": "the reference's {ref}, unscaled", "user": "set by --k/--stop-epoch"}.get(w.get("window"), "")
+           "unscaled": "the reference's {ref}, unscaled",
+           "user": "set by --k/--stop-epoch"}.get(w.get("window") or "", "")
     ref = tuple(w.get("reference") or ())
     how = how.format(ref=f"(stop {ref[0]}, K {ref[1]})" if len(ref) == 2 else "values")
     rel = "K < stop" if k is not None and stop is not None and k < stop else "K = stop, the whole window"
@@ -560,19 +561,20 @@ def figure(records: list[EvalRecord], which: str = "best"):
     fig, axes = plt.subplots(1, len(groups), figsize=(7.5 * len(groups), 4.5), squeeze=False)
     for ax, ((dataset, source, model, ipc_from), recs) in zip(axes[0], sorted(groups.items())):
         for spec in TABLES["main"][1]:
-            pts = sorted({r.ipc_to for r in recs if spec.matches(r)})
-            cells = [cell_of([v for r in recs if spec.matches(r) and r.ipc_to == t for v in getattr(r, which)])
+            pts = sorted({r.ipc_to for r in recs if r.ipc_to is not None and spec.matches(r)})
+            cells = [(t, cell_of([v for r in recs if spec.matches(r) and r.ipc_to == t for v in getattr(r, which)]))
                      for t in pts]
-            if pts:
+            shown = [(t, c) for t, c in cells if c is not None]  # a record with no accuracies has no point
+            if shown:
                 yoco = spec.label == "YOCO"
-                ax.errorbar(pts, [c.mean for c in cells], yerr=[c.std for c in cells], marker="o", capsize=3,
-                            label=spec.label, linewidth=2.4 if yoco else 1.2, zorder=3 if yoco else 2,
-                            **({"color": "black"} if yoco else {}))
+                ax.errorbar([t for t, _ in shown], [c.mean for _, c in shown], yerr=[c.std for _, c in shown],
+                            marker="o", capsize=3, label=spec.label, linewidth=2.4 if yoco else 1.2,
+                            zorder=3 if yoco else 2, **({"color": "black"} if yoco else {}))
         ref = cell_of(full.get((dataset, source, model, ipc_from), []))
         if ref is not None:
             ax.axhline(ref.mean, color="0.55", linestyle=":", linewidth=1.2, label=f"unpruned IPC {ipc_from}")
         ax.set_xscale("log", base=2)
-        ax.set_xticks(sorted({r.ipc_to for r in recs}))
+        ax.set_xticks(sorted({r.ipc_to for r in recs if r.ipc_to is not None}))  # groups hold pruned sets only
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.set_xlabel(f"target IPC (pruned from IPC {ipc_from})")
         ax.set_ylabel(f"{which} test accuracy (%)")

@@ -395,10 +395,10 @@ def _kmeans_lists(cset, model, run: int, device: str) -> dict:
 
     from ..methods import select
     from ..nn.device import resolve_device
-    from ..nn.engine import eval_pass
+    from ..nn.engine import eval_features
 
     x, labels, _ = cset.decoded()
-    feats = eval_pass(model, space.model_input(cset, x), resolve_device(device), features=True)[1].numpy()
+    feats = eval_features(model, space.model_input(cset, x), resolve_device(device)).numpy()
     lab = labels.numpy()
     smallest = int(torch.bincount(labels, minlength=cset.num_classes).min())
     lists = {}

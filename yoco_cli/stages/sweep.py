@@ -25,7 +25,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import errors
 from ..errors import IntegrityError, LockTimeout, YocoError
@@ -33,6 +33,9 @@ from ..executors import Done, Executor, Failed, Resources, Setting, Task
 from ..store import Manifest, StageResult, Store
 from ..store.manifest import run_key
 from ..store.runner import commit
+
+if TYPE_CHECKING:  # annotations only (Python 3.10 has no typing.Self)
+    from typing_extensions import Self
 
 
 @dataclass
@@ -61,7 +64,7 @@ class Job:
     fn: Callable
     spec: Any
     cost: float = 1.0
-    resources: Resources = Resources()
+    resources: Resources = field(default_factory=Resources)
 
 
 @dataclass
@@ -99,6 +102,13 @@ def _lookup(store: Store, run: Run) -> Manifest | None:
         return None  # damaged manifest: recompute (the commit replaces it)
 
 
+def _all_stored(store: Store, runs: list[Run]) -> list[Manifest] | None:
+    """The manifests of `runs` when the store holds every one, else None."""
+    found = [_lookup(store, r) for r in runs]
+    stored = [m for m in found if m is not None]
+    return stored if len(stored) == len(found) else None
+
+
 def run(store: Store, jobs: list[Job], executor: Executor, on_status: Callable[[Status], None] | None = None,
         on_progress: Callable[[Job, Any], None] | None = None,
         on_run: Callable[[str, bool], None] | None = None) -> Report:
@@ -112,8 +122,8 @@ def run(store: Store, jobs: list[Job], executor: Executor, on_status: Callable[[
     todo: list[Job] = []
     ran = on_run or (lambda key, computed: None)
     for job in jobs:
-        found = [_lookup(store, r) for r in job.runs]
-        if all(found):
+        found = _all_stored(store, job.runs)
+        if found is not None:
             report.manifests.update({r.key: m for r, m in zip(job.runs, found)})
             status.cached += len(job.runs)
             for r in job.runs:
@@ -128,7 +138,9 @@ def run(store: Store, jobs: list[Job], executor: Executor, on_status: Callable[[
 
 
 class _Driver:
-    def __init__(self, store, executor, report, status, tell, on_progress, ran):
+    def __init__(self, store: Store, executor: Executor, report: Report, status: Status,
+                 tell: Callable[[Status], None], on_progress: Callable[[Job, Any], None] | None,
+                 ran: Callable[[str, bool], None]) -> None:
         self.store, self.ex, self.report, self.status, self.tell = store, executor, report, status, tell
         self.ran = ran
         self.running: dict[str, tuple[Job, contextlib.ExitStack]] = {}
@@ -179,28 +191,27 @@ class _Driver:
             raise _error(self.failure, self.status)
 
     # -- locks -------------------------------------------------------------------------
-    def _lock(self, job: Job, blocking: bool) -> contextlib.ExitStack | None:
+    def _lock(self, job: Job, blocking: bool) -> contextlib.ExitStack:
+        """Every run's lock; LockTimeout when one is held elsewhere and `blocking` is False."""
         stack = contextlib.ExitStack()
         try:
             for r in job.runs:
                 stack.enter_context(self.store.lock(r.stage, r.key, timeout=None if blocking else 0))
-        except LockTimeout:
-            stack.close()
-            if blocking:
-                raise
-            return None
         except BaseException:
             stack.close()
             raise
         return stack
 
     def _try_lock(self, job: Job) -> contextlib.ExitStack | None:
-        return self._lock(job, blocking=False)
+        try:
+            return self._lock(job, blocking=False)
+        except LockTimeout:
+            return None
 
     # -- dispatch and commit -------------------------------------------------------------
     def _dispatch(self, job: Job, locks: contextlib.ExitStack) -> None:
-        found = [_lookup(self.store, r) for r in job.runs]  # another process may have finished it
-        if all(found):
+        found = _all_stored(self.store, job.runs)  # another process may have finished it
+        if found is not None:
             locks.close()
             self.report.manifests.update({r.key: m for r, m in zip(job.runs, found)})
             self.status.queued -= len(job.runs)
@@ -241,8 +252,9 @@ class _Driver:
         if len(done.outputs) != len(job.runs):
             raise IntegrityError(f"{job.runs[0].label}: {len(done.outputs)} results for {len(job.runs)} runs")
         for run_, out, digests in zip(job.runs, done.outputs, done.digests):
-            if _lookup(self.store, run_) is not None:  # e.g. a stacked job redoing a run that exists
-                self.report.manifests[run_.key] = _lookup(self.store, run_)
+            existing = _lookup(self.store, run_)
+            if existing is not None:  # e.g. a stacked job redoing a run that exists
+                self.report.manifests[run_.key] = existing
                 self.ran(run_.key, False)
                 continue
 
@@ -315,7 +327,7 @@ class Pool:
         return {"executor": ", ".join(sorted({r.executor for r in self.reports if r.computed})),
                 "where": dict(sorted(where.items())), "sent": sum(r.sent for r in self.reports)}
 
-    def __enter__(self) -> Pool:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 try:
     import fcntl
@@ -52,7 +52,7 @@ class KeyLock:
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self._fd: int | None = None
-        self._fallback = None
+        self._fallback: Any = None  # a filelock.SoftFileLock where flock is missing (imported only then)
 
     def acquire(self, timeout: float | None = None, on_wait: Callable[[], None] | None = None) -> bool:
         if fcntl is None:  # pragma: no cover
