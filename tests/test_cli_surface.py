@@ -121,3 +121,12 @@ def test_a_run_estimated_at_over_a_day_is_not_started_without_yes(cli):
     assert r.exit_code == 2, r.stderr
     assert " days" in r.stderr and "; not started" in r.stderr and "yoco --yes" in r.stderr
     assert not Store().all_runs("eval-run") and not Store().all_runs("eval")
+
+
+def test_max_parallel_beyond_the_cores_is_said_aloud(cli, monkeypatch):
+    monkeypatch.setattr("yoco_cli.executors.local.usable_cores", lambda: 2)
+    r = cli("eval", "no/such/set", "--max-parallel", "1000000")
+    assert r.exit_code == 2  # the name fails as usual, after the one-line warning
+    assert "--max-parallel 1000000 is more than this machine's 2 usable cores" in r.stderr
+    quiet = cli("eval", "no/such/set", "--max-parallel", "2")
+    assert "usable cores" not in quiet.stderr

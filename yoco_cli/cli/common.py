@@ -140,8 +140,14 @@ def check_executor(value: str | None) -> str | None:
 
 def check_max_parallel(value: int | None) -> int | None:
     from ..executors import check_max_parallel as check
+    from ..executors.local import usable_cores
 
-    return check(value)
+    check(value)
+    cores = usable_cores()
+    if value is not None and value > cores:  # honoured (a cluster has more CPUs), but said aloud
+        output.get().warn(f"--max-parallel {value} is more than this machine's {cores} usable cores: local worker "
+                          f"processes would share them (at most one starts per run, and at most 64)")
+    return value
 
 
 RUN_PANEL = "Where runs execute"
