@@ -717,6 +717,8 @@ def _field_html(key: str, value) -> str:
     if isinstance(value, dict) and not isinstance(value.get("mean"), (int, float)):
         body = ", ".join(f"{_esc(k)} {_esc(_num(v))}" for k, v in value.items())
         return f'<details class="extra"><summary>{_esc(key)} ({len(value)})</summary>{body}</details>'
+    if key == "diff" and isinstance(value, dict) and "distinguishable" in value:
+        return _diff_html(value)
     if isinstance(value, dict):
         head = ""
         if isinstance(value.get("mean"), (int, float)):
@@ -728,6 +730,18 @@ def _field_html(key: str, value) -> str:
     if isinstance(value, list):
         return f'<div class="extra">{_esc(key)}: {_esc(", ".join(map(str, value)))}</div>'
     return f'<div class="extra">{_esc(key)}: {_esc(_num(value))}</div>'
+
+
+def _diff_html(d: dict) -> str:
+    """A cell's paired difference as the terminal table writes it: Δ mean [lo, hi] vs ROW, n; dim with ~
+    where its interval includes 0."""
+    text = f"Δ {d['mean']:+.2f}"
+    if isinstance(d.get("lo"), (int, float)) and isinstance(d.get("hi"), (int, float)):
+        text += f" [{d['lo']:+.2f}, {d['hi']:+.2f}]"
+    text += f" vs {d.get('vs', '?')}, n={d.get('n')}"
+    if not d.get("distinguishable"):
+        return f'<div class="extra">{_esc(text)} ~</div>'
+    return f'<div class="extra"><b>{_esc(text)}</b></div>'
 
 
 def _cell_html(cell: dict | None) -> str:
@@ -772,7 +786,8 @@ def to_html(tables: list[dict], plot_png: bytes | None = None, pictures: list[tu
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{_esc(heading)}</title>",
              f"<style>{HTML_CSS}</style></head><body><h1>{_esc(heading)}</h1>",
              (f"<p class='meta'>Written by yoco {_esc(__version__)}. Cells: mean ± std over dynamics runs × "
-              f"evaluation repeats; ★ marks the best cell of a column.</p>")]
+              f"evaluation repeats; Δ is the paired difference to the compared row (~: not distinguishable at this n); "
+              f"★ marks the best cell of a column where it is distinguishable from the runner-up.</p>")]
     parts += [f"<p class='meta'>{_esc(n)}</p>" for n in notes or []]
     parts += [_table_html(t) for t in tables]
     if plot_png:
