@@ -16,14 +16,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(cache_app, name="cache")
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
 @cache_app.command("dir")
 def cache_dir(json_: JsonOpt = False) -> None:
     """Print the cache folder.  Example: `yoco cache dir`"""
@@ -76,9 +68,9 @@ def cache_ls(
         _say_empty(o, store, stage)
         return
     tbl = output.table(None, ["stage", "name", "size", "summary"],
-                       [[r["stage"], r["name"], _human(r["size"]), r["summary"]] for r in rows])
+                       [[r["stage"], r["name"], output.human_bytes(r["size"]), r["summary"]] for r in rows])
     tbl.columns[1].no_wrap = True  # names are what people copy: whole, even in a pipe
-    tbl.caption = (f"{len(rows)} {'runs' if every_run else 'artifacts'}; {_human(total)} of objects in the store "
+    tbl.caption = (f"{len(rows)} {'runs' if every_run else 'artifacts'}; {output.human_bytes(total)} of objects in the store "
                    "(each counted once)")
     if not o.out.is_terminal:  # a pipe or a file: whole names and summaries, one row per line
         o.out.width = 100_000
@@ -153,7 +145,7 @@ def cache_info(
            "provenance": m.provenance, "path": str(store.manifest_path(m.stage, m.key))}
     rows = [["stage", m.stage], ["key", m.key], ["names", ", ".join(doc["refs"]) or "-"],
             *_fields("param", m.params), *[[f"input {k}", v] for k, v in made_from.items()],
-            *[[f"output {k}", f"{v['digest'][:16]} ({_human(v['size'])})"] for k, v in m.outputs.items()],
+            *[[f"output {k}", f"{v['digest'][:16]} ({output.human_bytes(v['size'])})"] for k, v in m.outputs.items()],
             *_fields("meta", {k: v for k, v in m.meta.items() if k != "summary"}),
             ["summary", _summary(m)], *_fields("made", m.provenance)]
     tbl = output.table(None, ["field", "value"], rows)
@@ -220,7 +212,7 @@ def cache_gc(
            output.table(None, ["", verb],
                         [["objects", len(res["objects"])], ["names", len(res["refs"])], ["temp files", len(res["tmp"])],
                          ["quarantined objects", len(res["quarantine"])], ["stale lock files", len(res["locks"])],
-                         ["partial folders", len(res["partial"])], ["bytes", _human(int(res["bytes"][0]))]]))
+                         ["partial folders", len(res["partial"])], ["bytes", output.human_bytes(int(res["bytes"][0]))]]))
 
 
 @cache_app.command("rm")
@@ -259,9 +251,9 @@ def cache_rm(
         from .common import interactive
 
         if not interactive():
-            raise UsageError(f"cache rm would delete {len(plan.runs)} run(s) and {_human(plan.bytes)}",
+            raise UsageError(f"cache rm would delete {len(plan.runs)} run(s) and {output.human_bytes(plan.bytes)}",
                              "look at the plan with --dry-run, then pass --yes")
-        if not typer.confirm(f"delete {len(plan.runs)} run(s), {_human(plan.bytes)}?", default=False, err=True):
+        if not typer.confirm(f"delete {len(plan.runs)} run(s), {output.human_bytes(plan.bytes)}?", default=False, err=True):
             raise typer.Exit(1)
     res = store.rm(plan.runs)
     doc["deleted"] = {"runs": res["runs"], "refs": res["refs"], "objects": len(res["objects"])}
@@ -282,7 +274,7 @@ def _show_plan(o, doc: dict, parts: int) -> None:
         rows.append(["with its parts", f"{parts} per-seed or per-run run(s)"])
     rows.append(["and what depends on it", "\n".join(doc["dependents"]) or "nothing"])
     rows.append(["names", ", ".join(doc["refs"]) or "-"])
-    rows.append(["frees", f"{_human(doc['bytes'])} in {len(doc['objects'])} object(s)"])
+    rows.append(["frees", f"{output.human_bytes(doc['bytes'])} in {len(doc['objects'])} object(s)"])
     tbl = output.table("would delete" if doc["dry_run"] else "plan", ["", ""], rows)
     tbl.show_header = False
     o.err.print(tbl)

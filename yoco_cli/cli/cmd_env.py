@@ -190,15 +190,7 @@ def _folder_text(f: dict, absent: str) -> str:
     if not f["exists"]:
         return f"{f['path']} ({absent})"
     mode = "" if f["writable"] else ", read-only"
-    return f"{f['path']} ({_size(f['bytes'])}{mode}; {_size(f['free_bytes'])} free)"
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+    return f"{f['path']} ({output.human_bytes(f['bytes'])}{mode}; {output.human_bytes(f['free_bytes'])} free)"
 
 
 def _extra_text(parts: dict) -> str:

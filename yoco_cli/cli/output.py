@@ -154,6 +154,15 @@ def get() -> Output:
     return _current
 
 
+def human_bytes(n: float) -> str:
+    """A size for people: 512 B, 26.3 KiB, 1.2 MiB, ... (one decimal above bytes)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
 assume_yes = False  # the global --yes: long runs and large downloads start without asking
 
 
