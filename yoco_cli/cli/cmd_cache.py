@@ -232,6 +232,7 @@ def cache_rm(
 
     o = set_json(json_)
     store = get_store(write=not dry_run)
+    store.check_no_links()  # before anything is read: a linked folder would make the plan itself fail on it
     manifests = [store.resolve(t, require_objects=False) for t in targets]  # damaged runs too
     if not manifests:
         raise UsageError("nothing to delete", "name at least one artifact")
